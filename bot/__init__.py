@@ -1,0 +1,1 @@
+"""Cap's application layer: settings, CLI, Discord bot, storage, tools and Discord voice I/O."""

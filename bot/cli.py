@@ -1,0 +1,78 @@
+"""The `cap-bot` command line: one sub-command per module, each a `register(subparsers)` function.
+
+Every failure a user can cause ends as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from bot.settings import SettingsError, load_settings
+
+log = logging.getLogger("cap")
+
+# Modules that add sub-commands; each has `register(subparsers)` and sets `handler(args, settings) -> int`.
+COMMAND_MODULES = (
+    "bot.console",
+    "bot.admin_cli",
+    "bot.runner",
+    "bot.ops_cli",
+)
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1 (or `status`)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cap-bot", description="Cap, the AI loan companion for Discord voice.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that feature is not built into this copy
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # websockets at DEBUG would log frames; keep it quiet so nothing sensitive reaches the log.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    configure_logging(args.verbose)
+    try:
+        settings = load_settings()
+        return int(args.handler(args, settings) or 0)
+    except (SettingsError, CommandError) as exc:
+        print(f"cap-bot: {exc}", file=sys.stderr)
+        return getattr(exc, "status", 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: system packages, then a virtualenv with Cap installed.
+# Usage: scripts/setup.sh [--dev]   (--dev adds the test tools and the packages the tests need)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=(libopus0)
+if [[ "${1:-}" == "--dev" ]]; then
+  want+=(espeak-ng sox)
+fi
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing system packages: ${missing[*]}"
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+extra=""
+[[ "${1:-}" == "--dev" ]] && extra="[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}" 2>&1 \
+  | { grep -v "^WARNING: Location .* is ignored" || true; }
