@@ -4,13 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from realtime.persona import DEFAULT_INSTRUCTIONS
 
 Voice = Literal["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ProgramGuideline(BaseModel):
+    """One loan program's limits; ratios are decimals (0.75 means 75 %), None means "not tested"."""
+
+    min_dscr: float | None = Field(None, gt=0)
+    max_ltv: float = Field(gt=0, le=1)
+    max_ltc: float | None = Field(None, gt=0, le=1)
+    max_arv_ltv: float | None = Field(None, gt=0, le=1)
+
+
+DEFAULT_PROGRAM_GUIDELINES: dict[str, ProgramGuideline] = {
+    "dscr_rental": ProgramGuideline(min_dscr=1.0, max_ltv=0.80),
+    "fix_and_flip": ProgramGuideline(max_ltv=0.90, max_ltc=0.90, max_arv_ltv=0.75),
+    "bridge": ProgramGuideline(max_ltv=0.75),
+    "ground_up_construction": ProgramGuideline(max_ltv=0.75, max_ltc=0.85, max_arv_ltv=0.70),
+    "portfolio": ProgramGuideline(min_dscr=1.20, max_ltv=0.75),
+}
 
 
 class SettingsError(Exception):
@@ -45,6 +67,17 @@ class Settings(BaseSettings):
     # Storage.
     database_url: str = "sqlite:///data/cap.db"
 
+    # Lender business rules for the tools (schedule_call, analyze_deal, save_lead, /leads).
+    business_timezone: str = "America/New_York"
+    business_hours_start: int = Field(9, ge=0, le=23)
+    business_hours_end: int = Field(17, ge=1, le=24)
+    business_days: str = "mon,tue,wed,thu,fri"
+    call_duration_minutes: int = Field(30, ge=5, le=240)
+    # JSON object; entries given replace the defaults for those programs, the others keep theirs.
+    program_guidelines: dict[str, ProgramGuideline] = DEFAULT_PROGRAM_GUIDELINES
+    phone_default_region: str = "US"
+    leads_role_id: int | None = None
+
     # Discord.
     discord_token: SecretStr | None = None
     dev_guild_id: int | None = None
@@ -55,6 +88,54 @@ class Settings(BaseSettings):
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must start with ws:// or wss://")
         return value.rstrip("/")
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone: {value!r}") from None
+        return value
+
+    @field_validator("business_hours_end")
+    @classmethod
+    def _end_after_start(cls, value: int, info: ValidationInfo) -> int:
+        start = info.data.get("business_hours_start")
+        if start is not None and value <= start:
+            raise ValueError("must be later than BUSINESS_HOURS_START")
+        return value
+
+    @field_validator("business_days")
+    @classmethod
+    def _weekday_names(cls, value: str) -> str:
+        days = [day.strip().lower()[:3] for day in value.split(",") if day.strip()]
+        unknown = [day for day in days if day not in WEEKDAYS]
+        if not days or unknown:
+            raise ValueError(f"comma-separated weekdays like mon,tue,wed expected, got {value!r}")
+        return ",".join(days)
+
+    @field_validator("program_guidelines")
+    @classmethod
+    def _merge_guidelines(cls, value: dict[str, ProgramGuideline]) -> dict[str, ProgramGuideline]:
+        return {**DEFAULT_PROGRAM_GUIDELINES, **value}
+
+    @field_validator("leads_role_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("phone_default_region")
+    @classmethod
+    def _region_code(cls, value: str) -> str:
+        if len(value.strip()) != 2 or not value.strip().isalpha():
+            raise ValueError("a two-letter region code like US expected")
+        return value.strip().upper()
+
+    @property
+    def business_weekdays(self) -> frozenset[int]:
+        """BUSINESS_DAYS as datetime.weekday() numbers (Monday is 0)."""
+        return frozenset(WEEKDAYS.index(day) for day in self.business_days.split(","))
 
     @field_validator("instructions_file")
     @classmethod
