@@ -1,0 +1,123 @@
+"""`cap-bot console`: one conversation with Cap from a WAV file, through the same engine Discord uses."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import wave
+from pathlib import Path
+
+from bot.cli import CommandError
+from bot.session_factory import make_session_config
+from bot.settings import Settings
+from realtime.audio import FRAME_BYTES, SAMPLE_RATE_DISCORD, Framer, to_discord_pcm
+from realtime.engine import VoiceSession
+from realtime.errors import RealtimeFatalError
+from realtime.file_transport import run_file_conversation
+from realtime.tools import ToolContext, ToolRegistry
+from realtime.transcript import TranscriptEntry
+
+log = logging.getLogger(__name__)
+
+# Console conversations belong to a fixed guild and caller (Discord ids are never 0), so the tools,
+# the leads and the conversation log work there exactly as in Discord.
+CONSOLE_GUILD_ID = 0
+CONSOLE_USER_ID = 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("console", help="talk to Cap with a WAV file instead of Discord")
+    parser.add_argument("--input", type=Path, required=True, help="caller audio: any 16-bit PCM WAV")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="Cap's audio, 48 kHz stereo, time-aligned with the input")
+    parser.add_argument("--tail", type=float, default=20.0,
+                        help="seconds of silence to keep listening after the input ends (default 20)")
+    parser.set_defaults(handler=run_console)
+
+
+def read_wav_frames(path: Path) -> list[bytes]:
+    """The WAV as 20 ms frames of 48 kHz stereo s16le, as Discord would deliver it (last frame padded)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            if wav.getsampwidth() != 2:
+                raise CommandError(f"{path}: only 16-bit PCM WAV is supported")
+            if wav.getnchannels() not in (1, 2):
+                raise CommandError(f"{path}: only mono or stereo WAV is supported")
+            pcm = wav.readframes(wav.getnframes())
+            rate, channels = wav.getframerate(), wav.getnchannels()
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except (wave.Error, EOFError) as exc:
+        raise CommandError(f"{path}: not a PCM WAV file ({exc})") from None
+    framer = Framer(FRAME_BYTES)
+    frames = framer.push(to_discord_pcm(pcm, rate, channels))
+    tail = framer.flush()
+    return [*frames, tail] if tail else frames
+
+
+def write_wav(path: Path, frames: list[bytes]) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE_DISCORD)
+        wav.writeframes(b"".join(frames))
+
+
+def print_transcript(entry: TranscriptEntry) -> None:
+    who = "caller" if entry.role == "caller" else "Cap"
+    suffix = " [interrupted]" if entry.interrupted else ""
+    print(f"{who}: {entry.text}{suffix}", flush=True)
+
+
+def build_console_tools(settings: Settings) -> tuple[ToolRegistry, object | None]:
+    """Cap's tools against the configured database, or none when this copy has no tools package."""
+    try:
+        from bot.storage.database import Database
+        from bot.tools import build_registry
+    except ImportError:
+        log.warning("tools are not available in this build; the console runs without them")
+        return ToolRegistry(timeout_seconds=settings.tool_timeout_seconds), None
+    database = Database(settings.database_url)
+    database.open()
+    return build_registry(settings, database), database
+
+
+def run_console(args: argparse.Namespace, settings: Settings) -> int:
+    config = make_session_config(settings)
+    frames = read_wav_frames(args.input)
+    if args.output.parent and not args.output.parent.exists():
+        raise CommandError(f"{args.output.parent}: no such directory")
+    registry, database = build_console_tools(settings)
+    try:
+        output = asyncio.run(_converse(config, registry, frames, args.tail, print_transcript))
+    finally:
+        if database is not None:
+            database.close()
+    write_wav(args.output, output)
+    return 0
+
+
+async def _converse(config, registry: ToolRegistry, frames: list[bytes], tail: float, on_transcript) -> list[bytes]:
+    def context(speakers: frozenset[int]) -> ToolContext:
+        return ToolContext(guild_id=CONSOLE_GUILD_ID, user_id=CONSOLE_USER_ID, user_name="console caller")
+
+    session = VoiceSession(config, registry, context_factory=context, on_transcript=on_transcript)
+    try:
+        await session.start()
+    except RealtimeFatalError as exc:
+        raise CommandError(str(exc)) from None
+    try:
+        output = await run_file_conversation(session, frames, tail_seconds=tail,
+                                             speakers=frozenset({CONSOLE_USER_ID}))
+    finally:
+        await session.aclose()
+    fatal = await session.wait_closed()
+    if fatal:
+        raise CommandError(fatal)
+    summary = session.metrics.summary()
+    print(f"-- {summary['turns']} turns, {summary['barge_ins']} barge-ins, median reply latency "
+          f"{summary['median_reply_latency_ms']} ms, {summary['total_tokens']} tokens, "
+          f"~${summary['estimated_cost_usd']:.4f}", file=sys.stderr)
+    return output

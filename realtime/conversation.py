@@ -1,0 +1,378 @@
+"""The conversation's decisions, sans I/O: server events and caller audio in, client events and actions out.
+
+`Conversation` never touches a socket or a thread. The I/O shell (`realtime.engine.VoiceSession`)
+feeds it caller frames and server events, then drains `events_to_send()`, `tool_calls_to_run()` and
+`transcripts_ready()`. Time comes in through a clock, so tests can run a conversation without sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime import protocol
+from realtime.audio import Downsampler, Framer, SpeechOnsetDetector, Upsampler
+from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
+from realtime.metrics import SessionMetrics
+from realtime.playback import PlaybackBuffer
+from realtime.transcript import TranscriptEntry
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_MS_24K = 48  # 24 kHz mono s16le
+UPLINK_MAX_BYTES = 40 * BYTES_PER_MS_24K  # append at most 40 ms per event: low latency, few events
+REPLAY_LIMIT = 200  # utterances replayed into a new session; older ones are dropped
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model made in a response that completed; `epoch` is the socket it came on."""
+
+    call_id: str
+    name: str
+    arguments: str
+    speakers: frozenset[int]
+    epoch: int
+
+
+@dataclass
+class _AudioItem:
+    """One assistant audio item: its resampler, framing, and how much audio arrived."""
+
+    item_id: str
+    response_id: str | None
+    epoch: int
+    upsampler: Upsampler = field(default_factory=Upsampler)
+    framer: Framer = field(default_factory=Framer)
+    received_bytes: int = 0
+    transcript: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    finished: bool = False  # output_audio.done seen
+    reported: bool = False  # transcript handed out
+
+    @property
+    def received_ms(self) -> int:
+        return self.received_bytes // BYTES_PER_MS_24K
+
+
+class Conversation:
+    """State of one Cap conversation across reconnects: playback, barge-in, tools, transcripts, replay."""
+
+    def __init__(self, config: protocol.SessionConfig, tools: list[dict[str, Any]], playback: PlaybackBuffer,
+                 metrics: SessionMetrics, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.tools = tools
+        self.playback = playback
+        self.metrics = metrics
+        self.clock = clock
+        self.fatal_error: str | None = None
+        self.connected = False
+        self.epoch = 0
+        self._connected_at = 0.0
+        self._downsampler = Downsampler()
+        self._onset = SpeechOnsetDetector()
+        self._uplink = bytearray()
+        self._outbox: list[dict[str, Any]] = []
+        self._tool_calls: list[ToolCall] = []
+        self._transcripts: list[TranscriptEntry] = []
+        self._response_id: str | None = None
+        self._response_wanted = False
+        self._awaiting_outputs: set[str] = set()
+        self._items: dict[str, _AudioItem] = {}
+        self._caller_speaking = False
+        self._speech_stopped_at: float | None = None
+        self._paused_at: float | None = None
+        self._speakers_now: set[int] = set()
+        self._turn_speakers: dict[str, frozenset[int]] = {}
+        self._last_speakers: frozenset[int] = frozenset()
+        self._history: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "session.created": self._ignore,
+            "session.updated": self._ignore,
+            "error": self._on_error,
+            "input_audio_buffer.speech_started": self._on_speech_started,
+            "input_audio_buffer.speech_stopped": self._on_speech_stopped,
+            "input_audio_buffer.committed": self._on_committed,
+            "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
+            "response.created": self._on_response_created,
+            "response.output_audio.delta": self._on_audio_delta,
+            "response.output_audio.done": self._on_audio_done,
+            "response.output_audio_transcript.delta": self._on_transcript_delta,
+            "response.output_audio_transcript.done": self._on_transcript_done,
+            "response.done": self._on_response_done,
+        }
+
+    # ----- outputs, drained by the I/O shell -----
+
+    def events_to_send(self) -> list[dict[str, Any]]:
+        events, self._outbox = self._outbox, []
+        return events
+
+    def tool_calls_to_run(self) -> list[ToolCall]:
+        calls, self._tool_calls = self._tool_calls, []
+        return calls
+
+    def transcripts_ready(self) -> list[TranscriptEntry]:
+        entries, self._transcripts = self._transcripts, []
+        return entries
+
+    # ----- connection lifecycle -----
+
+    def on_connected(self) -> None:
+        """A new socket is a new session with no memory: configure it and replay what was said."""
+        self.epoch += 1
+        self.connected = True
+        self._connected_at = self.clock()
+        self._outbox.clear()
+        self._uplink.clear()
+        self._response_id = None
+        self._response_wanted = False
+        self._awaiting_outputs.clear()
+        self._caller_speaking = False
+        for item in self._items.values():
+            item.interrupted = item.interrupted or not item.finished  # its remaining deltas are gone
+        self._outbox.append(protocol.session_update(self.config, self.tools))
+        for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
+            if text:
+                self._outbox.append(protocol.replay_message(role, text))
+
+    def on_disconnected(self) -> None:
+        self.connected = False
+        self._uplink.clear()
+
+    def recycle_due(self) -> bool:
+        """True when the session is old and the conversation is at a turn boundary (nobody talking)."""
+        if not self.connected or self.clock() - self._connected_at < self.config.recycle_after_seconds:
+            return False
+        return self.idle
+
+    @property
+    def idle(self) -> bool:
+        return (self._response_id is None and not self._caller_speaking and not self._awaiting_outputs
+                and not self._response_wanted and not self.playback.audible)
+
+    # ----- caller audio -----
+
+    def feed_input(self, frame: bytes, speakers: Iterable[int] = ()) -> None:
+        """One 20 ms frame of 48 kHz stereo caller audio: local barge-in check, then uplink."""
+        now = self.clock()
+        self._speakers_now.update(speakers)
+        if self._onset.update(frame) and self.playback.audible and not self.playback.paused:
+            # Pause at once; the server's speech_started may come hundreds of ms later.
+            self.playback.pause()
+            self._paused_at = now
+        self.tick()
+        if not self.connected:
+            return
+        self._uplink += self._downsampler.process(frame)
+        while self._uplink:
+            chunk = bytes(self._uplink[:UPLINK_MAX_BYTES])
+            del self._uplink[:UPLINK_MAX_BYTES]
+            self._outbox.append(protocol.input_audio_append(chunk))
+
+    def tick(self) -> None:
+        """Resume a reply the caller only coughed over: no server confirmation within the window."""
+        if self._paused_at is not None and self.clock() - self._paused_at >= self.config.barge_in_confirm_seconds:
+            self._paused_at = None
+            if self.playback.paused:
+                self.playback.resume()
+                self.metrics.paused_then_resumed += 1
+
+    # ----- tool results -----
+
+    def on_tool_result(self, call: ToolCall, output: dict[str, Any]) -> None:
+        if call.epoch != self.epoch or call.call_id not in self._awaiting_outputs:
+            log.info("dropping the result of %s: its session is gone", call.name)
+            return
+        self._awaiting_outputs.discard(call.call_id)
+        self._outbox.append(protocol.function_call_output(call.call_id, output))
+        if not self._awaiting_outputs:
+            self._request_response()
+
+    def _request_response(self) -> None:
+        if self._response_id is None:
+            self._outbox.append(protocol.response_create())
+            self._response_wanted = False
+        else:  # one response at a time: ask again when the current one is done
+            self._response_wanted = True
+
+    # ----- server events -----
+
+    def handle_event(self, event: dict[str, Any]) -> None:
+        handler = self._handlers.get(event.get("type", ""))
+        if handler is None:
+            log.debug("ignoring Realtime event %s", event.get("type"))
+            return
+        try:
+            handler(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("skipping a malformed %s event: %s", event.get("type"), exc)
+
+    def _ignore(self, event: dict[str, Any]) -> None:
+        pass
+
+    def _on_error(self, event: dict[str, Any]) -> None:
+        error = event.get("error") or {}
+        code = error.get("code")
+        if code in FATAL_ERROR_CODES:
+            self.fatal_error = fatal_message(code, error.get("message"))
+        elif code == "response_cancel_not_active":
+            log.debug("response.cancel raced the server's own cancel")
+        elif code == "session_expired":
+            log.info("Realtime session expired; a new one will replay the conversation")
+        else:
+            log.warning("Realtime error %s: %s", code, redact(str(error.get("message"))))
+
+    def _on_speech_started(self, event: dict[str, Any]) -> None:
+        self._caller_speaking = True
+        self._paused_at = None
+        item = self._speaking_item()
+        if item is None:
+            self.playback.resume()
+            return
+        # The caller really interrupted: drop the rest, tell the server what was actually heard.
+        self.metrics.barge_ins += 1
+        heard = min(self.playback.played_ms(item.item_id), item.received_ms)
+        self.playback.clear()
+        for other in self._items.values():
+            other.interrupted = other.interrupted or not other.finished or other is item
+        if self._response_id is not None:
+            self._outbox.append(protocol.response_cancel())
+        if item.epoch == self.epoch:
+            if heard > 0:
+                self._outbox.append(protocol.item_truncate(item.item_id, heard))
+            else:
+                self._outbox.append(protocol.item_delete(item.item_id))
+                self._history.pop(item.item_id, None)
+        self._report_cap(item)
+
+    def _speaking_item(self) -> _AudioItem | None:
+        """The assistant item the caller hears or is about to hear, if any."""
+        for item in reversed(self._items.values()):
+            if item.interrupted:
+                continue
+            if self.playback.queued_ms(item.item_id) > 0 or (not item.finished and item.response_id is not None
+                                                              and item.response_id == self._response_id):
+                return item
+        return None
+
+    def _on_speech_stopped(self, event: dict[str, Any]) -> None:
+        self._caller_speaking = False
+        self._speech_stopped_at = self.clock()
+
+    def _on_committed(self, event: dict[str, Any]) -> None:
+        item_id = event["item_id"]
+        self.metrics.turns += 1
+        self._last_speakers = frozenset(self._speakers_now)
+        self._speakers_now.clear()
+        self._turn_speakers[item_id] = self._last_speakers
+        self._remember(item_id, "user", None)
+
+    def _on_caller_transcript(self, event: dict[str, Any]) -> None:
+        item_id = event["item_id"]
+        text = (event.get("transcript") or "").strip()
+        speakers = self._turn_speakers.pop(item_id, self._last_speakers)
+        if not text:
+            return
+        self._remember(item_id, "user", text)
+        self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=speakers))
+
+    def _on_response_created(self, event: dict[str, Any]) -> None:
+        self._response_id = event["response"]["id"]
+        self.metrics.responses += 1
+        self._prune_items()
+
+    def _on_audio_delta(self, event: dict[str, Any]) -> None:
+        item_id = event["item_id"]
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = _AudioItem(item_id, event.get("response_id"), self.epoch)
+            self._remember(item_id, "assistant", None)
+            if self._speech_stopped_at is not None:
+                self.metrics.reply_latency_ms.append((self.clock() - self._speech_stopped_at) * 1000)
+                self._speech_stopped_at = None
+        if item.interrupted:
+            return
+        try:
+            pcm = base64.b64decode(event["delta"], validate=True)
+        except (binascii.Error, ValueError):
+            log.warning("skipping undecodable audio in item %s", item_id)
+            return
+        pcm = pcm[: len(pcm) - len(pcm) % 2]
+        item.received_bytes += len(pcm)
+        for frame in item.framer.push(item.upsampler.process(pcm)):
+            self.playback.push(item_id, frame)
+
+    def _on_audio_done(self, event: dict[str, Any]) -> None:
+        item = self._items.get(event["item_id"])
+        if item is None or item.interrupted or item.finished:
+            return
+        item.finished = True
+        frames = item.framer.push(item.upsampler.flush())
+        tail = item.framer.flush()
+        for frame in [*frames, *([tail] if tail else [])]:
+            self.playback.push(item.item_id, frame)
+
+    def _on_transcript_delta(self, event: dict[str, Any]) -> None:
+        item = self._items.get(event["item_id"])
+        if item is not None and not item.reported:
+            item.transcript.append(event.get("delta") or "")
+
+    def _on_transcript_done(self, event: dict[str, Any]) -> None:
+        item = self._items.get(event["item_id"])
+        if item is None or item.reported:
+            return
+        item.transcript = [event.get("transcript") or "".join(item.transcript)]
+        self._report_cap(item)
+
+    def _report_cap(self, item: _AudioItem) -> None:
+        if item.reported:
+            return
+        item.reported = True
+        text = "".join(item.transcript).strip()
+        if not text:
+            return
+        if item.item_id in self._history:
+            self._remember(item.item_id, "assistant", text)
+        self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
+                                                 interrupted=item.interrupted))
+
+    def _on_response_done(self, event: dict[str, Any]) -> None:
+        response = event.get("response") or {}
+        if response.get("id") in (None, self._response_id):
+            self._response_id = None
+        self.metrics.add_usage(response.get("usage") or {}, self.config.prices_per_mtok)
+        for item in self._items.values():
+            if item.response_id == response.get("id"):
+                item.finished = True
+                self._report_cap(item)
+        if response.get("status") == "completed":
+            # Only a completed response's function calls run: cancelled ones may have side effects.
+            for output in response.get("output") or []:
+                if output.get("type") == "function_call":
+                    self._awaiting_outputs.add(output["call_id"])
+                    self.metrics.tool_calls += 1
+                    self._tool_calls.append(ToolCall(output["call_id"], output["name"],
+                                                     output.get("arguments") or "{}", self._last_speakers,
+                                                     self.epoch))
+        if self._response_wanted and not self._awaiting_outputs:
+            self._request_response()
+
+    # ----- bookkeeping -----
+
+    def _remember(self, item_id: str, role: str, text: str | None) -> None:
+        self._history[item_id] = (role, text)
+        while len(self._history) > REPLAY_LIMIT:
+            self._history.popitem(last=False)
+
+    def _prune_items(self) -> None:
+        """Forget assistant items that are fully played, so memory stays flat over hours."""
+        for item_id in [i for i, item in self._items.items()
+                        if (item.finished or item.interrupted) and self.playback.queued_ms(i) == 0]:
+            del self._items[item_id]
+            self.playback.forget(item_id)

@@ -1,0 +1,245 @@
+"""VoiceSession: the thin I/O shell that runs a `Conversation` over a Realtime WebSocket.
+
+One task owns the socket: it connects, pumps server events into the conversation, reconnects with
+exponential backoff and full jitter on drops and expiry, and recycles the session before the
+service's 60-minute cap. Tools run as tasks of their own. The transport (Discord or the console)
+calls `feed_input()` every 20 ms on the event loop and pulls `playback.read_frame()` from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from realtime.client import RealtimeConnection
+from realtime.conversation import Conversation, ToolCall
+from realtime.errors import RealtimeError, RealtimeFatalError
+from realtime.metrics import SessionMetrics
+from realtime.playback import PlaybackBuffer
+from realtime.protocol import SessionConfig
+from realtime.tools import ToolContext, ToolRegistry
+from realtime.transcript import TranscriptEntry
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[SessionConfig], Awaitable[RealtimeConnection]]
+SEND_QUEUE_LIMIT = 500  # ~10 s of uplink; past that the socket is stuck and old audio is worthless
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter; `attempts` consecutive failures end the session."""
+
+    base_seconds: float = 0.5
+    max_seconds: float = 30.0
+    attempts: int = 8
+
+    def delay(self, failures: int) -> float:
+        return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** max(0, failures - 1)))
+
+
+def _default_context(speakers: frozenset[int]) -> ToolContext:
+    return ToolContext(guild_id=0, user_id=min(speakers) if speakers else None)
+
+
+class VoiceSession:
+    """One conversation with the Realtime API, independent of where the audio comes from."""
+
+    def __init__(self, config: SessionConfig, registry: ToolRegistry, *,
+                 context_factory: Callable[[frozenset[int]], ToolContext] = _default_context,
+                 on_transcript: Callable[[TranscriptEntry], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 connector: Connector = RealtimeConnection.open,
+                 backoff: Backoff | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.playback = PlaybackBuffer(clock)
+        self.metrics = SessionMetrics()
+        self.conversation = Conversation(config, registry.specs(), self.playback, self.metrics, clock)
+        self._context_factory = context_factory
+        self._on_transcript = on_transcript
+        self._connector = connector
+        self._backoff = backoff or Backoff()
+        self._connection: RealtimeConnection | None = None
+        self._send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SEND_QUEUE_LIMIT)
+        self._runner: asyncio.Task[None] | None = None
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        self._fatal: str | None = None
+        self._dropped_sends = 0
+
+    # ----- public API -----
+
+    async def start(self) -> None:
+        """Connect (retrying transient failures); raises RealtimeFatalError with a one-line reason."""
+        connection = await self._connect()
+        self._runner = asyncio.create_task(self._run(connection), name="realtime-session")
+
+    def feed_input(self, frame: bytes, speakers: Iterable[int] = ()) -> None:
+        """One 20 ms frame of 48 kHz stereo s16le caller audio (event loop thread)."""
+        self.conversation.feed_input(frame, speakers)
+        self._dispatch()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def idle(self) -> bool:
+        """Nobody is speaking, nothing is playing and no reply or tool is pending."""
+        return self.conversation.idle and not self._tool_tasks
+
+    async def wait_closed(self) -> str | None:
+        """Wait for the session to end; the fatal reason, or None after a normal close."""
+        await self._closed.wait()
+        return self._fatal
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for task in list(self._tool_tasks):
+            task.cancel()
+        if self._tool_tasks:
+            await asyncio.gather(*self._tool_tasks, return_exceptions=True)
+        await self._close_connection()
+        self._closed.set()
+
+    # ----- the socket task -----
+
+    async def _connect(self) -> RealtimeConnection:
+        failures = 0
+        while True:
+            try:
+                connection = await self._connector(self.config)
+            except RealtimeFatalError:
+                raise
+            except RealtimeError as exc:
+                failures += 1
+                if failures >= self._backoff.attempts:
+                    raise RealtimeFatalError(f"{exc} (gave up after {failures} attempts)") from None
+                delay = self._backoff.delay(failures)
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._connection = connection
+            self.conversation.on_connected()
+            self._drain_queue()
+            self._dispatch()
+            return connection
+
+    async def _run(self, connection: RealtimeConnection) -> None:
+        try:
+            while True:
+                recycle = await self._pump(connection)
+                self.conversation.on_disconnected()
+                await self._close_connection()
+                if self._fatal is not None:
+                    return
+                if not recycle:
+                    self.metrics.reconnects += 1
+                connection = await self._connect()
+        except RealtimeFatalError as exc:
+            self._fatal = str(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Realtime session crashed")
+            self._fatal = "the Realtime session crashed (see the log)"
+        finally:
+            if self._fatal:
+                log.error("Realtime session ended: %s", self._fatal)
+            await self._close_connection()
+            self._closed.set()
+
+    async def _pump(self, connection: RealtimeConnection) -> bool:
+        """Move events both ways until the socket drops (False) or is due for recycling (True)."""
+        writer = asyncio.create_task(self._write(connection), name="realtime-writer")
+        reader = asyncio.create_task(self._read(connection), name="realtime-reader")
+        try:
+            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, RealtimeError):
+                    if not exc.retryable:
+                        self._fatal = self._fatal or str(exc)
+                    else:
+                        log.warning("%s; reconnecting", exc)
+                elif exc is not None:
+                    raise exc
+            return reader in done and not reader.exception() and reader.result() is True
+        finally:
+            for task in (writer, reader):
+                task.cancel()
+            await asyncio.gather(writer, reader, return_exceptions=True)
+
+    async def _read(self, connection: RealtimeConnection) -> bool:
+        while True:
+            try:
+                # The timeout only wakes the loop for housekeeping (barge-in window, recycling).
+                event = await asyncio.wait_for(connection.recv(), timeout=0.25)
+            except TimeoutError:
+                event = None
+            if event is not None:
+                self.conversation.handle_event(event)
+            self.conversation.tick()
+            self._dispatch()
+            if self._fatal is not None:
+                return False
+            if self.conversation.recycle_due() and not self._tool_tasks:
+                log.info("recycling the Realtime session before the service's 60-minute limit")
+                return True
+
+    async def _write(self, connection: RealtimeConnection) -> None:
+        while True:
+            event = await self._send_queue.get()
+            await connection.send(event)
+
+    # ----- plumbing between the conversation and the world -----
+
+    def _dispatch(self) -> None:
+        """Drain the conversation's outputs: events to send, tools to run, transcripts to report."""
+        conversation = self.conversation
+        for event in conversation.events_to_send():
+            try:
+                self._send_queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._dropped_sends += 1
+                if self._dropped_sends % 100 == 1:
+                    log.warning("Realtime socket is not keeping up; dropped %d events", self._dropped_sends)
+        for call in conversation.tool_calls_to_run():
+            task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
+            self._tool_tasks.add(task)
+            task.add_done_callback(self._tool_tasks.discard)
+        for entry in conversation.transcripts_ready():
+            if self._on_transcript is not None:
+                try:
+                    self._on_transcript(entry)
+                except Exception:
+                    log.exception("transcript callback failed")
+        if conversation.fatal_error and self._fatal is None:
+            self._fatal = conversation.fatal_error
+
+    async def _run_tool(self, call: ToolCall) -> None:
+        context = self._context_factory(call.speakers)
+        log.info("tool call %s", call.name)
+        result = await self.registry.call(call.name, call.arguments, context)
+        self.conversation.on_tool_result(call, result)
+        self._dispatch()
+
+    def _drain_queue(self) -> None:
+        while not self._send_queue.empty():
+            self._send_queue.get_nowait()
+
+    async def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()

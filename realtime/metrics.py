@@ -1,0 +1,67 @@
+"""Per-session figures: turns, reply latency, barge-ins, tokens and an estimated cost."""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+# Token kinds priced separately; keys of SessionConfig.prices_per_mtok (USD per million tokens).
+PRICE_KEYS = ("audio_input", "audio_output", "text_input", "text_output", "cached_input")
+
+
+@dataclass
+class SessionMetrics:
+    turns: int = 0
+    responses: int = 0
+    barge_ins: int = 0
+    paused_then_resumed: int = 0
+    reconnects: int = 0
+    tool_calls: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
+    # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
+    reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    cost_usd: float = 0.0
+
+    def add_usage(self, usage: dict[str, Any], prices_per_mtok: dict[str, float]) -> None:
+        """Fold a response.done usage block into the totals and the cost estimate."""
+        inp = usage.get("input_token_details") or {}
+        out = usage.get("output_token_details") or {}
+        cached = int(inp.get("cached_tokens") or 0)
+        counts = {
+            "audio_input": int(inp.get("audio_tokens") or 0),
+            "text_input": int(inp.get("text_tokens") or 0),
+            "audio_output": int(out.get("audio_tokens") or 0),
+            "text_output": int(out.get("text_tokens") or 0),
+            "cached_input": cached,
+        }
+        # Cached tokens are a subset of the input tokens: bill them at the cached price only.
+        uncached_share = 1.0
+        total_in = counts["audio_input"] + counts["text_input"]
+        if total_in and cached:
+            uncached_share = max(0.0, 1.0 - cached / total_in)
+        for key, count in counts.items():
+            self.tokens[key] += count
+            price = prices_per_mtok.get(key, 0.0)
+            share = uncached_share if key in ("audio_input", "text_input") else 1.0
+            self.cost_usd += count * share * price / 1_000_000
+
+    @property
+    def median_reply_latency_ms(self) -> float | None:
+        return statistics.median(self.reply_latency_ms) if self.reply_latency_ms else None
+
+    def summary(self) -> dict[str, Any]:
+        latency = self.median_reply_latency_ms
+        return {
+            "turns": self.turns,
+            "responses": self.responses,
+            "barge_ins": self.barge_ins,
+            "paused_then_resumed": self.paused_then_resumed,
+            "reconnects": self.reconnects,
+            "tool_calls": self.tool_calls,
+            "median_reply_latency_ms": round(latency) if latency is not None else None,
+            "tokens": dict(self.tokens),
+            "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"],
+            "estimated_cost_usd": round(self.cost_usd, 4),
+        }

@@ -1,0 +1,113 @@
+"""Builders for the OpenAI Realtime GA client events Cap sends, and the session configuration.
+
+GA only: the 2024 beta shapes (`modalities`, `input_audio_format`, `temperature`, the OpenAI-Beta
+header) are gone; the service answers them with `beta_api_shape_disabled`. Every builder here is
+checked against the official `openai` package's schema in the tests.
+
+Event order of one caller turn (server VAD), written once:
+  input_audio_buffer.speech_started -> .speech_stopped -> .committed -> conversation.item.added
+  -> conversation.item.input_audio_transcription.completed (may come after the reply starts)
+  response.created -> response.output_item.added -> response.output_audio.delta ... -> .done
+  -> response.output_audio_transcript.done -> response.output_item.done -> response.done
+A function call replaces the audio item by a function_call item; its output goes back with
+conversation.item.create + response.create once response.done says `completed`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+REALTIME_SAMPLE_RATE = 24000
+AUDIO_FORMAT = {"type": "audio/pcm", "rate": REALTIME_SAMPLE_RATE}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What one Realtime session needs: where to connect and how Cap should sound and listen."""
+
+    api_key: str = field(repr=False)
+    url: str = "wss://api.openai.com/v1/realtime"
+    model: str = "gpt-realtime-2.1"
+    voice: str = "alloy"
+    instructions: str = ""
+    transcription_model: str = "gpt-transcribe"
+    vad_threshold: float = 0.5
+    vad_prefix_padding_ms: int = 300
+    vad_silence_duration_ms: int = 500
+    # The service caps a session at 60 minutes; recycle at a turn boundary before that.
+    recycle_after_seconds: float = 50 * 60
+    # How long a locally paused reply waits for the server to confirm an interruption.
+    barge_in_confirm_seconds: float = 0.6
+    connect_timeout_seconds: float = 10.0
+    prices_per_mtok: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}?model={self.model}"
+
+
+def session_update(config: SessionConfig, tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The seed's session (persona, server VAD, alloy, 24 kHz PCM16) in GA form."""
+    return {
+        "type": "session.update",
+        "session": {
+            "type": "realtime",
+            "instructions": config.instructions,
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": dict(AUDIO_FORMAT),
+                    "turn_detection": {
+                        "type": "server_vad",
+                        "threshold": config.vad_threshold,
+                        "prefix_padding_ms": config.vad_prefix_padding_ms,
+                        "silence_duration_ms": config.vad_silence_duration_ms,
+                        "create_response": True,
+                        "interrupt_response": True,
+                    },
+                    "transcription": {"model": config.transcription_model},
+                },
+                "output": {"format": dict(AUDIO_FORMAT), "voice": config.voice},
+            },
+            "tools": tools,
+            "tool_choice": "auto",
+        },
+    }
+
+
+def input_audio_append(pcm24: bytes) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm24).decode("ascii")}
+
+
+def item_truncate(item_id: str, audio_end_ms: int) -> dict[str, Any]:
+    return {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+            "audio_end_ms": int(audio_end_ms)}
+
+
+def item_delete(item_id: str) -> dict[str, Any]:
+    return {"type": "conversation.item.delete", "item_id": item_id}
+
+
+def response_create() -> dict[str, Any]:
+    return {"type": "response.create"}
+
+
+def response_cancel() -> dict[str, Any]:
+    return {"type": "response.cancel"}
+
+
+def function_call_output(call_id: str, output: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id,
+                     "output": json.dumps(output, ensure_ascii=False, default=str)}}
+
+
+def replay_message(role: str, text: str) -> dict[str, Any]:
+    """A past utterance as text, so a new socket (a new session) remembers the caller."""
+    content_type = "input_text" if role == "user" else "output_text"
+    content = [{"type": content_type, "text": text}]
+    return {"type": "conversation.item.create",
+            "item": {"type": "message", "role": role, "content": content}}

@@ -1,0 +1,274 @@
+"""The conversation's decisions without sockets or sleeps: a fake clock and scripted server events."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from realtime.audio import FRAME_BYTES, SILENCE_FRAME
+from realtime.conversation import Conversation
+from realtime.metrics import SessionMetrics
+from realtime.playback import PlaybackBuffer
+from realtime.protocol import SessionConfig
+from tests.realtime_fake.schema import validate_client_event
+
+TOOL = {"type": "function", "name": "echo", "description": "Echo.",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tone_24k(ms: int, freq: float = 440.0) -> bytes:
+    t = np.arange(ms * 24) / 24000
+    return (np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes()
+
+
+def delta(item_id: str, pcm: bytes, response_id: str = "resp_1") -> dict:
+    return {"type": "response.output_audio.delta", "event_id": "e", "response_id": response_id,
+            "item_id": item_id, "output_index": 0, "content_index": 0,
+            "delta": base64.b64encode(pcm).decode()}
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def conv(clock: Clock) -> Conversation:
+    config = SessionConfig(api_key="sk-test", instructions="Be Cap.")
+    conversation = Conversation(config, [TOOL], PlaybackBuffer(clock), SessionMetrics(), clock)
+    conversation.on_connected()
+    return conversation
+
+
+def sent(conv: Conversation) -> list[dict]:
+    events = conv.events_to_send()
+    for event in events:
+        validate_client_event(event)
+    return events
+
+
+def start_reply(conv: Conversation, item_id: str = "item_a", ms: int = 1000, response_id: str = "resp_1") -> None:
+    conv.handle_event({"type": "response.created", "response": {"id": response_id, "status": "in_progress"}})
+    for _ in range(ms // 100):
+        conv.handle_event(delta(item_id, tone_24k(100), response_id))
+
+
+def test_first_events_configure_the_seed_session(conv: Conversation) -> None:
+    (update,) = sent(conv)
+    session = update["session"]
+    assert session["output_modalities"] == ["audio"]
+    assert session["audio"]["input"]["turn_detection"] == {
+        "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
+        "create_response": True, "interrupt_response": True}
+    assert session["audio"]["output"]["voice"] == "alloy"
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert session["audio"]["input"]["transcription"]["model"]
+    assert session["tools"] == [TOOL]
+    assert "sk-test" not in json.dumps(update)
+
+
+def test_uplink_appends_at_most_40_ms_per_event(conv: Conversation) -> None:
+    sent(conv)
+    for _ in range(10):
+        conv.feed_input(SILENCE_FRAME)
+    appends = sent(conv)
+    assert appends and all(e["type"] == "input_audio_buffer.append" for e in appends)
+    sizes = [len(base64.b64decode(e["audio"])) for e in appends]
+    assert max(sizes) <= 40 * 48
+    assert 180 * 48 <= sum(sizes) <= 200 * 48  # ~200 ms of 24 kHz mono, minus the resampler's delay
+
+
+def test_no_uplink_while_disconnected(conv: Conversation) -> None:
+    sent(conv)
+    conv.on_disconnected()
+    conv.feed_input(SILENCE_FRAME)
+    assert sent(conv) == []
+
+
+def test_reply_plays_without_gaps_and_counts_heard_ms(conv: Conversation) -> None:
+    start_reply(conv, ms=1000)
+    conv.handle_event({"type": "response.output_audio.done", "item_id": "item_a", "response_id": "resp_1",
+                       "output_index": 0, "content_index": 0, "event_id": "e"})
+    frames = []
+    while (frame := conv.playback.read_frame()) is not None:
+        frames.append(frame)
+    assert len(frames) == 50  # 1000 ms in 20 ms frames, no gap, nothing lost
+    assert all(len(f) == FRAME_BYTES for f in frames)
+    pcm = np.frombuffer(b"".join(frames), "<i2").reshape(-1, 2)
+    assert np.abs(pcm[2000:-2000]).max() > 7000  # the tone, not silence, all through
+    assert conv.playback.played_ms("item_a") == 1000
+
+
+def test_barge_in_truncates_at_the_heard_position(conv: Conversation) -> None:
+    sent(conv)
+    start_reply(conv, ms=2000)
+    for _ in range(15):  # the caller heard 300 ms before interrupting
+        conv.playback.read_frame()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 1000, "item_id": "u1"})
+    events = sent(conv)
+    assert [e["type"] for e in events] == ["response.cancel", "conversation.item.truncate"]
+    assert events[1] == {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
+                         "audio_end_ms": 300}
+    assert conv.playback.read_frame() is None  # silent at the next tick
+    assert conv.metrics.barge_ins == 1
+    # Deltas still in flight for the interrupted reply are not played.
+    conv.handle_event(delta("item_a", tone_24k(100)))
+    assert conv.playback.read_frame() is None
+
+
+def test_barge_in_before_anything_was_heard_deletes_the_item(conv: Conversation) -> None:
+    sent(conv)
+    start_reply(conv, ms=500)
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    events = sent(conv)
+    assert {"type": "conversation.item.delete", "item_id": "item_a"} in events
+    assert all(e["type"] != "conversation.item.truncate" for e in events)
+
+
+def test_no_cancel_once_the_response_is_done(conv: Conversation) -> None:
+    sent(conv)
+    start_reply(conv, ms=1000)
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed", "output": []}})
+    conv.playback.read_frame()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    types = [e["type"] for e in sent(conv)]
+    assert "response.cancel" not in types
+    assert "conversation.item.truncate" in types
+
+
+def test_speech_with_cap_quiet_is_not_a_barge_in(conv: Conversation) -> None:
+    sent(conv)
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    assert sent(conv) == []
+    assert conv.metrics.barge_ins == 0
+
+
+def test_local_vad_pauses_at_once_and_a_cough_resumes(conv: Conversation, clock: Clock,
+                                                      speech_frames: list[bytes]) -> None:
+    sent(conv)
+    start_reply(conv, ms=3000)
+    conv.playback.read_frame()
+    for frame in speech_frames[:25]:  # 500 ms of caller speech, the server says nothing
+        conv.feed_input(frame)
+        clock.now += 0.02
+        if conv.playback.paused:
+            break
+    assert conv.playback.paused and conv.playback.read_frame() is None
+    clock.now += 0.7
+    conv.tick()
+    assert not conv.playback.paused and conv.playback.read_frame() is not None
+    assert conv.metrics.paused_then_resumed == 1
+    assert not [e for e in sent(conv) if e["type"] != "input_audio_buffer.append"]
+
+
+def function_call_done(status: str, call_id: str = "call_1", name: str = "echo") -> dict:
+    return {"type": "response.done", "response": {
+        "id": "resp_f", "status": status,
+        "output": [{"type": "function_call", "id": "item_f", "call_id": call_id, "name": name,
+                    "arguments": '{"text": "hi"}'}]}}
+
+
+def test_completed_function_call_runs_then_asks_for_a_response(conv: Conversation) -> None:
+    sent(conv)
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    assert (call.call_id, call.name, json.loads(call.arguments)) == ("call_1", "echo", {"text": "hi"})
+    conv.on_tool_result(call, {"ok": True, "echo": "hi"})
+    events = sent(conv)
+    assert [e["type"] for e in events] == ["conversation.item.create", "response.create"]
+    assert events[0]["item"]["call_id"] == "call_1"
+    assert json.loads(events[0]["item"]["output"]) == {"ok": True, "echo": "hi"}
+
+
+def test_cancelled_response_tool_never_runs(conv: Conversation) -> None:
+    conv.handle_event({"type": "response.function_call_arguments.done", "call_id": "call_1", "name": "echo",
+                       "arguments": "{}", "item_id": "item_f", "output_index": 0, "response_id": "resp_f"})
+    conv.handle_event(function_call_done("cancelled"))
+    assert conv.tool_calls_to_run() == []
+
+
+def test_response_create_waits_for_the_active_response(conv: Conversation) -> None:
+    sent(conv)
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})  # the caller spoke again
+    conv.on_tool_result(call, {"ok": True})
+    assert [e["type"] for e in sent(conv)] == ["conversation.item.create"]
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    assert [e["type"] for e in sent(conv)] == ["response.create"]
+
+
+def test_reconnect_replays_the_conversation(conv: Conversation) -> None:
+    conv.feed_input(SILENCE_FRAME, speakers=[42])
+    conv.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    conv.handle_event({"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1",
+                       "content_index": 0, "transcript": "I have a duplex in Austin."})
+    start_reply(conv, ms=200)
+    conv.handle_event({"type": "response.output_audio_transcript.done", "item_id": "item_a",
+                       "response_id": "resp_1", "output_index": 0, "content_index": 0,
+                       "transcript": "Great, what's the price?"})
+    entries = conv.transcripts_ready()
+    assert [(e.role, e.text) for e in entries] == [("caller", "I have a duplex in Austin."),
+                                                   ("cap", "Great, what's the price?")]
+    assert entries[0].speakers == frozenset({42})
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    events = sent(conv)
+    assert events[0]["type"] == "session.update"
+    assert [(e["item"]["role"], e["item"]["content"][0]["text"]) for e in events[1:]] == [
+        ("user", "I have a duplex in Austin."), ("assistant", "Great, what's the price?")]
+
+
+def test_tool_result_from_a_previous_socket_is_dropped(conv: Conversation) -> None:
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_disconnected()
+    conv.on_connected()
+    sent(conv)
+    conv.on_tool_result(call, {"ok": True})
+    assert sent(conv) == []
+
+
+@pytest.mark.parametrize("code", ["invalid_api_key", "insufficient_quota"])
+def test_fatal_error_codes_end_the_session(conv: Conversation, code: str) -> None:
+    conv.handle_event({"type": "error", "error": {"type": "invalid_request_error", "code": code,
+                                                   "message": "Incorrect API key provided: sk-abc123456."}})
+    assert conv.fatal_error and code in conv.fatal_error and "sk-abc" not in conv.fatal_error
+
+
+def test_garbage_events_are_survived(conv: Conversation) -> None:
+    start_reply(conv, ms=200)
+    for event in ({"type": "weird.event"}, {"type": "response.output_audio.delta", "item_id": "item_a",
+                                             "delta": "@@@not base64"},
+                  {"type": "response.output_audio.delta"}, {"type": "response.done", "response": None},
+                  {"type": "input_audio_buffer.committed"}, {"type": "error"}):
+        conv.handle_event(event)
+    assert conv.fatal_error is None
+    assert conv.playback.read_frame() is not None
+
+
+def test_usage_is_totalled_with_an_estimated_cost(clock: Clock) -> None:
+    config = SessionConfig(api_key="k", prices_per_mtok={"audio_input": 32.0, "audio_output": 64.0})
+    conv = Conversation(config, [], PlaybackBuffer(clock), SessionMetrics(), clock)
+    conv.handle_event({"type": "response.done", "response": {"id": "r", "status": "completed", "usage": {
+        "total_tokens": 1500, "input_tokens": 1000, "output_tokens": 500,
+        "input_token_details": {"audio_tokens": 1000, "text_tokens": 0, "cached_tokens": 0},
+        "output_token_details": {"audio_tokens": 500, "text_tokens": 0}}}})
+    summary = conv.metrics.summary()
+    assert summary["tokens"]["audio_input"] == 1000 and summary["tokens"]["audio_output"] == 500
+    assert summary["estimated_cost_usd"] == pytest.approx(1000 * 32e-6 + 500 * 64e-6)
