@@ -1,0 +1,1 @@
+"""Discord voice I/O for Cap: hearing callers (RTP, decryption, DAVE, jitter, mixing) and speaking."""

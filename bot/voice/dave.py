@@ -1,0 +1,63 @@
+"""The DAVE step of receiving: end-to-end decrypt a caller's frame with the connection's current session.
+
+A DAVE-encrypted frame ends with the 2-byte magic marker 0xFAFA. Anything else is plain Opus (during
+protocol transitions, or when the call runs with `dave_protocol_version` 0) and passes straight through.
+The session is read fresh for every frame through a callable, because discord.py replaces it (or
+re-initialises it) on every MLS epoch change. `decrypt` raises ValueError (e.g. NoDecryptorForUser)
+while the group has no key for that user yet: the frame is lost, the caller is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Final, Protocol
+
+import davey
+
+DAVE_MAGIC: Final = b"\xfa\xfa"
+_AUDIO: Final = davey.MediaType.audio
+
+
+class DaveSessionLike(Protocol):
+    """What the receiver needs of `davey.DaveSession`."""
+
+    def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes: ...
+
+
+class DaveFailure(Enum):
+    """Why a DAVE frame could not be opened; each has a counter in the receiver's stats."""
+
+    NO_SESSION = "dave_no_session"
+    NO_KEY = "dave_no_key"
+    FAILED = "dave_failed"
+    ERROR = "dave_error"
+
+
+class DaveDecryptor:
+    """Opens DAVE frames with whatever session `session_source()` returns right now."""
+
+    def __init__(self, session_source: Callable[[], DaveSessionLike | None]) -> None:
+        self._session_source = session_source
+        self.passthrough = 0
+        self.decrypted = 0
+        self.last_error: str | None = None
+
+    def decrypt(self, user_id: int, frame: bytes) -> bytes | DaveFailure:
+        """The Opus frame inside `frame` (unchanged when it is not DAVE-encrypted)."""
+        if not frame.endswith(DAVE_MAGIC):
+            self.passthrough += 1
+            return frame
+        session = self._session_source()
+        if session is None:
+            return DaveFailure.NO_SESSION
+        try:
+            opus = session.decrypt(user_id, _AUDIO, frame)
+        except ValueError as exc:  # no key for this user yet (NoDecryptorForUser), or a failed tag
+            self.last_error = str(exc)
+            return DaveFailure.NO_KEY if "NoDecryptor" in self.last_error else DaveFailure.FAILED
+        except Exception as exc:  # a Rust panic or borrow error surfacing from davey: lose the frame only
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return DaveFailure.ERROR
+        self.decrypted += 1
+        return opus

@@ -1,0 +1,74 @@
+"""The DAVE step: passthrough of plain Opus, decryption with the current session, failures concealed."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import davey
+
+from bot.voice.dave import DAVE_MAGIC, DaveDecryptor, DaveFailure
+
+OPUS = b"\x78opus-frame"
+
+
+class StandInSession:
+    """Stands in for a ready davey.DaveSession: 'encryption' is a XOR with a per-epoch byte + the marker."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.calls: list[tuple[int, davey.MediaType]] = []
+
+    def seal(self, opus: bytes) -> bytes:
+        return bytes(b ^ self.epoch for b in opus) + DAVE_MAGIC
+
+    def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes:
+        self.calls.append((user_id, media_type))
+        return bytes(b ^ self.epoch for b in packet[: -len(DAVE_MAGIC)])
+
+
+def test_plain_opus_passes_through_without_touching_the_session() -> None:
+    connection = SimpleNamespace(dave_session=StandInSession(1))
+    dave = DaveDecryptor(lambda: connection.dave_session)
+    assert dave.decrypt(5, OPUS) == OPUS
+    assert dave.decrypt(5, b"\xf8\xff\xfe") == b"\xf8\xff\xfe"  # Opus silence is never encrypted
+    assert connection.dave_session.calls == []
+    assert dave.passthrough == 2
+
+
+def test_decrypts_with_the_speakers_user_id() -> None:
+    session = StandInSession(0x21)
+    dave = DaveDecryptor(lambda: session)
+    assert dave.decrypt(1234567890123, session.seal(OPUS)) == OPUS
+    assert session.calls == [(1234567890123, davey.MediaType.audio)]
+
+
+def test_a_session_replaced_mid_stream_is_picked_up() -> None:
+    connection = SimpleNamespace(dave_session=StandInSession(1))
+    dave = DaveDecryptor(lambda: connection.dave_session)
+    assert dave.decrypt(7, connection.dave_session.seal(OPUS)) == OPUS
+    connection.dave_session = StandInSession(2)  # discord.py re-initialised DAVE (new epoch)
+    assert dave.decrypt(7, connection.dave_session.seal(OPUS)) == OPUS
+    assert connection.dave_session.calls == [(7, davey.MediaType.audio)]
+
+
+def test_real_davey_session_without_a_key_for_the_user_is_reported_not_raised() -> None:
+    session = davey.DaveSession(1, 111, 222)  # no MLS group yet: no decryptor for anyone
+    dave = DaveDecryptor(lambda: session)
+    assert dave.decrypt(333, b"ciphertext" + DAVE_MAGIC) is DaveFailure.NO_KEY
+    assert "NoDecryptorForUser" in (dave.last_error or "")
+    assert dave.decrypt(333, OPUS) == OPUS  # plain frames still pass during the transition
+
+
+def test_no_session_and_unexpected_errors() -> None:
+    assert DaveDecryptor(lambda: None).decrypt(1, OPUS + DAVE_MAGIC) is DaveFailure.NO_SESSION
+
+    class Broken:
+        def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes:
+            raise RuntimeError("Already mutably borrowed")
+
+    class Rejecting:
+        def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes:
+            raise ValueError("Failed to decrypt: DecryptionFailed")
+
+    assert DaveDecryptor(lambda: Broken()).decrypt(1, OPUS + DAVE_MAGIC) is DaveFailure.ERROR
+    assert DaveDecryptor(lambda: Rejecting()).decrypt(1, OPUS + DAVE_MAGIC) is DaveFailure.FAILED
