@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # Storage.
     database_url: str = "sqlite:///data/cap.db"
 
+    # search_knowledge_base's Markdown folder and research_market's CSV; None: the data shipped in bot/data/.
+    knowledge_base_dir: Path | None = None
+    market_data_csv: Path | None = None
+
     # Lender business rules for the tools (schedule_call, analyze_deal, save_lead, /leads).
     business_timezone: str = "America/New_York"
     business_hours_start: int = Field(9, ge=0, le=23)
@@ -137,11 +141,23 @@ class Settings(BaseSettings):
         """BUSINESS_DAYS as datetime.weekday() numbers (Monday is 0)."""
         return frozenset(WEEKDAYS.index(day) for day in self.business_days.split(","))
 
-    @field_validator("instructions_file")
+    @field_validator("instructions_file", "market_data_csv")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("knowledge_base_dir", "market_data_csv", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("knowledge_base_dir")
+    @classmethod
+    def _existing_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"no such folder: {value}")
         return value
 
     @property
