@@ -4,8 +4,10 @@ Discord sends nothing while someone is silent, so "no packet" is the normal stat
 a gap in the *sequence numbers* is a real loss. The buffer holds a speaker's packets ordered by 16-bit
 sequence number (wraparound-aware), drops duplicates and packets that arrive after their slot was
 played, primes `depth` frames before a talk spurt starts (absorbing reordering and jitter), and caps
-its size so latency and memory stay bounded. Losses are concealed with Opus in-band FEC (from the next
-packet) or PLC; a longer hole is concealed once and then skipped, so a loss never adds latency.
+its size so latency and memory stay bounded. A hole in the sequence is concealed with Opus in-band FEC
+(from the next packet) or PLC, once, and then skipped, so a loss never adds latency. An underrun (the
+due packet is late) is concealed with PLC without giving up its slot, so the buffer regrows and the
+late packet still plays; after MAX_CONCEALED such frames the talk spurt is over.
 """
 
 from __future__ import annotations
@@ -56,7 +58,6 @@ class JitterBuffer:
         self._packets: dict[int, bytes] = {}
         self._next: int | None = None  # the sequence number due next; None while idle or priming
         self._last: int | None = None  # the last slot consumed (played or concealed): older packets are late
-        self._last_real: int | None = None  # the last slot that played a real packet
         self._priming_ticks = 0
         self._concealed_run = 0
         self.trimmed = 0
@@ -91,18 +92,16 @@ class JitterBuffer:
         payload = self._packets.pop(due, None)
         if payload is not None:
             self._consume(due)
-            self._last_real = due
             self._concealed_run = 0
             return Slot(SlotKind.PACKET, payload)
-        if not self._packets:  # nothing queued: a late packet, or the talk spurt is over
+        if not self._packets:
+            # Nothing queued: the packet is late, or the talk spurt is over. Conceal without using up the
+            # slot (the buffer regrows, so a late packet still plays); give up after MAX_CONCEALED frames.
             if self._concealed_run >= MAX_CONCEALED:
-                # The spurt is over; the concealed slots never existed, so the next spurt may reuse them.
                 self._next = None
-                self._last = self._last_real
                 self._concealed_run = 0
                 return None
             self._concealed_run += 1
-            self._consume(due)
             return Slot(SlotKind.PLC)
         # A hole with later packets queued: conceal one frame, then resume at the oldest queued packet.
         following = self._packets.get((due + 1) & 0xFFFF)
@@ -114,7 +113,6 @@ class JitterBuffer:
         self._packets.clear()
         self._next = None
         self._last = None
-        self._last_real = None
         self._priming_ticks = 0
         self._concealed_run = 0
 
