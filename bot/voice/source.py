@@ -1,0 +1,109 @@
+"""Cap's voice into Discord: a `discord.AudioSource` that streams the engine's playback buffer as Opus.
+
+discord.py's AudioPlayer thread calls `read()` every 20 ms and sends whatever comes back; `b''` would
+end playback, so this source never returns it until closed. While Cap is quiet (nothing queued, or
+playback paused by a barge-in) it returns the 3-byte Opus silence frame instead of encoding 20 ms of
+zeros, which costs ~0.5 ms per frame. Because the source says `is_opus()`, the player does not encode
+either: the packet only gets DAVE (a silence frame passes through unencrypted) and transport encryption.
+After a few quiet frames it reports "not speaking" so Discord clients stop showing Cap's speaking ring.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import discord
+from discord import opus
+
+from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
+
+log = logging.getLogger(__name__)
+
+OPUS_SILENCE: Final = opus.OPUS_SILENCE  # b"\xf8\xff\xfe"
+# Discord asks for five silence frames after speech so receivers' decoders fade out cleanly.
+QUIET_FRAMES_BEFORE_NOT_SPEAKING: Final = 5
+# Speech-tuned encoder: Discord voice channels default to 64 kbps; 'voip' favours intelligibility.
+ENCODER_SETTINGS: Final = {
+    "application": "voip",
+    "bitrate": 64,
+    "fec": True,
+    "expected_packet_loss": 0.1,
+    "bandwidth": "full",
+    "signal_type": "voice",
+}
+
+
+class FrameSource(Protocol):
+    """The engine's playback buffer as the player thread sees it (thread-safe)."""
+
+    def read_frame(self) -> bytes | None: ...
+
+
+class EngineAudioSource(discord.AudioSource):
+    """Streams `playback.read_frame()` as Opus packets; Opus silence (no encode) while Cap is quiet."""
+
+    def __init__(
+        self,
+        playback: FrameSource,
+        *,
+        on_speaking: Callable[[bool], None] | None = None,
+        encoder: opus.Encoder | None = None,
+    ) -> None:
+        self._playback = playback
+        self._on_speaking = on_speaking
+        self._encoder = encoder or opus.Encoder(**ENCODER_SETTINGS)  # type: ignore[arg-type]
+        self._closed = threading.Event()
+        self._quiet_run = QUIET_FRAMES_BEFORE_NOT_SPEAKING  # start as "not speaking"
+        self.frames_encoded = 0
+        self.frames_silent = 0
+        self.encode_errors = 0
+
+    def is_opus(self) -> bool:
+        return True
+
+    def read(self) -> bytes:
+        """One Opus packet for the next 20 ms (player thread). `b''` only once closed."""
+        if self._closed.is_set():
+            return b""
+        frame = self._playback.read_frame()
+        if frame is None:
+            self.frames_silent += 1
+            self._quiet_run += 1
+            if self._quiet_run == QUIET_FRAMES_BEFORE_NOT_SPEAKING:
+                self._notify(False)
+            return OPUS_SILENCE
+        if self._quiet_run >= QUIET_FRAMES_BEFORE_NOT_SPEAKING:
+            self._notify(True)
+        self._quiet_run = 0
+        if len(frame) != FRAME_BYTES:
+            frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
+        try:
+            packet = self._encoder.encode(frame, FRAME_SAMPLES_DISCORD)
+        except Exception:  # an encoder failure loses one frame, not the player thread
+            self.encode_errors += 1
+            log.exception("Opus encode failed; sending silence for this frame")
+            return OPUS_SILENCE
+        self.frames_encoded += 1
+        return packet
+
+    def close(self) -> None:
+        """End playback at the next read (the player then stops and calls `cleanup`)."""
+        self._closed.set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def cleanup(self) -> None:
+        self._closed.set()
+
+    def _notify(self, speaking: bool) -> None:
+        if self._on_speaking is None:
+            return
+        try:
+            self._on_speaking(speaking)
+        except Exception:
+            log.debug("speaking-state callback failed", exc_info=True)

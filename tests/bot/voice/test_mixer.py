@@ -1,0 +1,79 @@
+"""Mixer ticks and the drift-free 20 ms ticker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from bot.voice.mixer import Mixer, run_ticker
+from realtime.audio import FRAME_BYTES, SILENCE_FRAME
+
+
+def constant(value: int) -> bytes:
+    return np.full(FRAME_BYTES // 2, value, "<i2").tobytes()
+
+
+def test_silence_and_no_speakers_when_nobody_talks() -> None:
+    mixer = Mixer(dict)
+    assert mixer.tick() == (SILENCE_FRAME, frozenset())
+
+
+def test_sums_speakers_with_saturation_and_names_them() -> None:
+    frames = {1: constant(20_000), 2: constant(20_000), 3: constant(-100)}
+    frame, speakers = Mixer(lambda: frames).tick()
+    assert speakers == frozenset({1, 2, 3})
+    assert len(frame) == FRAME_BYTES
+    assert set(np.frombuffer(frame, "<i2")) == {32767}  # clipped, not wrapped to negative
+
+    frame, speakers = Mixer(lambda: {7: constant(123)}).tick()
+    assert (frame, speakers) == (constant(123), frozenset({7}))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)
+
+
+async def run_for(ticks: int, clock: FakeClock, work: list[float]) -> list[float]:
+    """Run the ticker until `ticks` calls; work[i] is how long tick i takes. Returns tick times."""
+    times: list[float] = []
+
+    def on_tick() -> None:
+        times.append(clock.now)
+        clock.now += work[len(times) - 1] if len(times) - 1 < len(work) else 0.001
+        if len(times) == ticks:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await run_ticker(on_tick, clock=clock.time, sleep=clock.sleep)
+    return times
+
+
+async def test_ticks_stay_on_the_grid_despite_work_time() -> None:
+    clock = FakeClock()
+    times = await run_for(50, clock, [0.007] * 50)
+    assert times == pytest.approx([100.0 + 0.02 * i for i in range(50)])
+
+
+async def test_a_short_stall_is_caught_up_and_a_long_one_resynchronises() -> None:
+    clock = FakeClock()
+    times = await run_for(8, clock, [0.001, 0.065, 0.001, 0.001, 0.001, 0.001, 0.001])
+    # After a 65 ms tick the next ones run back to back until the grid is reached again.
+    assert times[2:5] == pytest.approx([100.085, 100.086, 100.087])
+    assert times[5] == pytest.approx(100.1)
+
+    clock = FakeClock()
+    times = await run_for(4, clock, [0.001, 0.5, 0.001])
+    assert times[2] == pytest.approx(times[1] + 0.5 + 0.02)  # skipped ahead: no burst of 25 ticks
+    assert times[3] == pytest.approx(times[2] + 0.02, abs=0.002)
