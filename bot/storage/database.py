@@ -1,0 +1,95 @@
+"""The database handle: one engine, short transactional sessions; the same code for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, create_engine
+
+from bot.storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+log = logging.getLogger(__name__)
+
+# How long a SQLite writer waits for another writer's lock before failing (ms).
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+class Database:
+    """Owns the engine. The constructor does no I/O; `open()` connects and creates missing tables."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.echo = echo
+        self._engine: Engine | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.url).get_backend_name() == "sqlite"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("Database.open() has not been called")
+        return self._engine
+
+    def open(self) -> Database:
+        """Create the engine (and the SQLite file's folder), then any missing table. Idempotent."""
+        if self._engine is not None:
+            return self
+        url = make_url(self.url)
+        kwargs: dict[str, Any] = {"echo": self.echo}
+        if url.get_backend_name() == "sqlite":
+            # Tools run their queries in worker threads (asyncio.to_thread).
+            kwargs["connect_args"] = {"check_same_thread": False}
+            if url.database in (None, "", ":memory:"):
+                # One shared connection, or each worker thread would see its own empty database.
+                kwargs["poolclass"] = StaticPool
+            else:
+                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+        engine = create_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            SQLModel.metadata.create_all(engine)
+        except Exception:
+            engine.dispose()
+            raise
+        self._engine = engine
+        log.info("database ready: %s", url.render_as_string(hide_password=True))
+        return self
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back (and re-raised) on any error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers run beside the writer; foreign keys are off by default in SQLite."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()

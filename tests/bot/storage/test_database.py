@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import select
+
+from bot.storage.database import Database
+from bot.storage.models import Lead
+
+
+def test_constructor_does_no_io(tmp_path: Path) -> None:
+    Database(f"sqlite:///{tmp_path / 'nested' / 'cap.db'}")
+    assert not (tmp_path / "nested").exists()
+
+
+def test_session_before_open_is_an_error() -> None:
+    with pytest.raises(RuntimeError), Database("sqlite://").session():
+        pass
+
+
+def test_open_creates_folder_tables_and_sqlite_pragmas(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'nested' / 'cap.db'}").open()
+    try:
+        assert (tmp_path / "nested" / "cap.db").exists()
+        with database.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert database.open() is database  # idempotent
+    finally:
+        database.close()
+
+
+def test_session_commits_or_rolls_back(database: Database) -> None:
+    with database.session() as session:
+        session.add(Lead(guild_id=1, full_name="Kept"))
+    with pytest.raises(ZeroDivisionError), database.session() as session:
+        session.add(Lead(guild_id=1, full_name="Lost"))
+        session.flush()
+        _ = 1 / 0
+    with database.session() as session:
+        assert [lead.full_name for lead in session.exec(select(Lead))] == ["Kept"]
+
+
+def test_timestamps_come_back_aware_utc(database: Database) -> None:
+    created = datetime(2026, 7, 1, 12, 0, tzinfo=timezone(timedelta(hours=-4)))
+    with database.session() as session:
+        session.add(Lead(guild_id=1, full_name="T", created_at=created))
+    with database.session() as session:
+        lead = session.exec(select(Lead)).one()
+    assert lead.created_at == created
+    assert lead.created_at.tzinfo is not None and lead.created_at.utcoffset() == timedelta(0)
+
+
+def test_naive_timestamps_are_refused(database: Database) -> None:
+    with pytest.raises(Exception, match="naive"), database.session() as session:
+        session.add(Lead(guild_id=1, full_name="N", created_at=datetime(2026, 1, 1)))
+        session.flush()
+
+
+def test_discord_snowflakes_fit(database: Database) -> None:
+    snowflake = 1_234_567_890_123_456_789
+    with database.session() as session:
+        session.add(Lead(guild_id=snowflake, discord_user_id=snowflake, full_name="Big"))
+    with database.session() as session:
+        assert session.exec(select(Lead)).one().discord_user_id == snowflake
+
+
+def test_in_memory_database_is_shared_across_threads() -> None:
+    database = Database("sqlite://").open()
+    try:
+
+        def write() -> None:
+            with database.session() as session:
+                session.add(Lead(guild_id=1, full_name="From a thread", created_at=datetime.now(UTC)))
+
+        worker = threading.Thread(target=write)
+        worker.start()
+        worker.join()
+        with database.session() as session:
+            assert session.exec(select(Lead)).one().full_name == "From a thread"
+    finally:
+        database.close()

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.storage import leads as repo
+from bot.storage.conversations import create_conversation, get_conversation
+from bot.storage.database import Database
+from bot.storage.deals import add_analysis, add_offer, latest_offer
+from bot.storage.models import DealAnalysis, Offer
+
+GUILD_A, GUILD_B = 111, 222
+ANN, BOB = 9001, 9002
+
+
+def save(database: Database, guild: int, user: int | None = None, notes: str | None = None, **fields):
+    with database.session() as session:
+        lead, created = repo.upsert_lead(session, guild, fields, discord_user_id=user, notes=notes)
+        return lead.id, created
+
+
+def test_upsert_creates_then_updates_by_discord_user(database: Database) -> None:
+    first, created = save(database, GUILD_A, ANN, full_name="Ann Lee", email="ann@example.com")
+    again, created_again = save(database, GUILD_A, ANN, full_name="Ann Lee", liquidity=50_000.0)
+    assert created and not created_again and first == again
+    with database.session() as session:
+        lead = repo.get_lead(session, GUILD_A, first)
+    assert lead.email == "ann@example.com" and lead.liquidity == 50_000.0  # None fields never erase
+
+
+def test_upsert_matches_email_case_insensitively_then_phone(database: Database) -> None:
+    by_email, _ = save(database, GUILD_A, full_name="C", email="carol@example.com")
+    assert save(database, GUILD_A, full_name="C", email="CAROL@example.com")[0] == by_email
+    by_phone, _ = save(database, GUILD_A, full_name="D", phone="+12125550100")
+    assert save(database, GUILD_A, full_name="D2", phone="+12125550100")[0] == by_phone
+    with database.session() as session:
+        assert repo.count_leads(session, GUILD_A) == 2
+
+
+def test_email_match_adopts_the_discord_user_but_never_takes_anothers_lead(database: Database) -> None:
+    cli_lead, _ = save(database, GUILD_A, full_name="Ann", email="ann@example.com")
+    adopted, created = save(database, GUILD_A, ANN, full_name="Ann", email="ann@example.com")
+    assert adopted == cli_lead and not created
+    other, created = save(database, GUILD_A, BOB, full_name="Mallory", email="ann@example.com")
+    assert created and other != cli_lead
+    with database.session() as session:
+        assert repo.get_lead(session, GUILD_A, cli_lead).full_name == "Ann"
+
+
+def test_notes_are_appended_not_replaced(database: Database) -> None:
+    lead_id, _ = save(database, GUILD_A, ANN, notes="Wants a quick close.", full_name="Ann")
+    save(database, GUILD_A, ANN, notes="Has two rentals already.", full_name="Ann")
+    save(database, GUILD_A, ANN, notes="Has two rentals already.", full_name="Ann")
+    with database.session() as session:
+        assert (
+            repo.get_lead(session, GUILD_A, lead_id).notes == "Wants a quick close.\nHas two rentals already."
+        )
+
+
+def test_unknown_fields_are_refused(database: Database) -> None:
+    with pytest.raises(ValueError), database.session() as session:
+        repo.upsert_lead(session, GUILD_A, {"guild_id": GUILD_B})
+
+
+def test_guild_isolation(database: Database) -> None:
+    a_id, _ = save(database, GUILD_A, ANN, full_name="Ann in A", email="ann@example.com")
+    b_id, created = save(database, GUILD_B, ANN, full_name="Ann in B", email="ann@example.com")
+    assert created and a_id != b_id  # same person, same email: still two tenants' rows
+    with database.session() as session:
+        assert repo.get_lead(session, GUILD_B, a_id) is None
+        assert [lead.id for lead in repo.list_leads(session, GUILD_A)] == [a_id]
+        assert repo.count_leads(session, GUILD_B) == 1
+        assert repo.find_lead(session, GUILD_B, email="ann@example.com").id == b_id
+        assert repo.delete_lead(session, GUILD_B, a_id) is False
+        assert [lead.id for lead in repo.guild_leads(session, GUILD_B)] == [b_id]
+        assert {lead.id for lead in repo.all_guild_leads(session)} == {a_id, b_id}
+
+
+def test_list_filters_and_pages_newest_first(database: Database) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    with database.session() as session:
+        for n in range(25):
+            lead, _ = repo.upsert_lead(session, GUILD_A, {"full_name": f"L{n}"}, discord_user_id=n + 1)
+            lead.status = "qualified" if n % 2 else "new"
+            lead.tier = "A" if n % 5 == 0 else "C"
+            lead.updated_at = base + timedelta(hours=n)
+            session.add(lead)
+    with database.session() as session:
+        first_page = repo.list_leads(session, GUILD_A, limit=10)
+        assert [lead.full_name for lead in first_page[:2]] == ["L24", "L23"]
+        assert len(repo.list_leads(session, GUILD_A, offset=20, limit=10)) == 5
+        assert repo.count_leads(session, GUILD_A, status="qualified") == 12
+        assert repo.count_leads(session, GUILD_A, tier="A") == 5
+        assert repo.count_leads(session, GUILD_A, status="new", tier="A") == 3
+        assert all(lead.tier == "A" for lead in repo.list_leads(session, GUILD_A, tier="A"))
+
+
+def test_delete_removes_offers_and_unlinks_the_rest(database: Database) -> None:
+    lead_id, _ = save(database, GUILD_A, ANN, full_name="Ann")
+    with database.session() as session:
+        add_offer(
+            session,
+            Offer(
+                guild_id=GUILD_A,
+                lead_id=lead_id,
+                program="bridge",
+                amount=1.0,
+                max_ltv=0.7,
+                rate_min=9,
+                rate_max=10,
+                points=2,
+                term_months=12,
+                expires_at=datetime.now(UTC) + timedelta(days=1),
+            ),
+        )
+        analysis = add_analysis(session, DealAnalysis(guild_id=GUILD_A, lead_id=lead_id))
+        conversation = create_conversation(session, GUILD_A, 5)
+        conversation.lead_id = lead_id
+        analysis_id, conversation_id = analysis.id, conversation.id
+    with database.session() as session:
+        assert repo.delete_lead(session, GUILD_A, lead_id)
+    with database.session() as session:
+        assert repo.get_lead(session, GUILD_A, lead_id) is None
+        assert latest_offer(session, GUILD_A, lead_id) is None
+        assert session.get(DealAnalysis, analysis_id).lead_id is None
+        assert get_conversation(session, GUILD_A, conversation_id).lead_id is None
