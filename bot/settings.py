@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     # Discord.
     discord_token: SecretStr | None = None
     dev_guild_id: int | None = None
+    # Sharding for large bots: SHARD_IDS ("0,1" or [0,1]) are the shards this process runs; needs SHARD_COUNT.
+    shard_count: int | None = Field(None, ge=1)
+    shard_ids: list[int] | None = None
+    # Voice: other bots in the channel are not heard; who said what is posted in the channel's text chat.
+    ignore_bots: bool = True
+    post_transcripts: bool = True
+    alone_timeout_seconds: float = Field(60.0, gt=0)
+    idle_timeout_seconds: float = Field(900.0, gt=0)
 
     @field_validator("realtime_url")
     @classmethod
@@ -124,10 +132,17 @@ class Settings(BaseSettings):
     def _merge_guidelines(cls, value: dict[str, ProgramGuideline]) -> dict[str, ProgramGuideline]:
         return {**DEFAULT_PROGRAM_GUIDELINES, **value}
 
-    @field_validator("leads_role_id", mode="before")
+    @field_validator("leads_role_id", "dev_guild_id", "shard_count", "shard_ids", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip() and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("phone_default_region")
     @classmethod
