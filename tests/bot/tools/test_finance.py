@@ -1,0 +1,148 @@
+"""Deal math against cases worked by hand (standard amortization tables agree to the cent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.settings import DEFAULT_PROGRAM_GUIDELINES, ProgramGuideline
+from bot.tools.finance import (
+    DealInputs,
+    analyze,
+    interest_only_payment,
+    judge,
+    monthly_payment,
+    suggest_program,
+)
+
+
+@pytest.mark.parametrize(
+    ("principal", "rate", "years", "payment"),
+    [
+        (300_000, 7.25, 30, 2046.53),  # r = 0.0725/12, n = 360: 300000·r/(1−(1+r)^−360)
+        (200_000, 6.0, 30, 1199.10),
+        (100_000, 5.0, 15, 790.79),
+        (120_000, 0.0, 10, 1000.00),  # no interest: principal / months
+    ],
+)
+def test_amortizing_payment(principal: float, rate: float, years: int, payment: float) -> None:
+    assert monthly_payment(principal, rate, years) == pytest.approx(payment, abs=0.005)
+
+
+def test_interest_only_payment() -> None:
+    assert interest_only_payment(300_000, 7.25) == pytest.approx(1812.50)  # 300000 × 0.0725 / 12
+    assert interest_only_payment(170_000, 10.0) == pytest.approx(1416.67, abs=0.005)
+
+
+def test_zero_term_is_refused() -> None:
+    with pytest.raises(ValueError):
+        monthly_payment(100_000, 5, 0)
+
+
+RENTAL = DealInputs(
+    purchase_price=400_000,
+    loan_amount=300_000,
+    interest_rate=7.25,
+    monthly_rent=3_200,
+    property_taxes_annual=4_800,
+    insurance_annual=1_200,
+    closing_costs=8_000,
+)
+
+
+def test_rental_deal_by_hand() -> None:
+    r = analyze(RENTAL)
+    assert r.ltv == pytest.approx(0.75)  # 300000 / 400000, a decimal not a percent
+    assert r.ltc == pytest.approx(0.75)  # no rehab
+    assert r.arv_ltv is None
+    assert r.monthly_principal_interest == pytest.approx(2046.53, abs=0.005)
+    assert r.monthly_pitia == pytest.approx(2046.53 + 400 + 100, abs=0.005)  # + taxes/12 + insurance/12
+    assert r.dscr == pytest.approx(3200 / 2546.53, abs=1e-4)  # 1.2566
+    assert r.noi_annual == pytest.approx(38_400 - 4_800 - 1_200)  # 32,400
+    assert r.cap_rate == pytest.approx(32_400 / 400_000)  # 0.081
+    assert r.cash_to_close == pytest.approx(400_000 + 8_000 - 300_000)  # 108,000
+    assert r.annual_cash_flow == pytest.approx(32_400 - 12 * 2046.53, abs=0.1)  # 7,841.6
+    assert r.cash_on_cash == pytest.approx(7_841.65 / 108_000, abs=1e-4)  # 0.0726
+
+
+def test_interest_only_deal_with_hoa() -> None:
+    deal = DealInputs(
+        purchase_price=250_000,
+        loan_amount=200_000,
+        interest_rate=6.0,
+        interest_only=True,
+        monthly_rent=2_000,
+        property_taxes_annual=3_000,
+        insurance_annual=900,
+        hoa_monthly=150,
+    )
+    r = analyze(deal)
+    assert r.monthly_principal_interest == pytest.approx(1000.00)  # 200000 × 0.06 / 12
+    assert r.monthly_pitia == pytest.approx(1000 + 250 + 75 + 150)  # 1,475
+    assert r.dscr == pytest.approx(2000 / 1475)
+    assert r.noi_annual == pytest.approx(24_000 - 1_800 - 3_000 - 900)  # 18,300
+    assert r.annual_cash_flow == pytest.approx(18_300 - 12_000)
+    assert r.cash_on_cash == pytest.approx(6_300 / 50_000)
+
+
+def test_flip_deal_by_hand() -> None:
+    deal = DealInputs(
+        purchase_price=200_000,
+        loan_amount=170_000,
+        interest_rate=10.0,
+        term_years=1,
+        interest_only=True,
+        rehab_budget=50_000,
+        after_repair_value=300_000,
+        closing_costs=5_000,
+    )
+    r = analyze(deal)
+    assert r.ltv == pytest.approx(0.85)
+    assert r.ltc == pytest.approx(170_000 / 250_000)  # 0.68
+    assert r.arv_ltv == pytest.approx(170_000 / 300_000)  # 0.5667
+    assert r.monthly_principal_interest == pytest.approx(1416.67, abs=0.005)
+    assert r.cash_to_close == pytest.approx(200_000 + 5_000 + 50_000 - 170_000)  # 85,000
+    assert r.dscr is None and r.noi_annual is None and r.cash_on_cash is None
+    assert suggest_program(deal) == "fix_and_flip"
+    verdict = judge(r, "fix_and_flip", DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"])
+    assert verdict.fits is True and "Fits the fix-and-flip guidelines" in verdict.text
+
+
+def test_rounded_results_are_cents_and_four_place_ratios() -> None:
+    rounded = analyze(RENTAL).rounded()
+    assert rounded["monthly_principal_interest"] == 2046.53
+    assert rounded["dscr"] == 1.2566
+    assert rounded["ltv"] == 0.75
+
+
+def test_verdicts() -> None:
+    rental = analyze(RENTAL)
+    fits = judge(rental, "dscr_rental", DEFAULT_PROGRAM_GUIDELINES["dscr_rental"])
+    assert fits.fits is True
+    assert fits.text == (
+        "Fits the DSCR rental guidelines: DSCR 1.26 meets the 1.00 minimum; "
+        "LTV 0.75 is within the 0.80 maximum."
+    )
+    strict = judge(rental, "portfolio", ProgramGuideline(min_dscr=1.30, max_ltv=0.70))
+    assert strict.fits is False
+    assert "DSCR 1.26 is below the 1.30 minimum" in strict.text
+    assert "LTV 0.75 is above the 0.70 maximum" in strict.text
+    no_rent = analyze(DealInputs(purchase_price=400_000, loan_amount=300_000, interest_rate=7))
+    unknown = judge(no_rent, "dscr_rental", DEFAULT_PROGRAM_GUIDELINES["dscr_rental"])
+    assert unknown.fits is None and "without monthly_rent" in unknown.text
+    assert unknown.as_dict()["checks"][0] == {
+        "metric": "dscr",
+        "value": None,
+        "limit": 1.0,
+        "kind": "min",
+        "passed": None,
+    }
+
+
+def test_a_ratio_exactly_at_the_limit_passes() -> None:
+    at_limit = analyze(DealInputs(purchase_price=500_000, loan_amount=400_000, interest_rate=7))
+    assert judge(at_limit, "bridge", ProgramGuideline(max_ltv=0.80)).fits is True
+
+
+def test_suggested_program() -> None:
+    assert suggest_program(RENTAL) == "dscr_rental"
+    assert suggest_program(DealInputs(purchase_price=1, loan_amount=1, interest_rate=1)) == "bridge"

@@ -1,0 +1,229 @@
+"""analyze_deal, save_lead and score_lead through the registry, as the model calls them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+from sqlmodel import select
+
+from bot.storage.conversations import create_conversation, get_conversation
+from bot.storage.database import Database
+from bot.storage.leads import get_lead, list_leads
+from bot.storage.models import DealAnalysis, Lead, Offer
+from bot.tools import build_registry
+from bot.tools.context import console_context
+from realtime.tools import ToolContext, ToolRegistry
+from tests.bot.tools.helpers import test_settings
+
+GUILD, OTHER_GUILD = 5001, 5002
+ANN, BOB = 777000000000000001, 777000000000000002
+RENTAL = {
+    "purchase_price": 400_000,
+    "loan_amount": 300_000,
+    "interest_rate": 7.25,
+    "monthly_rent": 3_200,
+    "property_taxes_annual": 4_800,
+    "insurance_annual": 1_200,
+    "closing_costs": 8_000,
+}
+QUALIFIED = {
+    "credit_score": 765,
+    "experience_deals": 6,
+    "liquidity": 300_000,
+    "timeline": "within_30_days",
+    "loan_program": "dscr_rental",
+}
+
+
+@pytest.fixture
+def registry(database: Database) -> ToolRegistry:
+    return build_registry(test_settings(), database)
+
+
+def caller(user: int = ANN, guild: int = GUILD, conversation: int | None = None) -> ToolContext:
+    return ToolContext(
+        guild_id=guild, channel_id=10, user_id=user, user_name="Ann", conversation_id=conversation
+    )
+
+
+async def call(
+    registry: ToolRegistry, name: str, args: dict[str, Any], context: ToolContext
+) -> dict[str, Any]:
+    return await registry.call(name, args, context)
+
+
+def leads_in(database: Database, guild: int) -> list[Lead]:
+    with database.session() as session:
+        return list_leads(session, guild, limit=100)
+
+
+async def test_save_lead_normalises_contact_and_lists_what_is_missing(registry, database) -> None:
+    result = await call(
+        registry,
+        "save_lead",
+        {"full_name": " Ann Lee ", "email": "Ann.Lee@Example.COM", "phone": "(212) 555-0100"},
+        caller(),
+    )
+    assert result["ok"] and result["created"]
+    assert result["missing"][:3] == ["loan_program", "loan_purpose", "property_address"]
+    [lead] = leads_in(database, GUILD)
+    assert (lead.full_name, lead.email, lead.phone) == ("Ann Lee", "ann.lee@example.com", "+12125550100")
+    assert lead.discord_user_id == ANN and lead.source == "voice" and lead.status == "new"
+
+
+async def test_the_same_caller_is_updated_not_duplicated(registry, database) -> None:
+    await call(registry, "save_lead", {"full_name": "Ann Lee", "phone": "212 555 0100"}, caller())
+    again = await call(
+        registry, "save_lead", {"full_name": "Ann Lee", **QUALIFIED, "loan_purpose": "purchase"}, caller()
+    )
+    assert not again["created"]
+    [lead] = leads_in(database, GUILD)
+    assert lead.credit_band == "760+" and lead.experience_deals == 6 and lead.phone == "+12125550100"
+    assert "loan_program" not in again["missing"] and "credit_band" not in again["missing"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("email", "ann@", "invalid_email"),
+        ("email", "no at sign", "invalid_email"),
+        ("phone", "555-1234", "invalid_phone"),
+        ("phone", "call me maybe", "invalid_phone"),
+    ],
+)
+async def test_bad_contact_details_are_a_structured_error(registry, database, field, value, code) -> None:
+    result = await call(registry, "save_lead", {"full_name": "Ann", field: value}, caller())
+    assert result["ok"] is False and result["error"]["code"] == code
+    assert result["error"]["details"]["field"] == field
+    assert leads_in(database, GUILD) == []
+
+
+async def test_international_numbers_keep_their_country(registry, database) -> None:
+    await call(registry, "save_lead", {"full_name": "Ann", "phone": "+44 20 7946 0958"}, caller())
+    assert leads_in(database, GUILD)[0].phone == "+442079460958"
+
+
+async def test_an_anonymous_caller_must_give_a_contact(registry, database) -> None:
+    result = await call(registry, "save_lead", {"full_name": "Console Person"}, console_context())
+    assert result["error"]["code"] == "missing_contact"
+    ok = await call(
+        registry, "save_lead", {"full_name": "Console Person", "email": "c@example.com"}, console_context()
+    )
+    assert ok["ok"] and leads_in(database, 0)[0].source == "console"
+    assert leads_in(database, 0)[0].discord_user_id is None  # the console caller identifies nobody
+
+
+async def test_missing_arguments_are_named(registry) -> None:
+    result = await call(
+        registry, "save_lead", {"email": "a@example.com", "favourite_colour": "red"}, caller()
+    )
+    fields = {p["field"] for p in result["error"]["details"]["problems"]}
+    assert result["error"]["code"] == "invalid_arguments" and fields == {"full_name", "favourite_colour"}
+
+
+async def test_a_failed_save_loses_nothing_already_stored(registry, database, monkeypatch) -> None:
+    await call(registry, "save_lead", {"full_name": "Ann Lee", "email": "ann@example.com"}, caller())
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise OperationalError("UPDATE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr("bot.tools.leads.claim_analyses", broken)
+    result = await call(registry, "save_lead", {"full_name": "Ann Changed", "liquidity": 1.0}, caller())
+    assert result["ok"] is False and result["error"]["code"] == "storage_failed"
+    [lead] = leads_in(database, GUILD)
+    assert lead.full_name == "Ann Lee" and lead.liquidity is None  # the half-done update was rolled back
+
+
+async def test_analysis_is_stored_and_linked_when_the_lead_comes_later(registry, database) -> None:
+    with database.session() as session:
+        conversation_id = create_conversation(session, GUILD, 10).id
+    context = caller(conversation=conversation_id)
+    analysis = await call(registry, "analyze_deal", RENTAL, context)
+    assert analysis["ok"] and analysis["saved"] and analysis["lead_id"] is None
+    assert analysis["program"] == "dscr_rental" and analysis["verdict"]["fits"] is True
+    assert analysis["results"]["monthly_principal_interest"] == 2046.53
+    saved = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com"}, context)
+    with database.session() as session:
+        stored = session.get(DealAnalysis, analysis["analysis_id"])
+        assert stored.lead_id == saved["lead_id"] and stored.guild_id == GUILD
+        assert get_conversation(session, GUILD, conversation_id).lead_id == saved["lead_id"]
+        lead = get_lead(session, GUILD, saved["lead_id"])
+    assert lead.purchase_price == 400_000 and lead.loan_amount == 300_000  # not asked twice
+    assert "purchase_price" not in saved["missing"]
+
+
+async def test_analyze_deal_rejects_nonsense(registry) -> None:
+    result = await call(
+        registry, "analyze_deal", {"purchase_price": 0, "loan_amount": 1, "interest_rate": 99}, caller()
+    )
+    assert result["error"]["code"] == "invalid_arguments"
+    assert {p["field"] for p in result["error"]["details"]["problems"]} == {"purchase_price", "interest_rate"}
+
+
+async def test_analysis_figures_survive_a_storage_failure(registry, monkeypatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr("bot.tools.deals.add_analysis", broken)
+    result = await call(registry, "analyze_deal", RENTAL, caller())
+    assert result["ok"] and result["saved"] is False and result["results"]["ltv"] == 0.75
+
+
+async def test_score_needs_a_lead(registry) -> None:
+    result = await call(registry, "score_lead", {}, caller())
+    assert result["error"]["code"] == "no_lead"
+
+
+async def test_a_qualifying_lead_gets_one_offer(registry, database) -> None:
+    await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com", **QUALIFIED}, caller())
+    await call(registry, "analyze_deal", RENTAL, caller())
+    first = await call(registry, "score_lead", {}, caller())
+    assert first["ok"] and first["qualifies"] and first["tier"] == "A"
+    assert first["offer"]["amount"] == 300_000 and first["offer"]["rate_range_percent"] == [6.75, 7.75]
+    assert first["term_sheet"].startswith("Indicative DSCR rental terms")
+    again = await call(registry, "score_lead", {}, caller())
+    assert again["offer"]["offer_id"] == first["offer"]["offer_id"]  # re-scoring does not pile up offers
+    with database.session() as session:
+        assert len(session.exec(select(Offer)).all()) == 1
+        lead = get_lead(session, GUILD, first["lead_id"])
+    assert (lead.score, lead.tier, lead.status) == (first["score"], "A", "qualified")
+
+
+async def test_a_weak_lead_hears_what_blocks_it(registry, database) -> None:
+    await call(
+        registry,
+        "save_lead",
+        {
+            "full_name": "Bob",
+            "email": "bob@example.com",
+            "credit_band": "below_600",
+            "timeline": "just_exploring",
+        },
+        caller(BOB),
+    )
+    result = await call(registry, "score_lead", {}, caller(BOB))
+    assert result["ok"] and not result["qualifies"] and result["offer"] is None
+    assert any("no deal analyzed" in b for b in result["blockers"])
+    assert leads_in(database, GUILD)[0].status == "nurture"
+
+
+async def test_a_caller_cannot_score_someone_elses_lead(registry) -> None:
+    bob = await call(registry, "save_lead", {"full_name": "Bob", "email": "bob@example.com"}, caller(BOB))
+    result = await call(registry, "score_lead", {"lead_id": bob["lead_id"]}, caller(ANN))
+    assert result["error"]["code"] == "lead_not_found"
+    # the operator's console may
+    operator = ToolContext(guild_id=GUILD, user_id=0)
+    assert (await call(registry, "score_lead", {"lead_id": bob["lead_id"]}, operator))["ok"]
+
+
+async def test_guilds_never_see_each_other(registry, database) -> None:
+    a = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com"}, caller())
+    b = await call(
+        registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com"}, caller(guild=OTHER_GUILD)
+    )
+    assert a["lead_id"] != b["lead_id"] and b["created"]
+    foreign = await call(registry, "score_lead", {"lead_id": a["lead_id"]}, ToolContext(guild_id=OTHER_GUILD))
+    assert foreign["error"]["code"] == "lead_not_found"
+    assert [lead.id for lead in leads_in(database, OTHER_GUILD)] == [b["lead_id"]]

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.settings import DEFAULT_PROGRAM_GUIDELINES
+from bot.tools.scoring import DealFacts, credit_band_for, offer_terms, score, term_sheet, tier_for
+
+NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+RENTAL = DealFacts(
+    program="dscr_rental",
+    fits_program=True,
+    dscr=1.30,
+    ltv=0.75,
+    loan_amount=300_000,
+    purchase_price=400_000,
+    cash_to_close=108_000,
+    monthly_pitia=2_500,
+)
+
+
+@pytest.mark.parametrize(
+    ("fico", "band"),
+    [
+        (850, "760+"),
+        (760, "760+"),
+        (759, "720-759"),
+        (700, "680-719"),
+        (640, "640-679"),
+        (600, "600-639"),
+        (599, "below_600"),
+    ],
+)
+def test_credit_bands(fico: int, band: str) -> None:
+    assert credit_band_for(fico) == band
+
+
+@pytest.mark.parametrize(
+    ("points", "tier"),
+    [(100, "A"), (80, "A"), (79, "B"), (65, "B"), (64, "C"), (50, "C"), (49, "D"), (0, "D")],
+)
+def test_tiers(points: int, tier: str) -> None:
+    assert tier_for(points) == tier
+
+
+def test_a_strong_lead_scores_and_explains_itself() -> None:
+    result = score(
+        credit_band="760+",
+        experience_deals=8,
+        liquidity=400_000,
+        timeline="immediately",
+        facts=RENTAL,
+        guideline=DEFAULT_PROGRAM_GUIDELINES["dscr_rental"],
+    )
+    # credit 30 + experience 20 + deal (DSCR ≥ 1.25: 15, LTV ≤ 0.75: 8) + liquidity 15 + timeline 10
+    assert result.score == 98 and result.tier == "A" and result.qualifies
+    assert result.as_dict()["reasons"][0] == "credit 760+ (30/30)"
+    assert "DSCR 1.30, LTV 0.75 (23/25)" in result.as_dict()["reasons"]
+
+
+def test_unknowns_score_nothing_and_block_the_offer() -> None:
+    result = score(
+        credit_band=None, experience_deals=None, liquidity=None, timeline=None, facts=None, guideline=None
+    )
+    assert result.score == 0 and result.tier == "D" and not result.qualifies
+    assert any("no deal analyzed" in b for b in result.blockers)
+    assert "credit band unknown (0/30)" in result.as_dict()["reasons"]
+
+
+def test_a_deal_outside_the_guidelines_blocks_the_offer() -> None:
+    facts = DealFacts(
+        program="dscr_rental",
+        fits_program=False,
+        dscr=0.85,
+        ltv=0.85,
+        loan_amount=340_000,
+        purchase_price=400_000,
+    )
+    result = score(
+        credit_band="760+",
+        experience_deals=10,
+        liquidity=500_000,
+        timeline="immediately",
+        facts=facts,
+        guideline=DEFAULT_PROGRAM_GUIDELINES["dscr_rental"],
+    )
+    assert not result.qualifies
+    assert any("does not meet the DSCR rental guidelines" in b for b in result.blockers)
+
+
+def test_credit_under_the_program_minimum_blocks() -> None:
+    result = score(
+        credit_band="600-639",
+        experience_deals=10,
+        liquidity=900_000,
+        timeline="immediately",
+        facts=RENTAL,
+        guideline=DEFAULT_PROGRAM_GUIDELINES["dscr_rental"],
+    )
+    assert result.tier in ("A", "B") and not result.qualifies
+    assert any("under the 660 minimum" in b for b in result.blockers)
+
+
+def test_liquidity_is_measured_against_the_cash_the_deal_needs() -> None:
+    needed = 108_000 + 6 * 2_500  # cash to close + six months of PITIA
+    rich = score(
+        credit_band=None,
+        experience_deals=None,
+        liquidity=1.5 * needed,
+        timeline=None,
+        facts=RENTAL,
+        guideline=None,
+    )
+    short = score(
+        credit_band=None,
+        experience_deals=None,
+        liquidity=0.4 * needed,
+        timeline=None,
+        facts=RENTAL,
+        guideline=None,
+    )
+    assert rich.factors[3].points == 15 and short.factors[3].points == 0
+
+
+def test_tier_a_offer_on_a_rental() -> None:
+    terms = offer_terms(
+        "A", RENTAL, DEFAULT_PROGRAM_GUIDELINES["dscr_rental"], NOW, experience_deals=5, credit_band="760+"
+    )
+    assert terms.amount == 300_000  # what was asked; under 80 % of 400,000
+    assert terms.max_ltv == 0.80
+    assert (terms.rate_min, terms.rate_max, terms.points, terms.term_months) == (6.75, 7.75, 1.0, 360)
+    assert terms.expires_at == NOW + timedelta(days=14)
+    sheet = term_sheet(terms)
+    assert sheet.startswith("Indicative DSCR rental terms: up to $300,000 at up to 80% LTV, rate 6.75–7.75%")
+    assert "30-year term" in sheet and "December 15, 2026" in sheet
+
+
+def test_tier_b_and_first_time_investors_get_less_leverage_and_pay_more() -> None:
+    big_ask = DealFacts(**{**RENTAL.__dict__, "loan_amount": 320_000})
+    terms = offer_terms(
+        "B", big_ask, DEFAULT_PROGRAM_GUIDELINES["dscr_rental"], NOW, experience_deals=0, credit_band="760+"
+    )
+    assert terms.max_ltv == 0.75 and terms.amount == 300_000  # capped at 75 % of 400,000
+    assert (terms.rate_min, terms.rate_max, terms.points) == (7.75, 8.75, 2.0)
+
+
+def test_flip_offer_is_capped_by_ltc_and_arv() -> None:
+    flip = DealFacts(
+        program="fix_and_flip",
+        fits_program=True,
+        dscr=None,
+        ltv=0.9,
+        loan_amount=280_000,
+        purchase_price=200_000,
+        rehab_budget=100_000,
+        after_repair_value=340_000,
+    )
+    terms = offer_terms("A", flip, DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"], NOW)
+    # caps: asked 280,000; 90 % LTV 180,000; 90 % LTC 270,000; 75 % ARV 255,000 → the LTV cap binds
+    assert terms.amount == 180_000
+    assert terms.term_months == 12 and "12-month term" in term_sheet(terms)
