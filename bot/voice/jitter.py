@@ -22,7 +22,7 @@ from bot.voice.rtp import sequence_delta
 from realtime.audio import FRAME_BYTES
 
 DEFAULT_DEPTH: Final = 2  # frames primed before a talk spurt plays: 40 ms of reordering/jitter tolerance
-MAX_PACKETS: Final = 8  # beyond this the sender runs ahead of our clock: trim back to depth + 1
+MAX_PACKETS: Final = 16  # 320 ms: more means a stall or a fast sender clock; trim back to depth + 1
 MAX_CONCEALED: Final = 2  # PLC frames after the last packet before the speaker counts as silent
 RESTART_DISTANCE: Final = 100  # a jump of 2 s or more (either way) is a new stream, not reordering
 

@@ -1,0 +1,221 @@
+"""CapVoiceClient: discord.py's VoiceClient plus a receive path, a 20 ms mixer tick and the engine's voice.
+
+Hooks into discord.py 2.7.1 internals (re-check them when upgrading discord.py):
+- `create_connection_state()` returns `VoiceConnectionState(self, hook=...)`: the hook is awaited by
+  `DiscordVoiceWebSocket.received_message` after discord.py's own handling of every JSON message
+  (binary DAVE/MLS frames do not reach it). `VoiceConnectionState` passes the hook to every new voice
+  WebSocket it opens, so it survives reconnects, resumes and voice-server changes.
+- `self._connection.add_socket_listener(cb)` registers `cb(datagram)` on the connection's one
+  SocketReader thread. The reader lives as long as the VoiceConnectionState; reconnects pause and resume
+  it and keep the callbacks (only a full disconnect stops it and clears them). Cap re-registers
+  idempotently (remove, then add) after each READY/RESUMED anyway, which is safe whatever the reader's
+  paused state.
+- `self._connection.mode / .secret_key / .dave_session / .ssrc` are read by the receiver per packet.
+- `self._connection._socket_reader` is swapped for `PromptSocketReader`: discord.py's reader blocks in
+  select() for up to 30 s, and closing the socket does not wake it, so after a reconnect (new socket)
+  it would stay deaf for up to 30 s. Ours wakes every half second and drains all queued datagrams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import select
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord.gateway import DiscordVoiceWebSocket
+from discord.voice_state import SocketReader, VoiceConnectionState
+
+from bot.voice.crypto import SUPPORTED_MODES
+from bot.voice.mixer import Mixer, run_ticker
+from bot.voice.receiver import OP_READY, OP_RESUMED, RateLimitedLog, VoiceReceiver
+from bot.voice.source import EngineAudioSource, FrameSource
+
+log = logging.getLogger(__name__)
+
+SELECT_TIMEOUT_SECONDS = 0.5  # how soon the reader notices a replaced socket (discord.py: 30 s)
+MAX_DATAGRAMS_PER_WAKE = 64
+InputSink = Callable[[bytes, frozenset[int]], None]
+PLAYER_CHECK_TICKS = 50  # once a second, restart the player if a reconnect ended it
+
+
+class PromptSocketReader(SocketReader):
+    """discord.py's SocketReader with a short select() timeout, draining every queued datagram per wake."""
+
+    def _do_run(self) -> None:
+        while not self._end.is_set():
+            if not self._running.is_set():
+                self._running.wait()
+                continue
+            sock = self.state.socket
+            try:
+                readable, _, _ = select.select([sock], [], [], SELECT_TIMEOUT_SECONDS)
+            except (ValueError, TypeError, OSError):  # no socket yet, or closed under us
+                self._end.wait(0.05)
+                continue
+            if not readable:
+                continue
+            for _ in range(MAX_DATAGRAMS_PER_WAKE):
+                try:
+                    data = sock.recv(2048)
+                except OSError:  # BlockingIOError once drained; other errors: the socket is going away
+                    break
+                for callback in list(self._callbacks):
+                    try:
+                        callback(data)
+                    except Exception:
+                        log.exception("voice socket listener %s failed", callback)
+
+
+class CapVoiceClient(discord.VoiceClient):
+    """A voice connection that hears (receiver + mixer tick into a sink) and speaks (a playback buffer)."""
+
+    # Send and receive with the one mode the receiver decrypts (Discord offers it on every voice server).
+    supported_modes = SUPPORTED_MODES
+
+    def __init__(self, client: discord.Client, channel: discord.abc.Connectable) -> None:
+        super().__init__(client, channel)
+        settings = getattr(client, "settings", None)
+        self.receiver = VoiceReceiver(
+            self._connection, is_bot=self._is_bot, ignore_bots=getattr(settings, "ignore_bots", True)
+        )
+        self.mixer = Mixer(self.receiver.pull_frames)
+        self._on_packet = self.receiver.on_packet  # one bound method, so remove/add find it
+        self._sink: InputSink | None = None
+        self._playback: FrameSource | None = None
+        self._audio: EngineAudioSource | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._cleanup_callbacks: list[Callable[[], None]] = []
+        self._log = RateLimitedLog(log)
+
+    # ---- discord.py hooks -----------------------------------------------------------------------------------
+
+    def create_connection_state(self) -> VoiceConnectionState:
+        state = VoiceConnectionState(self, hook=self._ws_hook)
+        state._socket_reader.stop()  # paused and socketless: its thread exits at once
+        state._socket_reader = PromptSocketReader(state)
+        state._socket_reader.start()
+        return state
+
+    async def _ws_hook(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
+        """Every voice-WebSocket JSON message, after discord.py has handled it (event loop)."""
+        receiver = getattr(self, "receiver", None)  # the hook exists before __init__ finishes
+        if receiver is None:
+            return
+        receiver.on_ws_message(msg)
+        if msg.get("op") in (OP_READY, OP_RESUMED):
+            self.listen()
+
+    async def connect(
+        self,
+        *,
+        reconnect: bool,
+        timeout: float,  # noqa: ASYNC109 - discord.py's signature
+        self_deaf: bool = False,
+        self_mute: bool = False,
+    ) -> None:
+        await super().connect(reconnect=reconnect, timeout=timeout, self_deaf=self_deaf, self_mute=self_mute)
+        self.listen()
+
+    def listen(self) -> None:
+        """Make sure the receiver gets the socket's datagrams, exactly once (idempotent)."""
+        self._connection.remove_socket_listener(self._on_packet)
+        self._connection.add_socket_listener(self._on_packet)
+
+    async def disconnect(self, *, force: bool = False) -> None:
+        await self.stop_conversation()
+        await super().disconnect(force=force)
+
+    def cleanup(self) -> None:
+        """Called by discord.py when the connection is gone for good (also when kicked or the channel dies)."""
+        self._stop_ticker()
+        for callback in self._cleanup_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("voice cleanup callback failed")
+        self._cleanup_callbacks.clear()
+        super().cleanup()
+
+    def on_cleanup(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (event loop) when discord.py tears this connection down."""
+        self._cleanup_callbacks.append(callback)
+
+    # ---- the conversation -----------------------------------------------------------------------------------
+
+    def start_conversation(self, sink: InputSink, playback: FrameSource) -> None:
+        """Hear: mixed 20 ms frames go to `sink(frame, speakers)`. Speak: `playback` is streamed as Opus."""
+        self._sink = sink
+        self._playback = playback
+        self.listen()
+        if self._ticker is None or self._ticker.done():
+            self._ticker = self.loop.create_task(run_ticker(self._tick), name=f"voice-mixer-{self.guild.id}")
+        self._ensure_playing()
+
+    async def stop_conversation(self) -> None:
+        self._sink = None
+        self._playback = None
+        ticker = self._stop_ticker()
+        if ticker is not None:
+            await asyncio.gather(ticker, return_exceptions=True)
+        if self._audio is not None:
+            self._audio.close()
+            self._audio = None
+        self.stop()
+
+    def _tick(self) -> None:
+        frame, speakers = self.mixer.tick()
+        sink = self._sink
+        if sink is not None:
+            try:
+                sink(frame, speakers)
+            except Exception:
+                self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
+        if self.mixer.ticks % PLAYER_CHECK_TICKS == 0:
+            self._ensure_playing()
+
+    def _ensure_playing(self) -> None:
+        """(Re)start the player: discord.py ends it when a reconnect takes longer than its timeout."""
+        if self._playback is None or not self.is_connected() or self.is_playing():
+            return
+        self._audio = EngineAudioSource(self._playback, on_speaking=self._set_speaking)
+        try:
+            self.play(self._audio, after=self._player_ended)
+        except discord.ClientException as exc:
+            log.debug("could not start the player yet: %s", exc)
+
+    def _player_ended(self, error: Exception | None) -> None:
+        if error is not None:
+            log.error("voice player stopped: %s", error)
+
+    def _set_speaking(self, speaking: bool) -> None:
+        """Player thread: tell the voice gateway whether Cap is talking (clients show the speaking ring)."""
+        ws = self._connection.ws
+        if not ws:
+            return
+        state = discord.SpeakingState.voice if speaking else discord.SpeakingState.none
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            asyncio.run_coroutine_threadsafe(ws.speak(state), self.loop)
+
+    def _stop_ticker(self) -> asyncio.Task[None] | None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+        return ticker
+
+    def _is_bot(self, user_id: int) -> bool:
+        member = self.guild.get_member(user_id)  # members in voice are cached with the voice_states intent
+        user = member or self.client.get_user(user_id)
+        return bool(user and user.bot)
+
+    def stats(self) -> dict[str, int]:
+        """Receive counters plus mixer ticks and playback frames, for /cap status and the logs."""
+        stats = self.receiver.stats()
+        stats["mixer_ticks"] = self.mixer.ticks
+        stats["mixer_ticks_with_speech"] = self.mixer.mixed_ticks
+        if self._audio is not None:
+            stats["frames_spoken"] = self._audio.frames_encoded
+        return stats

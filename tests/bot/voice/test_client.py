@@ -1,0 +1,175 @@
+"""CapVoiceClient against discord.py's real connection state, voice-WS dispatch and socket reader thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import discord
+from discord.gateway import DiscordVoiceWebSocket
+
+from bot.voice.client import CapVoiceClient, PromptSocketReader
+from tests.bot.voice.voice_packets import MODE, SECRET_KEY, PacketSender, frames_of, opus_encode, vowel_pcm
+
+ALICE, HELPER_BOT = 111, 999
+ALICE_SSRC, BOT_SSRC = 0x1001, 0x3003
+
+
+def fake_discord_client(loop: asyncio.AbstractEventLoop, *, ignore_bots: bool = True) -> MagicMock:
+    client = MagicMock(spec=discord.Client)
+    client._connection = SimpleNamespace(loop=loop, _remove_voice_client=MagicMock())
+    client.settings = SimpleNamespace(ignore_bots=ignore_bots)
+    client.get_user.return_value = None
+    return client
+
+
+def fake_channel() -> MagicMock:
+    channel = MagicMock(spec=discord.VoiceChannel)
+    channel.id = 42
+    channel.guild.id = 7
+    helper = MagicMock(spec=discord.Member, bot=True)
+    channel.guild.get_member.side_effect = lambda user_id: helper if user_id == HELPER_BOT else None
+    channel._get_voice_client_key.return_value = (7, "guild_id")
+    return channel
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll from a worker thread (the socket reader is a real thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def voice_ws(vc: CapVoiceClient) -> DiscordVoiceWebSocket:
+    """A voice WebSocket as discord.py builds it, minus the network: messages go through its real dispatch."""
+    ws = DiscordVoiceWebSocket(MagicMock(), vc.loop, hook=vc._connection.hook)
+    ws._connection = vc._connection
+    return ws
+
+
+def test_connection_state_carries_the_hook_and_a_prompt_socket_reader() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        before = {thread.name for thread in threading.enumerate()}
+        vc = CapVoiceClient(fake_discord_client(loop), fake_channel())
+        assert vc._connection.hook == vc._ws_hook
+        assert CapVoiceClient.supported_modes == (MODE,)
+        assert isinstance(vc._connection._socket_reader, PromptSocketReader)
+        assert wait_until(lambda: len({t.name for t in threading.enumerate()} - before) == 1)  # one reader
+        vc._connection._socket_reader.stop()
+    finally:
+        loop.close()
+
+
+async def test_speaking_and_disconnect_reach_the_receiver_through_discord_pys_dispatch() -> None:
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    try:
+        ws = voice_ws(vc)
+        await ws.received_message({"op": 5, "d": {"user_id": str(ALICE), "ssrc": ALICE_SSRC, "speaking": 1}})
+        await ws.received_message({"op": 5, "d": {"user_id": str(HELPER_BOT), "ssrc": BOT_SSRC, "speaking": 1}})
+        assert vc.receiver.speakers == {ALICE_SSRC: ALICE, BOT_SSRC: HELPER_BOT}
+        await ws.received_message({"op": 13, "d": {"user_id": str(ALICE)}})
+        assert vc.receiver.speakers == {BOT_SSRC: HELPER_BOT}
+        assert vc._is_bot(HELPER_BOT) and not vc._is_bot(ALICE)
+    finally:
+        vc._connection._socket_reader.stop()
+
+
+async def test_listener_registered_once_across_reconnects_and_packets_flow_from_the_reader_thread() -> None:
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    state = vc._connection
+    sender_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ws = voice_ws(vc)
+        packets = opus_encode(frames_of(vowel_pcm(0.2)))
+        alice = PacketSender(ALICE_SSRC)
+        for round_ in range(2):  # connect, then a reconnect to a new voice server (new socket, new READY)
+            state._create_socket()  # what discord.py does on VOICE_SERVER_UPDATE
+            state.socket.bind(("127.0.0.1", 0))
+            state.mode, state.secret_key = MODE, list(SECRET_KEY)
+            for op in (2, 9, 2):  # READY / RESUMED, again and again: registration stays single
+                # Straight to the hook: discord.py's own READY handling would start UDP IP discovery.
+                await vc._ws_hook(ws, {"op": op, "d": {"ssrc": 1, "ip": "127.0.0.1", "port": 1, "modes": []}})
+            vc.listen()
+            assert state._socket_reader._callbacks.count(vc._on_packet) == 1
+            await ws.received_message({"op": 5, "d": {"user_id": str(ALICE), "ssrc": ALICE_SSRC, "speaking": 1}})
+            delivered_before = vc.receiver.stats().get("delivered", 0)
+            for packet in packets:
+                sender_socket.sendto(alice.packet(packet), state.socket.getsockname())
+            target = delivered_before + len(packets)
+            arrived = await asyncio.to_thread(
+                wait_until, lambda target=target: vc.receiver.stats().get("delivered", 0) >= target
+            )
+            assert arrived, f"round {round_}: {vc.receiver.stats()}"
+            frames = [vc.receiver.pull_frames() for _ in range(len(packets) + 2)]
+            assert sum(ALICE in frame for frame in frames) >= len(packets)
+            # discord.py's disconnect(cleanup=False) before reconnecting: pause the reader, close the socket.
+            state._socket_reader.pause()
+            state.socket.close()
+    finally:
+        sender_socket.close()
+        state._socket_reader.stop()
+
+
+async def test_conversation_ticks_feed_the_sink_and_stop_cleanly() -> None:
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    got: list[tuple[bytes, frozenset[int]]] = []
+    enough = asyncio.Event()
+
+    def sink(frame: bytes, speakers: frozenset[int]) -> None:
+        got.append((frame, speakers))
+        if len(got) >= 5:
+            enough.set()
+
+    try:
+        vc.start_conversation(sink, SimpleNamespace(read_frame=lambda: None))
+        await asyncio.wait_for(enough.wait(), 5)
+        await vc.stop_conversation()
+        count = len(got)
+        await asyncio.sleep(0.05)
+        assert len(got) == count  # the ticker is gone
+        assert all(len(frame) == 3840 and speakers == frozenset() for frame, speakers in got)
+        assert not vc.is_playing()  # not connected: the player waits for a connection
+    finally:
+        vc._connection._socket_reader.stop()
+
+
+async def test_a_failing_sink_does_not_stop_the_ticker() -> None:
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    calls = 0
+    enough = asyncio.Event()
+
+    def sink(frame: bytes, speakers: frozenset[int]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls >= 3:
+            enough.set()
+        raise RuntimeError("engine hiccup")
+
+    try:
+        vc.start_conversation(sink, SimpleNamespace(read_frame=lambda: None))
+        await asyncio.wait_for(enough.wait(), 5)
+    finally:
+        await vc.stop_conversation()
+        vc._connection._socket_reader.stop()
+
+
+async def test_cleanup_runs_callbacks_and_stops_the_ticker() -> None:
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    gone = []
+    vc.on_cleanup(lambda: gone.append(True))
+    vc.start_conversation(lambda frame, speakers: None, SimpleNamespace(read_frame=lambda: None))
+    ticker = vc._ticker
+    vc.cleanup()
+    await asyncio.gather(ticker, return_exceptions=True)
+    assert gone == [True]
+    assert ticker is not None and ticker.cancelled()
+    vc._connection._socket_reader.stop()
