@@ -47,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool, level: int = logging.INFO) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
-    configure_logging(args.verbose)
+    # A command may ask for quieter logs (the console keeps stdout/stderr for the conversation).
+    configure_logging(args.verbose, getattr(args, "log_level", logging.INFO))
     try:
         settings = load_settings()
         return int(args.handler(args, settings) or 0)

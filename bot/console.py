@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Cap's audio, 48 kHz stereo, time-aligned with the input")
     parser.add_argument("--tail", type=float, default=20.0,
                         help="seconds of silence to keep listening after the input ends (default 20)")
-    parser.set_defaults(handler=run_console)
+    parser.set_defaults(handler=run_console, log_level=logging.WARNING)
 
 
 def read_wav_frames(path: Path) -> list[bytes]:

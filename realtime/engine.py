@@ -29,6 +29,7 @@ from realtime.transcript import TranscriptEntry
 log = logging.getLogger(__name__)
 
 Connector = Callable[[SessionConfig], Awaitable[RealtimeConnection]]
+HOUSEKEEPING_SECONDS = 0.1
 SEND_QUEUE_LIMIT = 500  # ~10 s of uplink; past that the socket is stuck and old audio is worthless
 
 
@@ -38,7 +39,7 @@ class Backoff:
 
     base_seconds: float = 0.5
     max_seconds: float = 30.0
-    attempts: int = 8
+    attempts: int = 6
 
     def delay(self, failures: int) -> float:
         return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** max(0, failures - 1)))
@@ -55,8 +56,7 @@ class VoiceSession:
                  context_factory: Callable[[frozenset[int]], ToolContext] = _default_context,
                  on_transcript: Callable[[TranscriptEntry], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 connector: Connector = RealtimeConnection.open,
-                 backoff: Backoff | None = None) -> None:
+                 connector: Connector = RealtimeConnection.open) -> None:
         self.config = config
         self.registry = registry
         self.playback = PlaybackBuffer(clock)
@@ -65,7 +65,7 @@ class VoiceSession:
         self._context_factory = context_factory
         self._on_transcript = on_transcript
         self._connector = connector
-        self._backoff = backoff or Backoff()
+        self._backoff = Backoff(base_seconds=config.reconnect_base_seconds, attempts=config.connect_attempts)
         self._connection: RealtimeConnection | None = None
         self._send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SEND_QUEUE_LIMIT)
         self._runner: asyncio.Task[None] | None = None
@@ -155,7 +155,7 @@ class VoiceSession:
             self._fatal = "the Realtime session crashed (see the log)"
         finally:
             if self._fatal:
-                log.error("Realtime session ended: %s", self._fatal)
+                log.info("Realtime session ended: %s", self._fatal)  # the owner reports it to the user
             await self._close_connection()
             self._closed.set()
 
@@ -163,8 +163,10 @@ class VoiceSession:
         """Move events both ways until the socket drops (False) or is due for recycling (True)."""
         writer = asyncio.create_task(self._write(connection), name="realtime-writer")
         reader = asyncio.create_task(self._read(connection), name="realtime-reader")
+        keeper = asyncio.create_task(self._housekeeping(), name="realtime-housekeeping")
+        tasks = {writer, reader, keeper}
         try:
-            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 exc = task.exception()
                 if isinstance(exc, RealtimeError):
@@ -174,28 +176,29 @@ class VoiceSession:
                         log.warning("%s; reconnecting", exc)
                 elif exc is not None:
                     raise exc
-            return reader in done and not reader.exception() and reader.result() is True
+            return keeper in done and keeper.result() is True
         finally:
-            for task in (writer, reader):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(writer, reader, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _read(self, connection: RealtimeConnection) -> bool:
-        while True:
-            try:
-                # The timeout only wakes the loop for housekeeping (barge-in window, recycling).
-                event = await asyncio.wait_for(connection.recv(), timeout=0.25)
-            except TimeoutError:
-                event = None
-            if event is not None:
-                self.conversation.handle_event(event)
+    async def _read(self, connection: RealtimeConnection) -> None:
+        while self._fatal is None:
+            self.conversation.handle_event(await connection.recv())
+            self._dispatch()
+
+    async def _housekeeping(self) -> bool:
+        """Timers that need no event: the barge-in confirmation window, and recycling (returns True)."""
+        # A separate task rather than a timeout on recv(): asyncio.wait_for on Python 3.11 can swallow
+        # a cancellation that races a completed recv, which would hang shutdown.
+        while self._fatal is None:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.conversation.tick()
             self._dispatch()
-            if self._fatal is not None:
-                return False
             if self.conversation.recycle_due() and not self._tool_tasks:
                 log.info("recycling the Realtime session before the service's 60-minute limit")
                 return True
+        return False
 
     async def _write(self, connection: RealtimeConnection) -> None:
         while True:

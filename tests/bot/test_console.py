@@ -1,0 +1,88 @@
+"""`cap-bot console` as a user runs it: a real process, a WAV in, a WAV out, the fake service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import FIXTURES
+from tests.realtime_fake import FakeRealtimeServer, tone_pcm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def run_cli(*args: str, env: dict[str, str], limit_seconds: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=REPO, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def console_env(tmp_path: Path, url: str, key: str = "sk-test") -> dict[str, str]:
+    return {"OPENAI_API_KEY": key, "REALTIME_URL": url, "DATABASE_URL": f"sqlite:///{tmp_path / 'cap.db'}",
+            "REALTIME_CONNECT_ATTEMPTS": "2"}
+
+
+async def test_console_writes_a_time_aligned_reply(tmp_path: Path) -> None:
+    out = tmp_path / "out.wav"
+    async with FakeRealtimeServer(reply_audio=tone_pcm(1.0), user_transcripts=["I want to buy in Austin."]) as server:
+        code, stdout, stderr = await run_cli("console", "--input", str(FIXTURES / "hello.wav"),
+                                             "--output", str(out), "--tail", "6",
+                                             env=console_env(tmp_path, server.url))
+    assert code == 0, stderr
+    assert "caller: I want to buy in Austin." in stdout and "Cap: Happy to help with that." in stdout
+    with wave.open(str(out)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (48000, 2, 2)
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
+    frames = pcm.reshape(-1, 960, 2)
+    loud = np.abs(frames).max(axis=(1, 2)) > 500
+    speech_end = int(2.74 / 0.02)  # tests/fixtures/README.md
+    assert not loud[:speech_end].any(), "Cap is quiet while the caller speaks"
+    first = int(np.argmax(loud))
+    # The reply starts after the caller's 500 ms of silence, and lasts its full second.
+    assert speech_end + 25 <= first <= speech_end + 60
+    assert 48 <= int(loud.sum()) <= 52
+    assert server.schema_errors == []
+    assert "sk-test" not in stdout + stderr
+
+
+async def test_console_with_a_rejected_key_exits_with_one_line(tmp_path: Path) -> None:
+    async with FakeRealtimeServer(valid_keys=["sk-good"]) as server:
+        code, stdout, stderr = await run_cli("console", "--input", str(FIXTURES / "hello.wav"),
+                                             "--output", str(tmp_path / "o.wav"),
+                                             env=console_env(tmp_path, server.url, key="sk-bad-secret"))
+    assert code == 1
+    assert stderr.strip().splitlines() == ["cap-bot: OPENAI_API_KEY was rejected by the Realtime API (invalid_api_key)"]
+    assert "sk-bad-secret" not in stdout + stderr
+    assert len(server.connections) == 1
+
+
+async def test_console_with_an_unreachable_server_exits_with_one_line(tmp_path: Path) -> None:
+    code, _, stderr = await run_cli("console", "--input", str(FIXTURES / "hello.wav"),
+                                    "--output", str(tmp_path / "o.wav"),
+                                    env=console_env(tmp_path, "ws://127.0.0.1:9/v1/realtime"))
+    assert code == 1
+    (line,) = [line for line in stderr.splitlines() if line.startswith("cap-bot:")]
+    assert "cannot reach ws://127.0.0.1:9/v1/realtime" in line
+    assert "Traceback" not in stderr
+
+
+async def test_console_rejects_a_file_that_is_not_a_wav(tmp_path: Path) -> None:
+    bogus = tmp_path / "in.wav"
+    bogus.write_bytes(b"definitely not RIFF")
+    code, _, stderr = await run_cli("console", "--input", str(bogus), "--output", str(tmp_path / "o.wav"),
+                                    env=console_env(tmp_path, "ws://127.0.0.1:9/v1/realtime"))
+    assert code == 1 and stderr.strip().startswith(f"cap-bot: {bogus}: not a PCM WAV file")
+
+
+async def test_a_missing_key_names_the_setting(tmp_path: Path) -> None:
+    env = console_env(tmp_path, "ws://127.0.0.1:9/v1/realtime", key="")
+    code, _, stderr = await run_cli("console", "--input", str(FIXTURES / "hello.wav"),
+                                    "--output", str(tmp_path / "o.wav"), env=env)
+    assert code == 1 and stderr.strip().startswith("cap-bot: OPENAI_API_KEY: missing")
