@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     realtime_url: str = "wss://api.openai.com/v1/realtime"
     realtime_model: str = "gpt-realtime-2.1"
     realtime_voice: Voice = "alloy"
-    transcription_model: str = "gpt-4o-mini-transcribe"
+    # gpt-4o-mini-transcribe shuts down 2027-02-26 (openai SDK 3.57 notes); gpt-transcribe is current.
+    transcription_model: str = "gpt-transcribe"
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
     vad_prefix_padding_ms: int = Field(300, ge=0, le=5000)
     vad_silence_duration_ms: int = Field(500, ge=0, le=10000)
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     tool_timeout_seconds: float = Field(10.0, gt=0)
     # Sessions are capped at 60 minutes by the service; recycle at a turn boundary before that.
     session_recycle_minutes: float = Field(50.0, gt=0, le=60)
+    # Connection failures in a row (backoff with jitter between them) before a session gives up.
+    realtime_connect_attempts: int = Field(6, ge=1, le=50)
     # USD per million tokens, for the per-session cost estimate.
     price_audio_input_per_mtok: float = Field(32.0, ge=0)
     price_audio_output_per_mtok: float = Field(64.0, ge=0)
@@ -163,7 +166,7 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("knowledge_base_dir", "market_data_csv", mode="before")
+    @field_validator("knowledge_base_dir", "market_data_csv", "instructions_file", mode="before")
     @classmethod
     def _blank_path_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

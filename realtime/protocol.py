@@ -42,6 +42,9 @@ class SessionConfig:
     # How long a locally paused reply waits for the server to confirm an interruption.
     barge_in_confirm_seconds: float = 0.6
     connect_timeout_seconds: float = 10.0
+    # Reconnect: exponential backoff with full jitter from this base; this many failures in a row end it.
+    reconnect_base_seconds: float = 0.5
+    connect_attempts: int = 6
     prices_per_mtok: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,78 @@
+"""Settings: the seed's defaults, one-line errors that name the setting, and a complete .env.example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.session_factory import make_session_config
+from bot.settings import Settings, SettingsError, load_settings
+from realtime.persona import DEFAULT_INSTRUCTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_are_the_seeds_behaviour_on_the_ga_api() -> None:
+    settings = load_settings(openai_api_key="sk-test")
+    config = make_session_config(settings)
+    assert (config.vad_threshold, config.vad_prefix_padding_ms, config.vad_silence_duration_ms) == (0.5, 300, 500)
+    assert config.voice == "alloy"
+    assert config.endpoint == "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1"
+    assert config.instructions == DEFAULT_INSTRUCTIONS
+    assert "You are Cap, an AI loan companion for Capital Bridge Solutions." in config.instructions
+    assert settings.database_url.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("REALTIME_VOICE", "robot"),
+    ("VAD_THRESHOLD", "loud"),
+    ("VAD_SILENCE_DURATION_MS", "-5"),
+    ("REALTIME_URL", "https://api.openai.com/v1/realtime"),
+    ("INSTRUCTIONS_FILE", "/nonexistent/prompt.txt"),
+])
+def test_a_malformed_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"{name}: ") and "\n" not in message
+
+
+def test_a_missing_key_is_named_only_when_needed() -> None:
+    settings = load_settings()
+    with pytest.raises(SettingsError, match=r"^OPENAI_API_KEY: missing"):
+        settings.require_openai_key()
+    with pytest.raises(SettingsError, match=r"^DISCORD_TOKEN: missing"):
+        settings.require_discord_token()
+
+
+def test_instructions_can_come_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("You are Cap, but brief.\n", encoding="utf-8")
+    monkeypatch.setenv("INSTRUCTIONS_FILE", str(prompt))
+    assert load_settings().instructions == "You are Cap, but brief."
+
+
+def test_settings_read_dotenv_and_never_show_secrets(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv\nREALTIME_MODEL=gpt-realtime-2.1-mini\n")
+    settings = load_settings()
+    assert settings.require_openai_key() == "sk-from-dotenv"
+    assert settings.realtime_model == "gpt-realtime-2.1-mini"
+    assert "sk-from-dotenv" not in repr(settings) + str(settings)
+    assert "sk-from-dotenv" not in repr(make_session_config(settings))
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (REPO / ".env.example").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
+    missing = {name.upper() for name in Settings.model_fields} - listed
+    assert not missing, f".env.example lacks {sorted(missing)}"
