@@ -1,0 +1,370 @@
+"""`/leads`: staff export, list, show and delete the leads Cap captured, within their own server only.
+
+The decisions (who may, what a page shows) are plain functions below the cog so they are tested without
+Discord; every query runs in a worker thread and is scoped to `interaction.guild_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from bot.storage.export import ExportFormat, collect_records, export_filename, render_file
+from bot.storage.leads import count_leads, delete_lead, get_lead, list_leads
+from bot.storage.models import Lead
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from bot.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PAGE_SIZE = 10
+# Discord's smallest per-guild upload limit is larger than this; bigger exports go through the CLI.
+MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
+VIEW_TIMEOUT_SECONDS = 300
+CONFIRM_TIMEOUT_SECONDS = 60
+REFUSED = "You need the Manage Server permission (or the leads role) to use /leads."
+NOT_IN_GUILD = "/leads works only inside a server."
+STORE_DOWN = "The lead store is unavailable right now; try again in a moment."
+
+StatusChoice = Literal["new", "qualified", "nurture", "scheduled", "closed", "lost"]
+TierChoice = Literal["A", "B", "C", "D"]
+
+
+# --- decisions, no Discord I/O ------------------------------------------------------------------------
+
+
+def may_manage_leads(
+    permissions: discord.Permissions | None, role_ids: Iterable[int], leads_role_id: int | None
+) -> bool:
+    """Manage Server (or Administrator) always may; otherwise only holders of LEADS_ROLE_ID."""
+    if permissions is not None and (permissions.manage_guild or permissions.administrator):
+        return True
+    return leads_role_id is not None and leads_role_id in set(role_ids)
+
+
+def page_count(total: int, size: int = PAGE_SIZE) -> int:
+    return max(1, math.ceil(total / size))
+
+
+def clamp_page(page: int, total: int, size: int = PAGE_SIZE) -> int:
+    return min(max(page, 0), page_count(total, size) - 1)
+
+
+def _clean(text: str | None, limit: int = 60) -> str:
+    """Caller-supplied text made inert in an embed: no markdown, no mentions, bounded length."""
+    if not text:
+        return "—"
+    text = discord.utils.escape_mentions(discord.utils.escape_markdown(text.replace("\n", " ")))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def lead_line(lead: Lead) -> str:
+    contact = lead.email or lead.phone
+    score = "—" if lead.score is None else str(lead.score)
+    return (
+        f"`#{lead.id}` **{_clean(lead.full_name, 40)}** · {lead.status} · tier {lead.tier or '—'} · "
+        f"score {score} · {_clean(contact, 40)}"
+    )
+
+
+def filters_text(status: str | None, tier: str | None) -> str:
+    parts = [f"status {status}" if status else "", f"tier {tier}" if tier else ""]
+    return ", ".join(p for p in parts if p) or "all leads"
+
+
+def list_embed(
+    leads: list[Lead], page: int, total: int, status: str | None, tier: str | None
+) -> discord.Embed:
+    embed = discord.Embed(title="Leads", colour=discord.Colour.blurple())
+    embed.description = "\n".join(lead_line(lead) for lead in leads) or "No leads match."
+    embed.set_footer(
+        text=f"{filters_text(status, tier)} · {total} lead(s) · page {page + 1}/{page_count(total)}"
+    )
+    return embed
+
+
+def _money(value: float | None) -> str:
+    return "—" if value is None else f"${value:,.0f}"
+
+
+def detail_embed(lead: Lead) -> discord.Embed:
+    embed = discord.Embed(
+        title=f"Lead #{lead.id}: {_clean(lead.full_name, 200)}", colour=discord.Colour.blurple()
+    )
+    rows: list[tuple[str, Any]] = [
+        ("Email", _clean(lead.email, 320)),
+        ("Phone", _clean(lead.phone)),
+        ("Discord user", f"<@{lead.discord_user_id}>" if lead.discord_user_id else "—"),
+        ("Status", lead.status),
+        ("Score", "—" if lead.score is None else f"{lead.score} (tier {lead.tier})"),
+        ("Program", lead.loan_program or "—"),
+        ("Purpose", lead.loan_purpose or "—"),
+        ("Loan amount", _money(lead.loan_amount)),
+        ("Purchase price", _money(lead.purchase_price)),
+        ("ARV", _money(lead.arv)),
+        ("Rehab budget", _money(lead.rehab_budget)),
+        ("Property", _clean(lead.property_address, 200)),
+        ("Type / units", f"{lead.property_type or '—'} / {lead.property_units or '—'}"),
+        ("Credit", lead.credit_band or "—"),
+        ("Experience", "—" if lead.experience_deals is None else f"{lead.experience_deals} deal(s)"),
+        ("Liquidity", _money(lead.liquidity)),
+        ("Timeline", (lead.timeline or "—").replace("_", " ")),
+        ("Source", lead.source),
+    ]
+    for name, value in rows:
+        embed.add_field(name=name, value=value, inline=True)
+    if lead.notes:
+        embed.add_field(name="Notes", value=_clean(lead.notes, 1000), inline=False)
+    embed.set_footer(
+        text=f"Created {lead.created_at:%Y-%m-%d %H:%M} UTC · updated {lead.updated_at:%Y-%m-%d %H:%M} UTC"
+    )
+    return embed
+
+
+# --- the cog ------------------------------------------------------------------------------------------
+
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class Leads(
+    commands.GroupCog, group_name="leads", group_description="Export and manage the leads Cap captured"
+):
+    """Needs `bot.database` (an open Database) and `bot.settings` (Settings)."""
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    @property
+    def database(self) -> Database:
+        return self.bot.database  # type: ignore[attr-defined]
+
+    @property
+    def settings(self) -> Settings:
+        return self.bot.settings  # type: ignore[attr-defined]
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """One transaction in a worker thread (the voice engine shares this event loop)."""
+
+        def job() -> T:
+            with self.database.session() as session:
+                return work(session)
+
+        return await asyncio.to_thread(job)
+
+    async def authorised_guild(self, interaction: discord.Interaction) -> int | None:
+        """The guild to work in, or None after telling the user (ephemerally) why not."""
+        if interaction.guild_id is None:
+            await interaction.response.send_message(NOT_IN_GUILD, ephemeral=True)
+            return None
+        role_ids = [role.id for role in getattr(interaction.user, "roles", [])]
+        if not may_manage_leads(interaction.permissions, role_ids, self.settings.leads_role_id):
+            await interaction.response.send_message(REFUSED, ephemeral=True)
+            return None
+        return interaction.guild_id
+
+    @app_commands.command(name="export", description="Download this server's leads as a CSV or JSON file")
+    @app_commands.rename(fmt="format")
+    @app_commands.describe(fmt="csv opens safely in Excel; json keeps types")
+    async def export(self, interaction: discord.Interaction, fmt: ExportFormat) -> None:
+        guild_id = await self.authorised_guild(interaction)
+        if guild_id is None:
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            records = await self.run(lambda session: collect_records(session, guild_id))
+        except SQLAlchemyError:
+            log.exception("/leads export failed")
+            await interaction.followup.send(STORE_DOWN, ephemeral=True)
+            return
+        data = render_file(records, fmt)
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            await interaction.followup.send(
+                f"{len(records)} leads make a file too large for Discord; ask an operator to run "
+                f"`cap-bot leads export --guild {guild_id}`.",
+                ephemeral=True,
+            )
+            return
+        filename = export_filename(fmt, guild_id, datetime.now(UTC))
+        log.info(
+            "/leads export: %d lead(s) of guild %s by user %s", len(records), guild_id, interaction.user.id
+        )
+        await interaction.followup.send(
+            f"{len(records)} lead(s). This file holds personal data: keep it safe.",
+            file=discord.File(io.BytesIO(data), filename=filename),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="list", description="Browse this server's leads")
+    @app_commands.describe(status="only leads with this status", tier="only leads in this tier")
+    async def list_command(
+        self,
+        interaction: discord.Interaction,
+        status: StatusChoice | None = None,
+        tier: TierChoice | None = None,
+    ) -> None:
+        guild_id = await self.authorised_guild(interaction)
+        if guild_id is None:
+            return
+        pager = LeadPager(self, interaction.user.id, guild_id, status, tier)
+        try:
+            embed = await pager.load(0)
+        except SQLAlchemyError:
+            log.exception("/leads list failed")
+            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            return
+        await interaction.response.send_message(embed=embed, view=pager, ephemeral=True)
+
+    @app_commands.command(name="show", description="Show one lead")
+    @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
+    async def show(self, interaction: discord.Interaction, lead_id: int) -> None:
+        guild_id = await self.authorised_guild(interaction)
+        if guild_id is None:
+            return
+        try:
+            lead = await self.run(lambda session: get_lead(session, guild_id, lead_id))
+        except SQLAlchemyError:
+            log.exception("/leads show failed")
+            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            return
+        if lead is None:
+            await interaction.response.send_message(f"No lead #{lead_id} in this server.", ephemeral=True)
+            return
+        await interaction.response.send_message(embed=detail_embed(lead), ephemeral=True)
+
+    @app_commands.command(name="delete", description="Delete one lead (asks for confirmation)")
+    @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
+    async def delete(self, interaction: discord.Interaction, lead_id: int) -> None:
+        guild_id = await self.authorised_guild(interaction)
+        if guild_id is None:
+            return
+        try:
+            lead = await self.run(lambda session: get_lead(session, guild_id, lead_id))
+        except SQLAlchemyError:
+            log.exception("/leads delete failed")
+            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            return
+        if lead is None:
+            await interaction.response.send_message(f"No lead #{lead_id} in this server.", ephemeral=True)
+            return
+        view = ConfirmDelete(self, interaction.user.id, guild_id, lead_id)
+        await interaction.response.send_message(
+            f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? This cannot be undone.",
+            view=view,
+            ephemeral=True,
+        )
+
+
+class _OwnedView(discord.ui.View):
+    """A view only the user who opened it may press."""
+
+    def __init__(self, owner_id: int, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self.owner_id = owner_id
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id != self.owner_id:
+            await interaction.response.send_message("These buttons are not yours.", ephemeral=True)
+            return False
+        return True
+
+
+class LeadPager(_OwnedView):
+    """Previous/next over one guild's filtered leads."""
+
+    def __init__(
+        self, cog: Leads, owner_id: int, guild_id: int, status: str | None, tier: str | None
+    ) -> None:
+        super().__init__(owner_id, VIEW_TIMEOUT_SECONDS)
+        self.cog, self.guild_id, self.status, self.tier = cog, guild_id, status, tier
+        self.page = 0
+        self.total = 0
+
+    async def load(self, page: int) -> discord.Embed:
+        """Fetch `page` (clamped to what exists now) and set the buttons to match."""
+
+        def fetch(session: Session) -> tuple[int, int, list[Lead]]:
+            total = count_leads(session, self.guild_id, status=self.status, tier=self.tier)
+            current = clamp_page(page, total)
+            rows = list_leads(
+                session,
+                self.guild_id,
+                status=self.status,
+                tier=self.tier,
+                offset=current * PAGE_SIZE,
+                limit=PAGE_SIZE,
+            )
+            return total, current, rows
+
+        self.total, self.page, leads = await self.cog.run(fetch)
+        self.previous_page.disabled = self.page <= 0
+        self.next_page.disabled = self.page >= page_count(self.total) - 1
+        return list_embed(leads, self.page, self.total, self.status, self.tier)
+
+    async def _turn(self, interaction: discord.Interaction, page: int) -> None:
+        try:
+            embed = await self.load(page)
+        except SQLAlchemyError:
+            log.exception("/leads list paging failed")
+            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            return
+        await interaction.response.edit_message(embed=embed, view=self)
+
+    @discord.ui.button(label="Previous", style=discord.ButtonStyle.secondary)
+    async def previous_page(
+        self, interaction: discord.Interaction, button: discord.ui.Button[LeadPager]
+    ) -> None:
+        await self._turn(interaction, self.page - 1)
+
+    @discord.ui.button(label="Next", style=discord.ButtonStyle.secondary)
+    async def next_page(self, interaction: discord.Interaction, button: discord.ui.Button[LeadPager]) -> None:
+        await self._turn(interaction, self.page + 1)
+
+
+class ConfirmDelete(_OwnedView):
+    def __init__(self, cog: Leads, owner_id: int, guild_id: int, lead_id: int) -> None:
+        super().__init__(owner_id, CONFIRM_TIMEOUT_SECONDS)
+        self.cog, self.guild_id, self.lead_id = cog, guild_id, lead_id
+
+    @discord.ui.button(label="Delete", style=discord.ButtonStyle.danger)
+    async def confirm(
+        self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmDelete]
+    ) -> None:
+        self.stop()
+        try:
+            deleted = await self.cog.run(lambda session: delete_lead(session, self.guild_id, self.lead_id))
+        except SQLAlchemyError:
+            log.exception("/leads delete failed")
+            await interaction.response.edit_message(content=STORE_DOWN + " Nothing was deleted.", view=None)
+            return
+        if deleted:
+            log.info(
+                "lead %s of guild %s deleted by user %s", self.lead_id, self.guild_id, interaction.user.id
+            )
+        text = f"Lead #{self.lead_id} deleted." if deleted else f"Lead #{self.lead_id} was already gone."
+        await interaction.response.edit_message(content=text, view=None)
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(
+        self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmDelete]
+    ) -> None:
+        self.stop()
+        await interaction.response.edit_message(content=f"Kept lead #{self.lead_id}.", view=None)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Leads(bot))
