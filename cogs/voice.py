@@ -1,0 +1,119 @@
+"""/cap join, /cap leave, /cap status: Cap on a voice call. The call itself lives in bot.voice.call."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.voice.call import CallError, VoiceCall, join_refusal
+
+log = logging.getLogger(__name__)
+
+NOT_IN_GUILD = "Use this in a server."
+NOT_ON_A_CALL = "I'm not on a call in this server. Use `/cap join` from a voice channel."
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The /cap status reply: channel, time connected, turns, latency, barge-ins, tokens and cost."""
+    minutes, seconds = divmod(int(status.get("connected_seconds", 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    connected = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+    latency = status.get("median_reply_latency_ms")
+    lines = [
+        f"**On a call in** {status['channel']} for {connected}",
+        f"Turns: {status.get('turns', 0)} · Barge-ins: {status.get('barge_ins', 0)}",
+        f"Reply latency (median): {f'{latency} ms' if latency is not None else 'n/a'}",
+        f"Tokens: {status.get('total_tokens', 0):,} · Estimated cost: ${status.get('estimated_cost_usd', 0.0):.4f}",
+    ]
+    return "\n".join(lines)
+
+
+@app_commands.guild_only()
+class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Cap, the loan companion, in voice"):
+    """Needs `bot.database` (an open Database) and `bot.settings` (Settings). One call per guild."""
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.calls: dict[int, VoiceCall] = {}
+
+    async def cog_unload(self) -> None:
+        for call in list(self.calls.values()):
+            await call.stop("left")
+
+    def busy_channel(self, guild: discord.Guild) -> discord.abc.GuildChannel | None:
+        """The channel Cap is on a call in (or connecting to) in this guild, if any."""
+        call = self.calls.get(guild.id)
+        if call is not None:
+            return call.current_channel
+        voice_client = guild.voice_client
+        return getattr(voice_client, "channel", None)
+
+    @app_commands.command(name="join", description="Cap joins your voice channel and talks with you")
+    async def join(self, interaction: discord.Interaction) -> None:
+        guild = interaction.guild
+        caller = interaction.user
+        if guild is None or not isinstance(caller, discord.Member):
+            await interaction.response.send_message(NOT_IN_GUILD, ephemeral=True)
+            return
+        refusal = join_refusal(caller, self.busy_channel(guild))
+        if refusal is not None:
+            await interaction.response.send_message(refusal, ephemeral=True)
+            return
+        assert caller.voice is not None and caller.voice.channel is not None
+        channel = caller.voice.channel
+        call = VoiceCall(
+            channel,  # type: ignore[arg-type]
+            settings=self.bot.settings,  # type: ignore[attr-defined]
+            database=self.bot.database,  # type: ignore[attr-defined]
+            on_end=self._call_ended,
+        )
+        self.calls[guild.id] = call  # claimed before any await: a second /cap join now sees it busy
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            await call.start()
+        except CallError as exc:
+            self.calls.pop(guild.id, None)
+            await self._reply_later(interaction, f"I couldn't join: {exc}")
+            return
+        except Exception:
+            self.calls.pop(guild.id, None)
+            log.exception("joining %s failed", channel)
+            await self._reply_later(interaction, "I couldn't join because of an internal error.")
+            return
+        await self._reply_later(interaction, f"I'm on {channel.mention}. Say hello!")
+
+    @app_commands.command(name="leave", description="Cap hangs up")
+    async def leave(self, interaction: discord.Interaction) -> None:
+        call = self.calls.get(interaction.guild_id or 0)
+        if call is None:
+            await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await call.stop("left")
+        await interaction.followup.send("I left the call.", ephemeral=True)
+
+    @app_commands.command(name="status", description="Cap's current call: time, turns, latency, tokens and cost")
+    async def status(self, interaction: discord.Interaction) -> None:
+        call = self.calls.get(interaction.guild_id or 0)
+        if call is None or call.started_at is None:
+            await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
+            return
+        await interaction.response.send_message(format_status(call.status()), ephemeral=True)
+
+    @staticmethod
+    async def _reply_later(interaction: discord.Interaction, text: str) -> None:
+        with contextlib.suppress(discord.HTTPException):  # the interaction may have expired meanwhile
+            await interaction.followup.send(text, ephemeral=True)
+
+    def _call_ended(self, call: VoiceCall) -> None:
+        if self.calls.get(call.guild.id) is call:
+            del self.calls[call.guild.id]
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Voice(bot))
