@@ -1,0 +1,75 @@
+"""CapBot: the Discord application. Loads the cogs, owns the database, syncs the slash commands."""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import discord
+from discord.ext import commands
+
+from bot.settings import Settings
+from bot.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS: Final = ("cogs.voice", "cogs.leads")
+
+
+def cap_intents() -> discord.Intents:
+    """Guilds and voice states only: no privileged intents (members in voice are cached via voice states)."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.voice_states = True
+    return intents
+
+
+class CapBot(commands.AutoShardedBot):
+    """Cap on Discord. The constructor does no I/O; `setup_hook` opens the database and loads the cogs."""
+
+    def __init__(
+        self, settings: Settings, *, database: Database | None = None, extensions: tuple[str, ...] = EXTENSIONS
+    ) -> None:
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # slash commands only; no message content intent
+            intents=cap_intents(),
+            help_command=None,
+            shard_count=settings.shard_count,
+            shard_ids=settings.shard_ids,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.database = database or Database(settings.database_url)
+        self.extensions_to_load = extensions
+        self.failed_extensions: dict[str, str] = {}
+
+    async def setup_hook(self) -> None:
+        self.database.open()
+        for name in self.extensions_to_load:
+            try:
+                await self.load_extension(name)
+            except Exception as exc:  # one broken feature must not keep the others offline
+                self.failed_extensions[name] = f"{type(exc).__name__}: {exc}"
+                log.exception("could not load extension %s", name)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> list[discord.app_commands.AppCommand]:
+        """To DEV_GUILD_ID at once when set (copying the global commands there), else globally."""
+        if self.settings.dev_guild_id:
+            guild = discord.Object(id=self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d application commands to guild %s", len(synced), guild.id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global application commands (they can take up to an hour to appear)", len(synced))
+        return synced
+
+    async def on_ready(self) -> None:
+        log.info("logged in as %s (%s) in %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+
+    async def close(self) -> None:
+        try:
+            await super().close()  # unloads the cogs, which end their calls
+        finally:
+            self.database.close()

@@ -1,0 +1,73 @@
+"""`cap-bot run`: preflight checks (one line each on failure), then Cap on Discord until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+from collections.abc import Callable
+
+import discord
+
+from bot.cli import CommandError
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("run", help="run Cap on Discord (needs DISCORD_TOKEN and OPENAI_API_KEY)")
+    parser.set_defaults(handler=run_bot)
+
+
+def _module_present(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def preflight(
+    settings: Settings,
+    *,
+    module_present: Callable[[str], bool] = _module_present,
+    opus_loaded: Callable[[], bool] | None = None,
+) -> str:
+    """Check everything `run` needs before touching the network; returns the token. Raises CommandError."""
+    token = settings.require_discord_token()
+    settings.require_openai_key()
+    if not module_present("nacl"):
+        raise CommandError("PyNaCl is missing (voice encryption): pip install 'discord.py[voice]>=2.7.1'")
+    if not module_present("davey"):
+        raise CommandError("davey is missing (Discord's DAVE voice encryption): pip install 'discord.py[voice]>=2.7.1'")
+    if not (opus_loaded or _load_opus)():
+        raise CommandError("libopus not found: install the Debian package libopus0")
+    if settings.shard_ids and settings.shard_count is None:
+        raise CommandError("SHARD_IDS needs SHARD_COUNT")
+    return token
+
+
+def _load_opus() -> bool:
+    """discord.py finds libopus with ctypes.util.find_library('opus')."""
+    if discord.opus.is_loaded():
+        return True
+    try:
+        return bool(discord.opus._load_default())
+    except Exception:
+        return False
+
+
+def run_bot(args: argparse.Namespace, settings: Settings) -> int:
+    token = preflight(settings)
+    from bot.discord_bot import CapBot  # imports the voice stack, which needs the checks above
+
+    return asyncio.run(_serve(CapBot(settings), token))
+
+
+async def _serve(bot: discord.Client, token: str) -> int:
+    async with bot:
+        try:
+            await bot.start(token)
+        except discord.LoginFailure:
+            raise CommandError("DISCORD_TOKEN was rejected by Discord (reset it in the Developer Portal)") from None
+        except discord.PrivilegedIntentsRequired:
+            raise CommandError("Discord refused the requested intents") from None
+    return 0

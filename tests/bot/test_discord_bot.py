@@ -1,0 +1,61 @@
+"""CapBot: no I/O in the constructor, minimal intents, extensions loaded (a broken one logged), commands synced."""
+
+from __future__ import annotations
+
+import logging
+from unittest.mock import AsyncMock
+
+import discord
+
+from bot.discord_bot import EXTENSIONS, CapBot, cap_intents
+from bot.settings import load_settings
+from bot.storage.database import Database
+
+
+def make_bot(**overrides: object) -> CapBot:
+    settings = load_settings(database_url="sqlite://", **overrides)
+    return CapBot(settings, extensions=(*EXTENSIONS, "cogs.does_not_exist"))
+
+
+def test_intents_are_guilds_and_voice_states_only() -> None:
+    intents = cap_intents()
+    assert intents.guilds and intents.voice_states
+    assert intents.value == discord.Intents(guilds=True, voice_states=True).value
+    assert not (intents.members or intents.presences or intents.message_content)
+
+
+async def test_constructor_does_no_io_and_exposes_settings_and_database() -> None:
+    bot = make_bot(shard_count=2, shard_ids=[1])
+    assert isinstance(bot.database, Database) and bot.database._engine is None
+    assert bot.settings.database_url == "sqlite://"
+    assert (bot.shard_count, bot.shard_ids) == (2, [1])
+
+
+async def test_setup_hook_opens_the_database_loads_cogs_and_syncs_globally(caplog) -> None:
+    bot = make_bot()
+    bot.tree.sync = AsyncMock(return_value=[])  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        await bot.setup_hook()
+    try:
+        assert bot.database._engine is not None
+        assert {"Voice", "Leads"} <= set(bot.cogs)
+        assert "cogs.does_not_exist" in bot.failed_extensions
+        assert any("cogs.does_not_exist" in record.getMessage() for record in caplog.records)
+        assert {command.name for command in bot.tree.get_commands()} >= {"cap", "leads"}
+        cap = bot.tree.get_command("cap")
+        assert {sub.name for sub in cap.commands} == {"join", "leave", "status"}  # type: ignore[union-attr]
+        bot.tree.sync.assert_awaited_once_with()
+    finally:
+        bot.database.close()
+
+
+async def test_dev_guild_gets_the_commands_at_once() -> None:
+    bot = make_bot(dev_guild_id=1234)
+    bot.tree.sync = AsyncMock(return_value=[])  # type: ignore[method-assign]
+    await bot.setup_hook()
+    try:
+        guild = bot.tree.sync.await_args.kwargs["guild"]
+        assert guild.id == 1234
+        assert {command.name for command in bot.tree.get_commands(guild=guild)} >= {"cap", "leads"}
+    finally:
+        bot.database.close()
