@@ -12,20 +12,19 @@ from pathlib import Path
 from bot.cli import CommandError
 from bot.session_factory import make_session_config
 from bot.settings import Settings
+from bot.storage.conversations import ConversationRecorder
+from bot.storage.database import Database
+from bot.tools import build_registry
+from bot.tools.context import CONSOLE_GUILD_ID, CONSOLE_USER_ID, console_context
 from realtime.audio import FRAME_BYTES, SAMPLE_RATE_DISCORD, Framer, to_discord_pcm
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
 from realtime.file_transport import run_file_conversation
-from realtime.tools import ToolContext, ToolRegistry
+from realtime.protocol import SessionConfig
+from realtime.tools import ToolRegistry
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
-
-# Console conversations belong to a fixed guild and caller (Discord ids are never 0), so the tools,
-# the leads and the conversation log work there exactly as in Discord.
-CONSOLE_GUILD_ID = 0
-CONSOLE_USER_ID = 0
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("console", help="talk to Cap with a WAV file instead of Discord")
@@ -71,48 +70,52 @@ def print_transcript(entry: TranscriptEntry) -> None:
     print(f"{who}: {entry.text}{suffix}", flush=True)
 
 
-def build_console_tools(settings: Settings) -> tuple[ToolRegistry, object | None]:
-    """Cap's tools against the configured database, or none when this copy has no tools package."""
-    try:
-        from bot.storage.database import Database
-        from bot.tools import build_registry
-    except ImportError:
-        log.warning("tools are not available in this build; the console runs without them")
-        return ToolRegistry(timeout_seconds=settings.tool_timeout_seconds), None
+def open_database(settings: Settings) -> Database:
     database = Database(settings.database_url)
-    database.open()
-    return build_registry(settings, database), database
+    try:
+        database.open()
+    except Exception as exc:  # the URL may hold a password: name the setting, not the URL
+        raise CommandError(f"DATABASE_URL: cannot open the database ({type(exc).__name__})") from None
+    return database
 
 
 def run_console(args: argparse.Namespace, settings: Settings) -> int:
     config = make_session_config(settings)
     frames = read_wav_frames(args.input)
-    if args.output.parent and not args.output.parent.exists():
+    if not args.output.parent.exists():
         raise CommandError(f"{args.output.parent}: no such directory")
-    registry, database = build_console_tools(settings)
+    database = open_database(settings)
     try:
-        output = asyncio.run(_converse(config, registry, frames, args.tail, print_transcript))
+        output = asyncio.run(_converse(config, build_registry(settings, database), database, frames, args.tail))
     finally:
-        if database is not None:
-            database.close()
+        database.close()
     write_wav(args.output, output)
     return 0
 
 
-async def _converse(config, registry: ToolRegistry, frames: list[bytes], tail: float, on_transcript) -> list[bytes]:
-    def context(speakers: frozenset[int]) -> ToolContext:
-        return ToolContext(guild_id=CONSOLE_GUILD_ID, user_id=CONSOLE_USER_ID, user_name="console caller")
+async def _converse(config: SessionConfig, registry: ToolRegistry, database: Database, frames: list[bytes],
+                    tail: float) -> list[bytes]:
+    recorder = ConversationRecorder(database, CONSOLE_GUILD_ID)
+    conversation_id = await recorder.start()
 
-    session = VoiceSession(config, registry, context_factory=context, on_transcript=on_transcript)
+    def on_transcript(entry: TranscriptEntry) -> None:
+        print_transcript(entry)
+        recorder.record(entry)
+
+    session = VoiceSession(config, registry, on_transcript=on_transcript,
+                           context_factory=lambda speakers: console_context(conversation_id))
     try:
-        await session.start()
-    except RealtimeFatalError as exc:
-        raise CommandError(str(exc)) from None
-    try:
-        output = await run_file_conversation(session, frames, tail_seconds=tail,
-                                             speakers=frozenset({CONSOLE_USER_ID}))
+        try:
+            await session.start()
+        except RealtimeFatalError as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            output = await run_file_conversation(session, frames, tail_seconds=tail,
+                                                 speakers=frozenset({CONSOLE_USER_ID}))
+        finally:
+            await session.aclose()
     finally:
-        await session.aclose()
+        await recorder.close()
     fatal = await session.wait_closed()
     if fatal:
         raise CommandError(fatal)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.storage.conversations import conversation_turns, get_conversation
+from bot.storage.database import Database
+from bot.tools.context import CONSOLE_GUILD_ID
 from tests.conftest import FIXTURES
 from tests.realtime_fake import FakeRealtimeServer, tone_pcm
 
@@ -50,6 +53,14 @@ async def test_console_writes_a_time_aligned_reply(tmp_path: Path) -> None:
     assert 48 <= int(loud.sum()) <= 52
     assert server.schema_errors == []
     assert "sk-test" not in stdout + stderr
+    # The conversation is logged under the console guild, like a Discord call.
+    database = Database(f"sqlite:///{tmp_path / 'cap.db'}").open()
+    with database.session() as session:
+        turns = conversation_turns(session, CONSOLE_GUILD_ID, 1)
+        assert [(t.role, t.text) for t in turns] == [("caller", "I want to buy in Austin."),
+                                                     ("cap", "Happy to help with that.")]
+        assert get_conversation(session, CONSOLE_GUILD_ID, 1).ended_at is not None
+    database.close()
 
 
 async def test_console_with_a_rejected_key_exits_with_one_line(tmp_path: Path) -> None:
