@@ -31,7 +31,7 @@ from discord.voice_state import SocketReader, VoiceConnectionState
 
 from bot.voice.crypto import SUPPORTED_MODES
 from bot.voice.mixer import Mixer, run_ticker
-from bot.voice.receiver import OP_READY, OP_RESUMED, RateLimitedLog, VoiceReceiver
+from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
 from bot.voice.source import EngineAudioSource, FrameSource
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,12 @@ class CapVoiceClient(discord.VoiceClient):
         if receiver is None:
             return
         receiver.on_ws_message(msg)
-        if msg.get("op") in (OP_READY, OP_RESUMED):
+        op = msg.get("op")
+        if op in (OP_READY, OP_RESUMED):
             self.listen()
+        elif op == OP_SESSION_DESCRIPTION and self._audio is not None:
+            # discord.py sent "not speaking" with the new key; a waiting player re-announces "speaking".
+            self._audio.assume_speaking()
 
     async def connect(
         self,

@@ -106,7 +106,8 @@ class VoiceReceiver:
         self._cipher_key: object = None
         self._cipher_mode: object = None
         self._speakers: dict[int, _Speaker] = {}  # by SSRC; loop thread writes, socket thread reads
-        self._video_ssrcs: set[int] = set()
+        self._video_ssrcs: set[int] = set()  # read per packet (socket thread)
+        self._video_by_user: dict[int, set[int]] = {}  # so they go when the user leaves
         self._pending: dict[int, deque[tuple[int, bytes]]] = {}  # socket thread only
         self.connected_users: set[int] = set()
         self._counts: Counter[str] = Counter()  # socket thread
@@ -146,7 +147,9 @@ class VoiceReceiver:
         video = [data.get("video_ssrc"), data.get("rtx_ssrc")]
         for stream in data.get("streams") or ():
             video += [stream.get("ssrc"), stream.get("rtx_ssrc")]
-        self._video_ssrcs.update(int(ssrc) for ssrc in video if ssrc)
+        ssrcs = {int(ssrc) for ssrc in video if ssrc}
+        self._video_by_user[user_id] = ssrcs
+        self._video_ssrcs = set().union(*self._video_by_user.values())
 
     def _on_client_disconnect(self, data: Mapping[str, Any]) -> None:
         self.forget_user(int(data["user_id"]))
@@ -172,11 +175,12 @@ class VoiceReceiver:
             self._retire(ssrc)
         ignored = self._ignore_bots and self._safe_is_bot(user_id)
         self._speakers[ssrc] = _Speaker(user_id, ignored, None if ignored else SpeakerDecoder(self._depth))
-        self._video_ssrcs.discard(ssrc)
 
     def forget_user(self, user_id: int) -> None:
         """A user left the channel: drop their SSRCs, buffers and decoder."""
         self.connected_users.discard(user_id)
+        if self._video_by_user.pop(user_id, None) is not None:
+            self._video_ssrcs = set().union(*self._video_by_user.values())
         for ssrc, speaker in list(self._speakers.items()):
             if speaker.user_id == user_id:
                 self._retire(ssrc)
@@ -186,6 +190,7 @@ class VoiceReceiver:
         for ssrc in list(self._speakers):
             self._retire(ssrc)
         self._video_ssrcs = set()
+        self._video_by_user = {}
         self._pending = {}
         self.connected_users = set()
 

@@ -56,7 +56,9 @@ class EngineAudioSource(discord.AudioSource):
         self._on_speaking = on_speaking
         self._encoder = encoder or opus.Encoder(**ENCODER_SETTINGS)  # type: ignore[arg-type]
         self._closed = threading.Event()
-        self._quiet_run = QUIET_FRAMES_BEFORE_NOT_SPEAKING  # start as "not speaking"
+        # discord.py's AudioPlayer announces "speaking" when it starts; we take it back after some quiet.
+        self._speaking = True
+        self._quiet_run = 0
         self.frames_encoded = 0
         self.frames_silent = 0
         self.encode_errors = 0
@@ -72,10 +74,12 @@ class EngineAudioSource(discord.AudioSource):
         if frame is None:
             self.frames_silent += 1
             self._quiet_run += 1
-            if self._quiet_run == QUIET_FRAMES_BEFORE_NOT_SPEAKING:
+            if self._speaking and self._quiet_run >= QUIET_FRAMES_BEFORE_NOT_SPEAKING:
+                self._speaking = False
                 self._notify(False)
             return OPUS_SILENCE
-        if self._quiet_run >= QUIET_FRAMES_BEFORE_NOT_SPEAKING:
+        if not self._speaking:
+            self._speaking = True
             self._notify(True)
         self._quiet_run = 0
         if len(frame) != FRAME_BYTES:
@@ -88,6 +92,11 @@ class EngineAudioSource(discord.AudioSource):
             return OPUS_SILENCE
         self.frames_encoded += 1
         return packet
+
+    def assume_speaking(self) -> None:
+        """The player re-announced "speaking" (it does after a reconnect): take it back after some quiet."""
+        self._speaking = True
+        self._quiet_run = 0
 
     def close(self) -> None:
         """End playback at the next read (the player then stops and calls `cleanup`)."""

@@ -173,3 +173,32 @@ async def test_cleanup_runs_callbacks_and_stops_the_ticker() -> None:
     assert gone == [True]
     assert ticker is not None and ticker.cancelled()
     vc._connection._socket_reader.stop()
+
+
+async def test_player_is_restarted_when_a_long_reconnect_ended_it() -> None:
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    played: list[object] = []
+    connected = False
+    vc.is_connected = lambda: connected  # type: ignore[method-assign]
+    vc.play = lambda source, *, after: played.append(source)  # type: ignore[method-assign]
+    vc.is_playing = lambda: bool(played) and played[-1] is not None  # type: ignore[method-assign]
+    try:
+        vc.start_conversation(lambda frame, speakers: None, SimpleNamespace(read_frame=lambda: None))
+        assert played == []  # not connected yet: discord.py would refuse
+        connected = True
+        for _ in range(50):  # the tick checks once a second
+            vc._tick()
+        assert len(played) == 1
+        for _ in range(100):
+            vc._tick()
+        assert len(played) == 1  # still playing: left alone
+        played.append(None)  # discord.py's player gave up waiting for a reconnect and ended
+        for _ in range(50):
+            vc._tick()
+        assert len(played) == 3 and played[-1] is not None
+        # A new session description (after a reconnect) resyncs the source's speaking state.
+        await vc._ws_hook(voice_ws(vc), {"op": 4, "d": {}})
+        assert vc._audio is played[-1] and vc._audio._speaking
+    finally:
+        await vc.stop_conversation()
+        vc._connection._socket_reader.stop()

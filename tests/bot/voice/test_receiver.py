@@ -197,6 +197,8 @@ def test_video_rtcp_own_garbage_and_ip_discovery_are_ignored(speech) -> None:
     assert stats["not_rtp"] >= 1
     assert stats.get("internal_error", 0) == 0
     assert receiver.speakers == {ALICE_SSRC: ALICE, BOB_SSRC: BOB}
+    receiver.on_ws_message({"op": 13, "d": {"user_id": str(BOB)}})  # Bob leaves: his video SSRCs go too
+    assert receiver._video_ssrcs == set()
 
 
 def test_other_bots_are_ignored_before_decryption(speech) -> None:

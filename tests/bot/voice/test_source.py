@@ -57,17 +57,31 @@ def test_barge_in_silences_at_the_next_tick_and_speaking_state_follows() -> None
         playback.push("item_1", frame)
     source = EngineAudioSource(playback, on_speaking=changes.append)
     assert source.read() != OPUS_SILENCE
-    assert changes == [True]
+    assert changes == []  # discord.py's player already said "speaking" when it started
     playback.pause()  # the engine's barge-in
     assert source.read() == OPUS_SILENCE
     assert playback.played_ms("item_1") == 20  # what the caller heard stops growing at once
     for _ in range(QUIET_FRAMES_BEFORE_NOT_SPEAKING + 10):
         source.read()
-    assert changes == [True, False]  # "not speaking" once, after the trailing silence frames
+    assert changes == [False]  # "not speaking" once, after the trailing silence frames
     playback.clear()
     playback.push("item_2", frames_of(vowel_pcm(0.02))[0])
     assert source.read() != OPUS_SILENCE
-    assert changes == [True, False, True]
+    assert changes == [False, True]
+    source.assume_speaking()  # the player re-announced "speaking" after a reconnect
+    for _ in range(QUIET_FRAMES_BEFORE_NOT_SPEAKING):
+        source.read()
+    assert changes == [False, True, False]
+
+
+def test_a_source_that_starts_quiet_takes_back_the_players_speaking_state() -> None:
+    changes: list[bool] = []
+    source = EngineAudioSource(PlaybackBuffer(), on_speaking=changes.append)
+    for _ in range(QUIET_FRAMES_BEFORE_NOT_SPEAKING - 1):
+        source.read()
+    assert changes == []
+    source.read()
+    assert changes == [False]
 
 
 def test_wrong_sized_frames_are_fitted_not_fatal() -> None:
