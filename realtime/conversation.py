@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 BYTES_PER_MS_24K = 48  # 24 kHz mono s16le
 UPLINK_MAX_BYTES = 40 * BYTES_PER_MS_24K  # append at most 40 ms per event: low latency, few events
 REPLAY_LIMIT = 200  # utterances replayed into a new session; older ones are dropped
+# The server's copy of an item can be ~85 ms shorter than the audio we received (pipecat reports it),
+# and truncating past its end is an error: never claim the last 100 ms were heard.
+TRUNCATE_END_MARGIN_MS = 100
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ class Conversation:
             return
         # The caller really interrupted: drop the rest, tell the server what was actually heard.
         self.metrics.barge_ins += 1
-        heard = min(self.playback.played_ms(item.item_id), item.received_ms)
+        heard = min(self.playback.played_ms(item.item_id), max(0, item.received_ms - TRUNCATE_END_MARGIN_MS))
         self.playback.clear()
         for other in self._items.values():
             other.interrupted = other.interrupted or not other.finished or other is item

@@ -272,3 +272,13 @@ def test_usage_is_totalled_with_an_estimated_cost(clock: Clock) -> None:
     summary = conv.metrics.summary()
     assert summary["tokens"]["audio_input"] == 1000 and summary["tokens"]["audio_output"] == 500
     assert summary["estimated_cost_usd"] == pytest.approx(1000 * 32e-6 + 500 * 64e-6)
+
+
+def test_truncation_never_claims_the_items_last_100_ms(conv: Conversation) -> None:
+    sent(conv)
+    start_reply(conv, ms=500)
+    for _ in range(24):  # 480 ms of a 500 ms item heard
+        conv.playback.read_frame()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    truncate = next(e for e in sent(conv) if e["type"] == "conversation.item.truncate")
+    assert truncate["audio_end_ms"] == 400  # the server's copy may be shorter than what we received
