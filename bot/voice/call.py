@@ -166,10 +166,10 @@ class VoiceCall:
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the Realtime session, then voice; raises CallError (one line) and leaves nothing running."""
+        """Connect the Realtime session, then voice, then the recorder; raises CallError (one line) and
+        leaves nothing running."""
         self.recorder = ConversationRecorder(self.database, self.guild.id, self.channel.id)
         try:
-            await self.recorder.start()
             if self._registry_factory is None:
                 from bot.tools import build_registry
 
@@ -185,6 +185,7 @@ class VoiceCall:
             self.voice = await self.channel.connect(
                 cls=CapVoiceClient, self_deaf=False, timeout=VOICE_CONNECT_TIMEOUT_SECONDS, reconnect=True
             )
+            await self.recorder.start()  # only now: a call that never connected leaves no conversation row
         except RealtimeFatalError as exc:
             await self._teardown()
             raise CallError(f"the voice AI is unavailable: {exc}") from None

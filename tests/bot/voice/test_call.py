@@ -253,6 +253,7 @@ async def test_voice_connect_failure_closes_the_session(database: Database) -> N
     with pytest.raises(CallError, match="could not connect to <#10>: timed out"):
         await call.start()
     assert call.session is not None and call.session.closed
+    assert call.recorder is not None and call.recorder.conversation_id is None  # no row for a call that never was
 
 
 async def test_leaves_when_alone_and_when_discord_drops_the_connection(
