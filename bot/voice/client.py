@@ -70,6 +70,19 @@ class PromptSocketReader(SocketReader):
                         log.exception("voice socket listener %s failed", callback)
 
 
+def _retire_reader(reader: SocketReader) -> None:
+    """Stop discord.py's own reader thread (paused, no socket yet, so it exits within milliseconds).
+
+    Its run() clears the end flag when it starts, so a stop() that lands before that is lost: repeat it.
+    """
+    for _ in range(40):
+        reader.stop()
+        reader.join(0.025)
+        if not reader.is_alive():
+            return
+    log.warning("discord.py's voice socket reader did not stop; it stays idle")
+
+
 class CapVoiceClient(discord.VoiceClient):
     """A voice connection that hears (receiver + mixer tick into a sink) and speaks (a playback buffer)."""
 
@@ -95,7 +108,7 @@ class CapVoiceClient(discord.VoiceClient):
 
     def create_connection_state(self) -> VoiceConnectionState:
         state = VoiceConnectionState(self, hook=self._ws_hook)
-        state._socket_reader.stop()  # paused and socketless: its thread exits at once
+        _retire_reader(state._socket_reader)
         state._socket_reader = PromptSocketReader(state)
         state._socket_reader.start()
         return state
