@@ -16,14 +16,14 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the packet builders shared with the tests
 
-from discord import opus  # noqa: E402
+from discord import VoiceClient, opus  # noqa: E402
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E402
 
 from bot.voice.crypto import TransportDecryptor  # noqa: E402
 from bot.voice.mixer import Mixer  # noqa: E402
 from bot.voice.receiver import VoiceReceiver  # noqa: E402
 from bot.voice.rtp import RtpHeader, parse_header  # noqa: E402
-from bot.voice.source import EngineAudioSource  # noqa: E402
+from bot.voice.source import OPUS_SILENCE, EngineAudioSource  # noqa: E402
 from realtime.audio import FRAME_SAMPLES_DISCORD  # noqa: E402
 from tests.bot.voice.voice_packets import (  # noqa: E402
     MODE,
@@ -196,6 +196,33 @@ def bench_source(packets: list[bytes]) -> None:
 
     row("quiet (Opus silence, no encode)", best_us(read_quiet), "encoding 20 ms of zeros", best_us(raw_encode_silence))
     row("speaking (Opus encode of the engine's frame)", best_us(read_speaking), "raw Opus encode", best_us(raw_encode))
+
+    # What discord.py then does with each packet on the same thread: RTP header + transport encryption
+    # (DAVE is skipped here: it needs an MLS group; davey passes the silence frame through unencrypted).
+    sender = SimpleNamespace(
+        _connection=SimpleNamespace(dave_session=None, can_encrypt=False),
+        sequence=0,
+        timestamp=0,
+        ssrc=1,
+        mode=MODE,
+        secret_key=SECRET_KEY,
+        _incr_nonce=0,
+    )
+    sender.checked_add = lambda attr, value, limit: VoiceClient.checked_add(sender, attr, value, limit)
+    sender._encrypt_aead_xchacha20_poly1305_rtpsize = lambda header, data: (
+        VoiceClient._encrypt_aead_xchacha20_poly1305_rtpsize(sender, header, data)
+    )
+    speech = speaking.read()
+
+    def send(packet: bytes) -> Callable[[], int]:
+        def run() -> int:
+            for _ in range(reads):
+                VoiceClient._get_voice_packet(sender, packet)
+            return reads
+
+        return run
+
+    row("discord.py packetising a silence frame", best_us(send(OPUS_SILENCE)), "a speech packet", best_us(send(speech)))
 
 
 def main() -> None:
