@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
 from bot.settings import Settings
-from bot.storage.calls import add_call, booked_between
+from bot.storage.calls import add_call, booked_between, lock_guild_bookings
 from bot.storage.database import Database
 from bot.storage.models import ScheduledCall, utcnow
 from bot.tools._common import caller_lead, in_transaction
@@ -101,6 +101,7 @@ def schedule_call_tool(
         target = start or now
 
         def book(session: Session) -> dict[str, Any]:
+            lock_guild_bookings(session, context.guild_id)
             window = (
                 max(now, target - timedelta(days=SEARCH_DAYS + 1)),
                 target + timedelta(days=SEARCH_DAYS + 1),
