@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from bot.storage import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from bot.storage import migrate, models  # noqa: F401  (models registers the tables on SQLModel.metadata)
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,12 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 class Database:
-    """Owns the engine. The constructor does no I/O; `open()` connects and creates missing tables."""
+    """Owns the engine. The constructor does no I/O; `open()` connects and brings the schema to head."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, migrate: bool = True) -> None:
         self.url = url
         self.echo = echo
+        self.migrate = migrate
         self._engine: Engine | None = None
 
     @property
@@ -40,31 +41,23 @@ class Database:
         return self._engine
 
     def open(self) -> Database:
-        """Create the engine (and the SQLite file's folder), then any missing table. Idempotent."""
+        """Create the engine (and the SQLite file's folder), then migrate the schema to head. Idempotent.
+
+        With `migrate=False` the schema is only checked: migrate.SchemaError (one line) if it is behind.
+        """
         if self._engine is not None:
             return self
-        url = make_url(self.url)
-        kwargs: dict[str, Any] = {"echo": self.echo}
-        if url.get_backend_name() == "sqlite":
-            # Tools run their queries in worker threads (asyncio.to_thread).
-            kwargs["connect_args"] = {"check_same_thread": False}
-            if url.database in (None, "", ":memory:"):
-                # One shared connection, or each worker thread would see its own empty database.
-                kwargs["poolclass"] = StaticPool
-            else:
-                Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        else:
-            kwargs["pool_pre_ping"] = True
-        engine = create_engine(url, **kwargs)
-        if url.get_backend_name() == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+        engine = make_engine(self.url, echo=self.echo)
         try:
-            SQLModel.metadata.create_all(engine)
+            if self.migrate:
+                migrate.upgrade(engine)
+            else:
+                migrate.ensure_current(engine)
         except Exception:
             engine.dispose()
             raise
         self._engine = engine
-        log.info("database ready: %s", url.render_as_string(hide_password=True))
+        log.info("database ready: %s", make_url(self.url).render_as_string(hide_password=True))
         return self
 
     @contextmanager
@@ -82,6 +75,26 @@ class Database:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for the URL (SQLite: the file's folder, thread sharing and pragmas); does not touch the schema."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        # Tools run their queries in worker threads (asyncio.to_thread).
+        kwargs["connect_args"] = {"check_same_thread": False}
+        if parsed.database in (None, "", ":memory:"):
+            # One shared connection, or each worker thread would see its own empty database.
+            kwargs["poolclass"] = StaticPool
+        else:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
