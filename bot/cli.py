@@ -66,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A command may ask for quieter logs (the console keeps stdout/stderr for the conversation).
     configure_logging(args.verbose, getattr(args, "log_level", logging.INFO))
     try:
-        settings = load_settings()
+        try:
+            settings = load_settings()
+        except SettingsError:
+            if not getattr(args, "settings_optional", False):
+                raise
+            settings = None  # the command reports bad settings itself (cap-bot doctor)
         return int(args.handler(args, settings) or 0)
     except (SettingsError, CommandError) as exc:
         print(f"cap-bot: {exc}", file=sys.stderr)

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
 
     # Storage.
     database_url: str = "sqlite:///data/cap.db"
+    # Apply pending schema migrations at start-up; false: refuse to start until `cap-bot db upgrade` has run.
+    auto_migrate: bool = True
 
     # search_knowledge_base's Markdown folder and research_market's CSV; None: the data shipped in bot/data/.
     knowledge_base_dir: Path | None = None

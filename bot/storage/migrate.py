@@ -23,6 +23,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
+# Alembic logs two INFO lines per connection it inspects; Cap logs what changed itself (below).
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Several bot processes (shards) may start together against one PostgreSQL: the first to take this
@@ -87,14 +89,16 @@ def _revision_of(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _check_known(revision: str | None) -> None:
-    if revision is None:
-        return
+def is_known(revision: str) -> bool:
+    """Whether this copy of Cap ships that revision (a newer Cap may have migrated the database further)."""
     try:
-        known = script_directory().get_revision(revision) is not None
+        return script_directory().get_revision(revision) is not None
     except AlembicError:
-        known = False
-    if not known:
+        return False
+
+
+def _check_known(revision: str | None) -> None:
+    if revision is not None and not is_known(revision):
         raise SchemaError(
             f"the database is at schema revision {revision!r}, which this version of Cap does not know "
             f"(a newer Cap migrated it?); its newest is {head_revision()!r}"

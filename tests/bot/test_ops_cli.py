@@ -1,0 +1,80 @@
+"""cap-bot db upgrade/current and cap-bot doctor through the real command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.cli import CommandError, main
+from bot.ops_cli import prepare_database
+from bot.storage import migrate
+from tests.bot.tools.helpers import test_settings
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """No .env from the work tree; DATABASE_URL a SQLite file that does not exist yet."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("DISCORD_TOKEN", "OPENAI_API_KEY", "SHARD_COUNT", "SHARD_IDS", "AUTO_MIGRATE"):
+        monkeypatch.delenv(name, raising=False)
+    database_url = f"sqlite:///{tmp_path / 'db' / 'cap.db'}"
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return database_url
+
+
+def test_db_upgrade_then_current(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    head = migrate.head_revision()
+    assert main(["db", "current"]) == 0
+    assert "never migrated" in capsys.readouterr().out
+    assert main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().out.strip() == f"database upgraded: empty -> {head}"
+    assert main(["db", "upgrade"]) == 0
+    assert "already at the newest schema" in capsys.readouterr().out
+    assert main(["db", "current"]) == 0
+    assert capsys.readouterr().out.strip() == f"{head} (newest)"
+
+
+def test_db_upgrade_unreachable_is_one_line(url: str, monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://cap:secret@127.0.0.1:9/cap")
+    assert main(["db", "upgrade"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cap-bot: DATABASE_URL: cannot use the database:") and "\n" not in err
+    assert "secret" not in err
+
+
+def test_start_up_applies_pending_migrations(url: str) -> None:
+    result = prepare_database(test_settings(database_url=url))
+    assert result is not None and result.changed
+    assert prepare_database(test_settings(database_url=url, auto_migrate=False)) is None
+
+
+def test_start_up_refuses_a_pending_schema_without_auto_migrate(url: str) -> None:
+    with pytest.raises(CommandError) as raised:
+        prepare_database(test_settings(database_url=url, auto_migrate=False))
+    assert "cap-bot db upgrade" in str(raised.value) and "\n" not in str(raised.value)
+    assert migrate.current_revision(url) is None  # nothing applied
+
+
+def test_doctor_exit_status(url: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    assert main(["doctor", "--offline"]) == 1  # no token, no database yet
+    out = capsys.readouterr().out
+    assert "✗ discord token" in out and "✗ database" in out and "– realtime" in out
+    main(["db", "upgrade"])
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe." + "x" * 38)
+    capsys.readouterr()
+    assert main(["doctor", "--offline", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_doctor_reports_bad_settings_in_its_table(url: str, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SHARD_COUNT", "many")
+    assert main(["doctor", "--offline"]) == 1
+    out = capsys.readouterr().out
+    assert "✗ settings" in out and "SHARD_COUNT" in out and "✓ libopus" in out
+
+
+def test_other_commands_still_stop_at_bad_settings(url: str, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SHARD_COUNT", "many")
+    assert main(["db", "current"]) == 1
+    assert capsys.readouterr().err.startswith("cap-bot: SHARD_COUNT:")
