@@ -39,7 +39,7 @@ class CapBot(commands.AutoShardedBot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
-        self.database = database or Database(settings.database_url)
+        self.database = database or Database(settings.database_url, migrate=settings.auto_migrate)
         self.extensions_to_load = extensions
         self.failed_extensions: dict[str, str] = {}
 

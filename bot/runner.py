@@ -11,7 +11,9 @@ from collections.abc import Callable
 import discord
 
 from bot.cli import CommandError
+from bot.ops_cli import prepare_database
 from bot.settings import Settings
+from bot.shutdown import ShutdownCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +59,26 @@ def _load_opus() -> bool:
 
 def run_bot(args: argparse.Namespace, settings: Settings) -> int:
     token = preflight(settings)
+    prepare_database(settings)  # pending migrations applied (AUTO_MIGRATE) or a one-line refusal
     from bot.discord_bot import CapBot  # imports the voice stack, which needs the checks above
 
     return asyncio.run(_serve(CapBot(settings), token))
 
 
 async def _serve(bot: discord.Client, token: str) -> int:
-    async with bot:
-        try:
-            await bot.start(token)
-        except discord.LoginFailure:
-            raise CommandError("DISCORD_TOKEN was rejected by Discord (reset it in the Developer Portal)") from None
-        except discord.PrivilegedIntentsRequired:
-            raise CommandError("Discord refused the requested intents") from None
+    # SIGTERM (docker stop) and Ctrl-C close the bot: its calls end, then the shards disconnect.
+    shutdown = ShutdownCoordinator(lambda: bot.close())
+    shutdown.install(asyncio.get_running_loop())
+    try:
+        async with bot:
+            try:
+                await bot.start(token)
+            except discord.LoginFailure:
+                raise CommandError("DISCORD_TOKEN was rejected by Discord (reset it in the Developer Portal)") from None
+            except discord.PrivilegedIntentsRequired:
+                raise CommandError("Discord refused the requested intents") from None
+        if shutdown.task is not None:
+            await shutdown.task
+    finally:
+        shutdown.uninstall()
     return 0

@@ -10,6 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.shutdown import end_calls
 from bot.voice.call import CallError, VoiceCall, join_refusal
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
         self.calls: dict[int, VoiceCall] = {}
 
     async def cog_unload(self) -> None:
-        for call in list(self.calls.values()):
-            await call.stop("left")
+        """The bot is closing (SIGTERM): every call says goodbye, leaves, flushes and closes, all at once."""
+        await end_calls(self.calls.values())
 
     def busy_channel(self, guild: discord.Guild) -> discord.abc.GuildChannel | None:
         """The channel Cap is on a call in (or connecting to) in this guild, if any."""
