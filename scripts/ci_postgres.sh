@@ -18,7 +18,7 @@ if [[ $(id -u) -ne 0 ]]; then
   sudo_cmd=(sudo)
 fi
 
-if ! command -v pg_lsclusters >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+if ! command -v pg_lsclusters >/dev/null || ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
   say "installing the Debian package postgresql"
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends postgresql >/dev/null
@@ -35,7 +35,7 @@ flock -w 120 9 || die "another ci_postgres.sh holds /tmp/cap-ci-postgres.lock"
 # The first cluster Debian knows about (the package creates <version>/main); create one if there is none.
 read -r version cluster port status _ < <(pg_lsclusters -h | head -n 1) || true
 if [[ -z "${version:-}" ]]; then
-  version=$(basename "$(ls -d /usr/lib/postgresql/*/ | sort -V | tail -n 1)")
+  version=$(printf '%s\n' /usr/lib/postgresql/*/bin/postgres | awk -F/ '{print $5}' | sort -V | tail -n 1)
   say "creating cluster $version/main"
   "${sudo_cmd[@]}" pg_createcluster "$version" main >/dev/null 9>&-
   read -r version cluster port status _ < <(pg_lsclusters -h | head -n 1)
