@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from realtime import protocol
-from realtime.audio import Downsampler, Framer, SpeechOnsetDetector, Upsampler
+from realtime.audio import FRAME_MS, SILENCE_FRAME, Downsampler, Framer, SpeechOnsetDetector, Upsampler
 from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
@@ -30,6 +30,12 @@ REPLAY_LIMIT = 200  # utterances replayed into a new session; older ones are dro
 # The server's copy of an item can be ~85 ms shorter than the audio we received (pipecat reports it),
 # and truncating past its end is an error: never claim the last 100 ms were heard.
 TRUNCATE_END_MARGIN_MS = 100
+# Digital silence (nobody transmitting: Discord sends nothing and the mixer fills zeros) goes up only for this
+# long beyond the server VAD's silence_duration_ms after the last sound (or a connect), so the server still
+# hears the pause that ends a turn; then the uplink stops, and an idle call costs no resampling, JSON or socket
+# writes (measured by bench/bench_idle.py). At least 1 s, so the local VAD's noise window is all silence too
+# and skipping more zeros leaves it exactly as feeding them would.
+UPLINK_SILENCE_TAIL_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,8 @@ class Conversation:
         self._downsampler = Downsampler()
         self._onset = SpeechOnsetDetector()
         self._uplink = bytearray()
+        self._silent_frames = 0  # consecutive digital-silence frames fed
+        self._silence_tail_frames = (config.vad_silence_duration_ms + UPLINK_SILENCE_TAIL_MS) // FRAME_MS
         self._outbox: list[dict[str, Any]] = []
         self._tool_calls: list[ToolCall] = []
         self._transcripts: list[TranscriptEntry] = []
@@ -133,6 +141,7 @@ class Conversation:
         self._connected_at = self.clock()
         self._outbox.clear()
         self._uplink.clear()
+        self._silent_frames = 0  # a new session hears the tail of silence too
         self._response_id = None
         self._response_wanted = False
         self._awaiting_outputs.clear()
@@ -165,6 +174,10 @@ class Conversation:
         """One 20 ms frame of 48 kHz stereo caller audio: local barge-in check, then uplink."""
         now = self.clock()
         self._speakers_now.update(speakers)
+        self._silent_frames = self._silent_frames + 1 if frame == SILENCE_FRAME else 0
+        if self._silent_frames > self._silence_tail_frames:
+            self.tick()  # long digital silence: nothing for the local VAD or the server to hear
+            return
         if self._onset.update(frame) and self.playback.audible and not self.playback.paused:
             # Pause at once; the server's speech_started may come hundreds of ms later.
             self.playback.pause()

@@ -29,7 +29,9 @@ from realtime.transcript import TranscriptEntry
 log = logging.getLogger(__name__)
 
 Connector = Callable[[SessionConfig], Awaitable[RealtimeConnection]]
-HOUSEKEEPING_SECONDS = 0.1
+# The transport's feed_input() every 20 ms already runs the conversation's timers; this task is the fallback when
+# no frames come, and checks recycling. Each wake-up of an idle call costs CPU (bench/bench_idle.py): once a second.
+HOUSEKEEPING_SECONDS = 1.0
 SEND_QUEUE_LIMIT = 500  # ~10 s of uplink; past that the socket is stuck and old audio is worthless
 
 

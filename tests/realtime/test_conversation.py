@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from realtime.audio import FRAME_BYTES, SILENCE_FRAME
+from realtime.audio import FRAME_BYTES, SILENCE_FRAME, SpeechOnsetDetector
 from realtime.conversation import Conversation
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
@@ -94,6 +94,76 @@ def test_no_uplink_while_disconnected(conv: Conversation) -> None:
     conv.on_disconnected()
     conv.feed_input(SILENCE_FRAME)
     assert sent(conv) == []
+
+
+def uplink_ms(events: list[dict]) -> int:
+    return sum(len(base64.b64decode(e["audio"])) for e in events if e["type"] == "input_audio_buffer.append") // 48
+
+
+def test_digital_silence_goes_up_only_for_a_tail_after_the_last_sound(conv: Conversation,
+                                                                       speech_frames: list[bytes]) -> None:
+    sent(conv)
+    for frame in speech_frames[:50]:
+        conv.feed_input(frame)
+    assert 980 <= uplink_ms(sent(conv)) <= 1000
+    tail = []
+    for _ in range(200):  # 4 s of nobody transmitting
+        conv.feed_input(SILENCE_FRAME)
+        tail.append(uplink_ms(sent(conv)))
+    # The server VAD's 500 ms silence_duration_ms plus 1 s of margin, then nothing more.
+    assert 1500 <= sum(tail) <= 1520
+    assert not any(tail[80:])
+    conv.feed_input(speech_frames[50])
+    assert uplink_ms(sent(conv)) > 0, "speech goes up again at once"
+
+
+def test_a_new_session_gets_the_silence_tail_again(conv: Conversation) -> None:
+    sent(conv)
+    for _ in range(200):
+        conv.feed_input(SILENCE_FRAME)
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    sent(conv)
+    conv.feed_input(SILENCE_FRAME)
+    assert uplink_ms(sent(conv)) > 0
+
+
+def test_frames_alone_time_the_barge_in_window_even_in_long_silence(clock: Clock,
+                                                                     speech_frames: list[bytes]) -> None:
+    """The engine's housekeeping runs once a second: the 20 ms frames must resume a paused reply on time,
+    also after the uplink has stopped sending silence (a window longer than the 1.5 s silence tail)."""
+    config = SessionConfig(api_key="sk-test", barge_in_confirm_seconds=3.0)
+    conv = Conversation(config, [], PlaybackBuffer(clock), SessionMetrics(), clock)
+    conv.on_connected()
+    start_reply(conv, ms=10_000)
+    for frame in speech_frames[:25]:
+        conv.feed_input(frame)
+        clock.now += 0.02
+        if conv.playback.paused:
+            break
+    assert conv.playback.paused
+    paused_at = clock.now
+    while conv.playback.paused:
+        conv.feed_input(SILENCE_FRAME)  # no conv.tick(): only frames
+        clock.now += 0.02
+    assert 3.0 <= clock.now - paused_at <= 3.04
+    assert conv.metrics.paused_then_resumed == 1
+
+
+def test_the_local_vad_fires_on_the_same_frame_after_a_long_skipped_silence(
+        conv: Conversation, speech_frames: list[bytes]) -> None:
+    frames = [SILENCE_FRAME] * 300 + speech_frames[:40]
+    detector = SpeechOnsetDetector()
+    expected = next(i for i, frame in enumerate(frames) if detector.update(frame))
+    start_reply(conv, ms=10_000)
+    paused_at = None
+    for i, frame in enumerate(frames):
+        conv.feed_input(frame)
+        if conv.playback.paused:
+            paused_at = i
+            break
+    assert paused_at == expected
 
 
 def test_reply_plays_without_gaps_and_counts_heard_ms(conv: Conversation) -> None:
