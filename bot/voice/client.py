@@ -30,7 +30,7 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
 
 from bot.voice.crypto import SUPPORTED_MODES
-from bot.voice.mixer import Mixer, run_ticker
+from bot.voice.mixer import Mixer, metronome
 from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
 from bot.voice.source import EngineAudioSource, FrameSource
 
@@ -100,7 +100,7 @@ class CapVoiceClient(discord.VoiceClient):
         self._sink: InputSink | None = None
         self._playback: FrameSource | None = None
         self._audio: EngineAudioSource | None = None
-        self._ticker: asyncio.Task[None] | None = None
+        self._on_tick = self._tick  # one bound method, so the shared metronome finds it again
         self._cleanup_callbacks: list[Callable[[], None]] = []
         self._log = RateLimitedLog(log)
 
@@ -168,16 +168,13 @@ class CapVoiceClient(discord.VoiceClient):
         self._sink = sink
         self._playback = playback
         self.listen()
-        if self._ticker is None or self._ticker.done():
-            self._ticker = self.loop.create_task(run_ticker(self._tick), name=f"voice-mixer-{self.guild.id}")
+        metronome(self.loop).add(self._on_tick)  # one 20 ms clock for every call on the loop
         self._ensure_playing()
 
     async def stop_conversation(self) -> None:
         self._sink = None
         self._playback = None
-        ticker = self._stop_ticker()
-        if ticker is not None:
-            await asyncio.gather(ticker, return_exceptions=True)
+        self._stop_ticker()
         if self._audio is not None:
             self._audio.close()
             self._audio = None
@@ -191,12 +188,29 @@ class CapVoiceClient(discord.VoiceClient):
                 sink(frame, speakers)
             except Exception:
                 self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
+        self._pace_player()
         if self.mixer.ticks % PLAYER_CHECK_TICKS == 0:
             self._ensure_playing()
 
+    def _pace_player(self) -> None:
+        """Pause discord.py's player while Cap is quiet and resume it as soon as speech is queued.
+
+        A paused player sleeps on an event: no wake-up, encryption and UDP packet every 20 ms for an idle call
+        (bench/bench_idle.py). Discord treats "no packets" as silence, and the player sends five silence frames
+        before it sleeps, as Discord asks. Resuming restarts its 20 ms grid and re-announces "speaking".
+        """
+        player, audio, playback = self._player, self._audio, self._playback
+        if player is None or audio is None or playback is None or player.source is not audio:
+            return
+        if playback.audible and not playback.paused:
+            if player.is_paused():
+                player.resume()
+        elif audio.quiet and player.is_playing():
+            player.pause(update_speaking=False)  # the source has already said "not speaking"
+
     def _ensure_playing(self) -> None:
         """(Re)start the player: discord.py ends it when a reconnect takes longer than its timeout."""
-        if self._playback is None or not self.is_connected() or self.is_playing():
+        if self._playback is None or not self.is_connected() or self.is_playing() or self.is_paused():
             return
         self._audio = EngineAudioSource(self._playback, on_speaking=self._set_speaking)
         try:
@@ -217,11 +231,9 @@ class CapVoiceClient(discord.VoiceClient):
         with contextlib.suppress(RuntimeError):  # the loop is closing
             asyncio.run_coroutine_threadsafe(ws.speak(state), self.loop)
 
-    def _stop_ticker(self) -> asyncio.Task[None] | None:
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.cancel()
-        return ticker
+    def _stop_ticker(self) -> None:
+        """No more ticks for this call, from now on (event loop)."""
+        metronome(self.loop).discard(self._on_tick)
 
     def _is_bot(self, user_id: int) -> bool:
         member = self.guild.get_member(user_id)  # members in voice are cached with the voice_states intent

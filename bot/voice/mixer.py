@@ -3,15 +3,20 @@
 `Mixer.tick()` is plain and synchronous (tests call it directly); `run_ticker` is the asyncio task that
 calls it on a drift-free 20 ms grid: it sleeps until the next grid point rather than 20 ms after the
 last tick, and after a stall (a busy event loop) it catches up a few frames, then resynchronises.
+`Metronome` shares one such ticker among every call on an event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from realtime.audio import FRAME_MS, SILENCE_FRAME, mix_frames
+
+log = logging.getLogger(__name__)
 
 TICK_SECONDS: Final = FRAME_MS / 1000
 MAX_CATCH_UP_TICKS: Final = 5  # after a longer stall, skip ahead instead of bursting
@@ -61,3 +66,65 @@ async def run_ticker(
             await sleep(delay)
         else:
             await sleep(0)  # let the loop breathe between catch-up ticks
+
+
+class Metronome:
+    """One 20 ms ticker for every call on an event loop: N calls cost one wake-up per tick, not N.
+
+    A wake-up of the event loop costs far more than an idle call's tick (bench/bench_idle.py), so calls
+    share the grid. Callbacks run in the order they were added; one that raises is logged and the others
+    still run. The ticker task runs only while callbacks are registered.
+    """
+
+    def __init__(self, **ticker_options: object) -> None:
+        self._callbacks: dict[Callable[[], None], None] = {}  # an ordered set
+        self._options = ticker_options
+        self._task: asyncio.Task[None] | None = None
+        self._failing: set[Callable[[], None]] = set()
+
+    def add(self, callback: Callable[[], None]) -> None:
+        """Call `callback` every tick from now on (idempotent); must be called on the event loop."""
+        self._callbacks[callback] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                run_ticker(self._tick, **self._options), name="voice-metronome"  # type: ignore[arg-type]
+            )
+
+    def discard(self, callback: Callable[[], None]) -> None:
+        """Stop calling `callback` (it is not called again, even later in the current tick)."""
+        self._callbacks.pop(callback, None)
+        self._failing.discard(callback)
+        if not self._callbacks and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def __contains__(self, callback: object) -> bool:
+        return callback in self._callbacks
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _tick(self) -> None:
+        for callback in list(self._callbacks):
+            if callback not in self._callbacks:  # discarded by an earlier callback of this tick
+                continue
+            try:
+                callback()
+            except Exception:
+                if callback not in self._failing:  # once per failing spell, not 50 times a second
+                    log.exception("voice tick %r failed; it keeps being called", callback)
+                    self._failing.add(callback)
+            else:
+                self._failing.discard(callback)
+
+
+_metronomes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Metronome] = weakref.WeakKeyDictionary()
+
+
+def metronome(loop: asyncio.AbstractEventLoop) -> Metronome:
+    """The shared Metronome of `loop`."""
+    shared = _metronomes.get(loop)
+    if shared is None:
+        shared = _metronomes[loop] = Metronome()
+    return shared

@@ -41,6 +41,16 @@ class FrameSource(Protocol):
 
     def read_frame(self) -> bytes | None: ...
 
+    @property
+    def audible(self) -> bool:
+        """Speech is queued (paused or not)."""
+        ...
+
+    @property
+    def paused(self) -> bool:
+        """Playback is held back (a possible barge-in)."""
+        ...
+
 
 class EngineAudioSource(discord.AudioSource):
     """Streams `playback.read_frame()` as Opus packets; Opus silence (no encode) while Cap is quiet."""
@@ -92,6 +102,11 @@ class EngineAudioSource(discord.AudioSource):
             return OPUS_SILENCE
         self.frames_encoded += 1
         return packet
+
+    @property
+    def quiet(self) -> bool:
+        """The last reads were all silence: "not speaking" is sent and Discord has its trailing silence frames."""
+        return self._quiet_run >= QUIET_FRAMES_BEFORE_NOT_SPEAKING
 
     def assume_speaking(self) -> None:
         """The player re-announced "speaking" (it does after a reconnect): take it back after some quiet."""

@@ -12,8 +12,13 @@ from unittest.mock import MagicMock
 
 import discord
 from discord.gateway import DiscordVoiceWebSocket
+from discord.player import AudioPlayer
 
 from bot.voice.client import CapVoiceClient, PromptSocketReader
+from bot.voice.mixer import metronome
+from bot.voice.source import OPUS_SILENCE, EngineAudioSource
+from realtime.playback import PlaybackBuffer
+from tests.bot.voice.test_source import RecordingVoiceClient
 from tests.bot.voice.voice_packets import MODE, SECRET_KEY, PacketSender, frames_of, opus_encode, vowel_pcm
 
 ALICE, HELPER_BOT = 111, 999
@@ -167,12 +172,89 @@ async def test_cleanup_runs_callbacks_and_stops_the_ticker() -> None:
     gone = []
     vc.on_cleanup(lambda: gone.append(True))
     vc.start_conversation(lambda frame, speakers: None, SimpleNamespace(read_frame=lambda: None))
-    ticker = vc._ticker
+    shared = metronome(vc.loop)
+    assert vc._on_tick in shared and shared.running
     vc.cleanup()
-    await asyncio.gather(ticker, return_exceptions=True)
     assert gone == [True]
-    assert ticker is not None and ticker.cancelled()
+    assert vc._on_tick not in shared and not shared.running
     vc._connection._socket_reader.stop()
+
+
+async def test_calls_on_one_loop_share_one_ticker() -> None:
+    loop = asyncio.get_running_loop()
+    first, second = (CapVoiceClient(fake_discord_client(loop), fake_channel()) for _ in range(2))
+    heard: dict[str, int] = {"first": 0, "second": 0}
+    enough = asyncio.Event()
+
+    def sink_of(name: str) -> Callable[[bytes, frozenset[int]], None]:
+        def sink(frame: bytes, speakers: frozenset[int]) -> None:
+            heard[name] += 1
+            if min(heard.values()) >= 5:
+                enough.set()
+
+        return sink
+
+    try:
+        first.start_conversation(sink_of("first"), PlaybackBuffer())
+        second.start_conversation(sink_of("second"), PlaybackBuffer())
+        await asyncio.wait_for(enough.wait(), 5)
+        assert [t for t in asyncio.all_tasks() if t.get_name() == "voice-metronome"] == [metronome(loop)._task]
+        await first.stop_conversation()
+        count = heard["first"]
+        enough.clear()
+        heard["second"] = 0
+        await asyncio.wait_for(enough.wait(), 5)  # the second call goes on ticking
+        assert heard["first"] == count
+    finally:
+        for vc in (first, second):
+            await vc.stop_conversation()
+            vc._connection._socket_reader.stop()
+
+
+async def test_the_player_sleeps_while_cap_is_quiet_and_wakes_for_speech() -> None:
+    """discord.py's real AudioPlayer: paused after the trailing silence, resumed as soon as speech is queued."""
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    playback = PlaybackBuffer()
+    recorder = RecordingVoiceClient(asyncio.get_running_loop())
+    vc._playback = playback
+    vc._audio = EngineAudioSource(playback)
+    vc._player = AudioPlayer(vc._audio, recorder)  # type: ignore[arg-type]
+    vc._player.start()
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
+        vc._pace_player()
+        assert vc.is_paused()
+        await asyncio.sleep(0.2)
+        sent = len(recorder.sent)
+        await asyncio.sleep(0.2)
+        assert len(recorder.sent) == sent, "a paused player sends nothing"
+        assert all(packet == OPUS_SILENCE for packet, _ in recorder.sent)
+
+        vc.is_connected = lambda: True  # type: ignore[method-assign]
+        started: list[object] = []
+        vc.play = lambda source, *, after: started.append(source)  # type: ignore[method-assign]
+        vc._ensure_playing()
+        assert started == [], "a paused player is not replaced by a second one"
+
+        for frame in frames_of(vowel_pcm(0.1)):
+            playback.push("item_1", frame)
+        vc._pace_player()
+        assert vc.is_playing()
+        assert await asyncio.to_thread(recorder.speech_seen.wait, 5)
+        assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
+        vc._pace_player()
+        assert vc.is_paused()
+
+        playback.push("item_2", frames_of(vowel_pcm(0.02))[0])
+        playback.pause()  # a possible barge-in holds the reply: no reason to wake the player
+        vc._pace_player()
+        assert vc.is_paused()
+    finally:
+        vc._audio.close()
+        vc._player.stop()
+        await asyncio.to_thread(vc._player.join, 2)
+        vc._connection._socket_reader.stop()
+    assert sum(packet != OPUS_SILENCE for packet, _ in recorder.sent) == 5
 
 
 async def test_player_is_restarted_when_a_long_reconnect_ended_it() -> None:

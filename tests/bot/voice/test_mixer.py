@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from bot.voice.mixer import Mixer, run_ticker
+from bot.voice.mixer import Metronome, Mixer, metronome, run_ticker
 from realtime.audio import FRAME_BYTES, SILENCE_FRAME
 
 
@@ -77,3 +77,77 @@ async def test_a_short_stall_is_caught_up_and_a_long_one_resynchronises() -> Non
     times = await run_for(4, clock, [0.001, 0.5, 0.001])
     assert times[2] == pytest.approx(times[1] + 0.5 + 0.02)  # skipped ahead: no burst of 25 ticks
     assert times[3] == pytest.approx(times[2] + 0.02, abs=0.002)
+
+
+async def test_one_metronome_ticks_every_call_on_one_grid() -> None:
+    clock = FakeClock()
+    shared = Metronome(clock=clock.time, sleep=clock.sleep)
+    ticks: list[tuple[str, float]] = []
+
+    def a() -> None:
+        ticks.append(("a", clock.now))
+
+    def b() -> None:
+        ticks.append(("b", clock.now))
+
+    shared.add(a)
+    shared.add(b)
+    shared.add(a)  # idempotent
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert shared.running
+    assert [name for name, _ in ticks[:6]] == ["a", "b"] * 3
+    assert [t for name, t in ticks if name == "a"][:3] == pytest.approx([100.0, 100.02, 100.04])
+    shared.discard(a)
+    seen = len(ticks)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert all(name == "b" for name, _ in ticks[seen:])
+    shared.discard(b)
+    assert not shared.running and a not in shared and b not in shared
+
+
+async def test_a_failing_call_is_logged_once_and_the_others_keep_ticking(caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    shared = Metronome(clock=clock.time, sleep=clock.sleep)
+    good: list[float] = []
+
+    def broken() -> None:
+        raise RuntimeError("decoder exploded")
+
+    shared.add(broken)
+    shared.add(lambda: good.append(clock.now))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(good) >= 5 and shared.running
+    failures = [r for r in caplog.records if r.name == "bot.voice.mixer"]
+    assert len(failures) == 1 and "decoder exploded" in (failures[0].exc_text or "")
+    shared.discard(broken)
+
+
+async def test_a_call_discarded_during_a_tick_is_not_called_again() -> None:
+    shared = Metronome()
+    calls: list[str] = []
+
+    def first() -> None:
+        calls.append("first")
+        shared.discard(second)
+
+    def second() -> None:
+        calls.append("second")
+
+    shared.add(first)
+    shared.add(second)
+    shared._tick()
+    assert calls == ["first"]
+    shared.discard(first)
+
+
+async def test_each_event_loop_has_one_shared_metronome() -> None:
+    loop = asyncio.get_running_loop()
+    assert metronome(loop) is metronome(loop)
+    other = asyncio.new_event_loop()
+    try:
+        assert metronome(other) is not metronome(loop)
+    finally:
+        other.close()
