@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -36,6 +37,9 @@ TRUNCATE_END_MARGIN_MS = 100
 # writes (measured by bench/bench_idle.py). At least 1 s, so the local VAD's noise window is all silence too
 # and skipping more zeros leaves it exactly as feeding them would.
 UPLINK_SILENCE_TAIL_MS = 1000
+# A tool answer held back while the caller talked is asked for by us if the server has not answered their
+# turn this long after they stopped (e.g. the server's VAD dropped the turn).
+DEFERRED_RESPONSE_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class _AudioItem:
     received_bytes: int = 0
     transcript: list[str] = field(default_factory=list)
     interrupted: bool = False
+    heard_ms: int | None = None  # set when interrupted: what the caller actually heard
     finished: bool = False  # output_audio.done seen
     reported: bool = False  # transcript handed out
 
@@ -92,7 +97,10 @@ class Conversation:
         self._tool_calls: list[ToolCall] = []
         self._transcripts: list[TranscriptEntry] = []
         self._response_id: str | None = None
-        self._response_wanted = False
+        self._create_pending = False  # response.create sent, response.created not seen yet
+        self._response_wanted = False  # send response.create when the current response is done
+        self._deferred_for_caller = False  # the caller is talking: the response to their turn will cover it
+        self._cancelled_responses: set[str] = set()  # barged-in responses whose late deltas must not play
         self._awaiting_outputs: set[str] = set()
         self._items: dict[str, _AudioItem] = {}
         self._caller_speaking = False
@@ -110,6 +118,7 @@ class Conversation:
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
             "input_audio_buffer.committed": self._on_committed,
             "conversation.item.input_audio_transcription.completed": self._on_caller_transcript,
+            "conversation.item.input_audio_transcription.failed": self._on_caller_transcript_failed,
             "response.created": self._on_response_created,
             "response.output_audio.delta": self._on_audio_delta,
             "response.output_audio.done": self._on_audio_done,
@@ -143,11 +152,17 @@ class Conversation:
         self._uplink.clear()
         self._silent_frames = 0  # a new session hears the tail of silence too
         self._response_id = None
+        self._create_pending = False
         self._response_wanted = False
+        self._deferred_for_caller = False
+        self._cancelled_responses.clear()
         self._awaiting_outputs.clear()
+        self._turn_speakers.clear()
         self._caller_speaking = False
         for item in self._items.values():
-            item.interrupted = item.interrupted or not item.finished  # its remaining deltas are gone
+            if not item.finished:  # its remaining deltas are gone; what arrived still plays (and can be cut)
+                item.finished = True
+                self._report_cap(item)
         self._outbox.append(protocol.session_update(self.config, self.tools))
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
@@ -165,8 +180,9 @@ class Conversation:
 
     @property
     def idle(self) -> bool:
-        return (self._response_id is None and not self._caller_speaking and not self._awaiting_outputs
-                and not self._response_wanted and not self.playback.audible)
+        return (self._response_id is None and not self._create_pending and not self._caller_speaking
+                and not self._awaiting_outputs and not self._response_wanted and not self._deferred_for_caller
+                and not self.playback.audible)
 
     # ----- caller audio -----
 
@@ -192,8 +208,13 @@ class Conversation:
             self._outbox.append(protocol.input_audio_append(chunk))
 
     def tick(self) -> None:
-        """Resume a reply the caller only coughed over: no server confirmation within the window."""
-        if self._paused_at is not None and self.clock() - self._paused_at >= self.config.barge_in_confirm_seconds:
+        """Timers: resume a reply the caller only coughed over; speak a deferred tool answer if no turn came."""
+        now = self.clock()
+        if (self._deferred_for_caller and not self._caller_speaking and self._speech_stopped_at is not None
+                and now - self._speech_stopped_at >= DEFERRED_RESPONSE_SECONDS):
+            self._deferred_for_caller = False
+            self._request_response()
+        if self._paused_at is not None and now - self._paused_at >= self.config.barge_in_confirm_seconds:
             self._paused_at = None
             if self.playback.paused:
                 self.playback.resume()
@@ -203,7 +224,13 @@ class Conversation:
 
     def on_tool_result(self, call: ToolCall, output: dict[str, Any]) -> None:
         if call.epoch != self.epoch or call.call_id not in self._awaiting_outputs:
-            log.info("dropping the result of %s: its session is gone", call.name)
+            # The call's session is gone, but its side effects happened: tell the new session as a note.
+            note = f"Result of the {call.name} tool call made before the connection was renewed: " + \
+                json.dumps(output, ensure_ascii=False, default=str)
+            self._remember(f"note_{call.call_id}", "system", note)
+            if self.connected:
+                self._outbox.append(protocol.replay_message("system", note))
+                self._request_response()
             return
         self._awaiting_outputs.discard(call.call_id)
         self._outbox.append(protocol.function_call_output(call.call_id, output))
@@ -211,11 +238,15 @@ class Conversation:
             self._request_response()
 
     def _request_response(self) -> None:
-        if self._response_id is None:
+        """Ask for a reply once nothing else is in the way (one response at a time; none over the caller)."""
+        if self._response_id is not None or self._create_pending:
+            self._response_wanted = True  # ask again when the current response is done
+        elif self._caller_speaking:
+            self._deferred_for_caller = True  # server VAD answers their turn, with the tool output in view
+        else:
             self._outbox.append(protocol.response_create())
-            self._response_wanted = False
-        else:  # one response at a time: ask again when the current one is done
-            self._response_wanted = True
+            self._create_pending = True
+            self._response_wanted = self._deferred_for_caller = False
 
     # ----- server events -----
 
@@ -239,6 +270,10 @@ class Conversation:
             self.fatal_error = fatal_message(code, error.get("message"))
         elif code == "response_cancel_not_active":
             log.debug("response.cancel raced the server's own cancel")
+        elif code == "conversation_already_has_active_response":
+            # Our response.create raced one the server started: ask again when that one is done.
+            self._create_pending = False
+            self._response_wanted = True
         elif code == "session_expired":
             log.info("Realtime session expired; a new one will replay the conversation")
         else:
@@ -247,35 +282,34 @@ class Conversation:
     def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._caller_speaking = True
         self._paused_at = None
-        item = self._speaking_item()
-        if item is None:
+        if self._response_id is not None:
+            self._cancelled_responses.add(self._response_id)  # the server cancels it; late deltas stay silent
+        heard_items = self._audible_items()
+        if not heard_items:
             self.playback.resume()
             return
-        # The caller really interrupted: drop the rest, tell the server what was actually heard.
+        # The caller really interrupted: drop the rest, tell the server what was actually heard of each
+        # item (a preamble may be playing while the next item already streams in).
         self.metrics.barge_ins += 1
-        heard = min(self.playback.played_ms(item.item_id), max(0, item.received_ms - TRUNCATE_END_MARGIN_MS))
+        played = {item.item_id: self.playback.played_ms(item.item_id) for item in heard_items}
         self.playback.clear()
-        for other in self._items.values():
-            other.interrupted = other.interrupted or not other.finished or other is item
         if self._response_id is not None:
             self._outbox.append(protocol.response_cancel())
-        if item.epoch == self.epoch:
-            if heard > 0:
-                self._outbox.append(protocol.item_truncate(item.item_id, heard))
-            else:
-                self._outbox.append(protocol.item_delete(item.item_id))
-                self._history.pop(item.item_id, None)
-        self._report_cap(item)
+        for item in heard_items:
+            item.interrupted = True
+            item.heard_ms = min(played[item.item_id], max(0, item.received_ms - TRUNCATE_END_MARGIN_MS))
+            if item.epoch == self.epoch:  # an item of an earlier socket does not exist in this session
+                if item.heard_ms > 0:
+                    self._outbox.append(protocol.item_truncate(item.item_id, item.heard_ms))
+                else:
+                    self._outbox.append(protocol.item_delete(item.item_id))
+            self._report_cap(item)
 
-    def _speaking_item(self) -> _AudioItem | None:
-        """The assistant item the caller hears or is about to hear, if any."""
-        for item in reversed(self._items.values()):
-            if item.interrupted:
-                continue
-            if self.playback.queued_ms(item.item_id) > 0 or (not item.finished and item.response_id is not None
-                                                              and item.response_id == self._response_id):
-                return item
-        return None
+    def _audible_items(self) -> list[_AudioItem]:
+        """Assistant items the caller hears or is about to hear: queued frames, or still streaming in."""
+        return [item for item in self._items.values() if not item.interrupted and (
+            self.playback.queued_ms(item.item_id) > 0
+            or (not item.finished and item.response_id is not None and item.response_id == self._response_id))]
 
     def _on_speech_stopped(self, event: dict[str, Any]) -> None:
         self._caller_speaking = False
@@ -298,8 +332,14 @@ class Conversation:
         self._remember(item_id, "user", text)
         self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=speakers))
 
+    def _on_caller_transcript_failed(self, event: dict[str, Any]) -> None:
+        self._turn_speakers.pop(event["item_id"], None)
+        log.warning("the caller's words could not be transcribed (item %s)", event["item_id"])
+
     def _on_response_created(self, event: dict[str, Any]) -> None:
         self._response_id = event["response"]["id"]
+        self._create_pending = False
+        self._deferred_for_caller = False  # the response to the caller's turn sees every output sent
         self.metrics.responses += 1
         self._prune_items()
 
@@ -307,7 +347,9 @@ class Conversation:
         item_id = event["item_id"]
         item = self._items.get(item_id)
         if item is None:
-            item = self._items[item_id] = _AudioItem(item_id, event.get("response_id"), self.epoch)
+            response_id = event.get("response_id")
+            item = self._items[item_id] = _AudioItem(item_id, response_id, self.epoch)
+            item.interrupted = response_id in self._cancelled_responses
             self._remember(item_id, "assistant", None)
             if self._speech_stopped_at is not None:
                 self.metrics.reply_latency_ms.append((self.clock() - self._speech_stopped_at) * 1000)
@@ -353,8 +395,13 @@ class Conversation:
         text = "".join(item.transcript).strip()
         if not text:
             return
-        if item.item_id in self._history:
-            self._remember(item.item_id, "assistant", text)
+        if item.heard_ms == 0:
+            self._history.pop(item.item_id, None)  # deleted from the conversation: the caller heard none of it
+        elif item.item_id in self._history:
+            # After a truncation the service keeps only what was heard; replay no more than that share.
+            share = 1.0 if item.heard_ms is None or not item.received_ms else item.heard_ms / item.received_ms
+            heard_text = text if share >= 1.0 else text[: int(len(text) * share)].rstrip() + "…"
+            self._remember(item.item_id, "assistant", heard_text)
         self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
                                                  interrupted=item.interrupted))
 
@@ -362,6 +409,7 @@ class Conversation:
         response = event.get("response") or {}
         if response.get("id") in (None, self._response_id):
             self._response_id = None
+        self._cancelled_responses.discard(response.get("id"))
         self.metrics.add_usage(response.get("usage") or {}, self.config.prices_per_mtok)
         for item in self._items.values():
             if item.response_id == response.get("id"):

@@ -32,7 +32,8 @@ Connector = Callable[[SessionConfig], Awaitable[RealtimeConnection]]
 # The transport's feed_input() every 20 ms already runs the conversation's timers; this task is the fallback when
 # no frames come, and checks recycling. Each wake-up of an idle call costs CPU (bench/bench_idle.py): once a second.
 HOUSEKEEPING_SECONDS = 1.0
-SEND_QUEUE_LIMIT = 500  # ~10 s of uplink; past that the socket is stuck and old audio is worthless
+SEND_QUEUE_LIMIT = 500  # ~10 s of uplink; past that the socket is stuck and new audio is dropped
+STABLE_SECONDS = 10.0  # a socket up this long resets the count of failures in a row
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class VoiceSession:
         self._connector = connector
         self._backoff = Backoff(base_seconds=config.reconnect_base_seconds, attempts=config.connect_attempts)
         self._connection: RealtimeConnection | None = None
-        self._send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SEND_QUEUE_LIMIT)
+        self._send_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # audio is bounded in _dispatch
         self._runner: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
@@ -116,8 +117,8 @@ class VoiceSession:
 
     # ----- the socket task -----
 
-    async def _connect(self) -> RealtimeConnection:
-        failures = 0
+    async def _connect(self, failures: int = 0) -> RealtimeConnection:
+        """Open a socket, retrying with backoff; `failures` carries over drops of short-lived sockets."""
         while True:
             try:
                 connection = await self._connector(self.config)
@@ -138,16 +139,27 @@ class VoiceSession:
             return connection
 
     async def _run(self, connection: RealtimeConnection) -> None:
+        loop = asyncio.get_running_loop()
+        drops = 0  # sockets in a row that closed before they had been up for STABLE_SECONDS
         try:
             while True:
+                opened_at = loop.time()
                 recycle = await self._pump(connection)
                 self.conversation.on_disconnected()
                 await self._close_connection()
                 if self._fatal is not None:
                     return
                 if not recycle:
+                    # A server that accepts and closes at once must meet the same backoff and limit as one
+                    # that refuses: otherwise the session reconnects (and replays) in a tight loop for ever.
                     self.metrics.reconnects += 1
-                connection = await self._connect()
+                    drops = drops + 1 if loop.time() - opened_at < STABLE_SECONDS else 1
+                    if drops >= self._backoff.attempts:
+                        raise RealtimeFatalError(f"the Realtime API keeps closing the connection "
+                                                 f"(gave up after {drops} attempts)")
+                    if drops > 1:
+                        await asyncio.sleep(self._backoff.delay(drops - 1))
+                connection = await self._connect(failures=drops if not recycle else 0)
         except RealtimeFatalError as exc:
             self._fatal = str(exc)
         except asyncio.CancelledError:
@@ -213,12 +225,13 @@ class VoiceSession:
         """Drain the conversation's outputs: events to send, tools to run, transcripts to report."""
         conversation = self.conversation
         for event in conversation.events_to_send():
-            try:
-                self._send_queue.put_nowait(event)
-            except asyncio.QueueFull:
+            # A stalled socket sheds caller audio only; control events (truncate, tool output) always go.
+            if event["type"] == "input_audio_buffer.append" and self._send_queue.qsize() >= SEND_QUEUE_LIMIT:
                 self._dropped_sends += 1
                 if self._dropped_sends % 100 == 1:
-                    log.warning("Realtime socket is not keeping up; dropped %d events", self._dropped_sends)
+                    log.warning("Realtime socket is not keeping up; dropped %d audio chunks", self._dropped_sends)
+                continue
+            self._send_queue.put_nowait(event)
         for call in conversation.tool_calls_to_run():
             task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
             self._tool_tasks.add(task)

@@ -109,8 +109,8 @@ def function_call_output(call_id: str, output: dict[str, Any]) -> dict[str, Any]
 
 
 def replay_message(role: str, text: str) -> dict[str, Any]:
-    """A past utterance as text, so a new socket (a new session) remembers the caller."""
-    content_type = "input_text" if role == "user" else "output_text"
+    """A past utterance (or a system note) as text, so a new socket (a new session) remembers the caller."""
+    content_type = "output_text" if role == "assistant" else "input_text"
     content = [{"type": content_type, "text": text}]
     return {"type": "conversation.item.create",
             "item": {"type": "message", "role": role, "content": content}}

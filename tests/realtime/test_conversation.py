@@ -303,15 +303,20 @@ def test_reconnect_replays_the_conversation(conv: Conversation) -> None:
         ("user", "I have a duplex in Austin."), ("assistant", "Great, what's the price?")]
 
 
-def test_tool_result_from_a_previous_socket_is_dropped(conv: Conversation) -> None:
+def test_a_tool_result_after_a_reconnect_reaches_the_new_session_as_a_note(conv: Conversation) -> None:
     conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
     conv.handle_event(function_call_done("completed"))
     (call,) = conv.tool_calls_to_run()
     conv.on_disconnected()
     conv.on_connected()
     sent(conv)
-    conv.on_tool_result(call, {"ok": True})
-    assert sent(conv) == []
+    conv.on_tool_result(call, {"ok": True, "booked": True})  # its side effects happened: don't lose them
+    note, create = sent(conv)
+    assert note["item"]["role"] == "system" and '"booked": true' in note["item"]["content"][0]["text"]
+    assert create == {"type": "response.create"}
+    conv.on_disconnected()
+    conv.on_connected()
+    assert any(e.get("item", {}).get("role") == "system" for e in sent(conv)), "replayed on later sockets too"
 
 
 @pytest.mark.parametrize("code", ["invalid_api_key", "insufficient_quota"])
@@ -352,3 +357,111 @@ def test_truncation_never_claims_the_items_last_100_ms(conv: Conversation) -> No
     conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
     truncate = next(e for e in sent(conv) if e["type"] == "conversation.item.truncate")
     assert truncate["audio_end_ms"] == 400  # the server's copy may be shorter than what we received
+
+
+def test_a_reply_cut_by_a_reconnect_is_reported_and_can_still_be_interrupted(conv: Conversation) -> None:
+    start_reply(conv, ms=3000)
+    conv.handle_event({"type": "response.output_audio_transcript.delta", "item_id": "item_a", "delta": "Hello there"})
+    for _ in range(10):
+        conv.playback.read_frame()
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [(e.role, e.text) for e in conv.transcripts_ready()] == [("cap", "Hello there")]
+    assert any(e.get("item", {}).get("role") == "assistant" for e in sent(conv)), "replayed"
+    assert conv.playback.queued_ms() > 2000  # what arrived still plays...
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    assert conv.playback.queued_ms() == 0  # ...and the caller can cut it
+    assert sent(conv) == []  # but the item belongs to the old session: nothing to truncate in this one
+
+
+def test_barge_in_during_a_preamble_truncates_it_and_deletes_the_unheard_reply(conv: Conversation) -> None:
+    sent(conv)
+    start_reply(conv, item_id="item_a", ms=2000, response_id="resp_1")  # "Let me check that..."
+    conv.handle_event({"type": "response.output_audio.done", "item_id": "item_a", "response_id": "resp_1"})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True})
+    start_reply(conv, item_id="item_b", ms=2000, response_id="resp_2")  # the answer streams in behind it
+    sent(conv)
+    for _ in range(25):
+        conv.playback.read_frame()  # 500 ms of the preamble heard
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    events = sent(conv)
+    assert {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
+            "audio_end_ms": 500} in events
+    assert {"type": "conversation.item.delete", "item_id": "item_b"} in events
+
+
+def test_deltas_of_a_response_cancelled_before_its_first_delta_stay_silent(conv: Conversation) -> None:
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_1"}})
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    for _ in range(5):
+        conv.handle_event(delta("item_a", tone_24k(100), "resp_1"))
+    assert conv.playback.queued_ms() == 0
+
+
+def test_a_rejected_response_create_is_retried_after_the_active_response(conv: Conversation) -> None:
+    sent(conv)
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True})
+    assert [e["type"] for e in sent(conv)] == ["conversation.item.create", "response.create"]
+    conv.handle_event({"type": "error", "error": {"type": "invalid_request_error",
+                                                   "code": "conversation_already_has_active_response"}})
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    assert [e["type"] for e in sent(conv)] == ["response.create"], "the tool's answer must still be spoken"
+
+
+def test_a_tool_answer_waits_for_a_talking_caller(conv: Conversation, clock: Clock) -> None:
+    sent(conv)
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    conv.on_tool_result(call, {"ok": True})
+    assert [e["type"] for e in sent(conv)] == ["conversation.item.create"]  # no reply over the caller
+    conv.handle_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "u1"})
+    clock.now += 2.0
+    conv.tick()  # the server never answered that turn: ask ourselves
+    assert [e["type"] for e in sent(conv)] == ["response.create"]
+
+
+def test_a_server_answer_to_the_callers_turn_covers_a_deferred_tool_answer(conv: Conversation,
+                                                                              clock: Clock) -> None:
+    sent(conv)
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    conv.on_tool_result(call, {"ok": True})
+    conv.handle_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "u1"})
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})
+    clock.now += 2.0
+    conv.tick()
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    assert [e["type"] for e in sent(conv)] == ["conversation.item.create"]  # no second reply
+
+
+def test_replay_after_a_barge_in_keeps_only_what_was_heard(conv: Conversation) -> None:
+    start_reply(conv, ms=2000)
+    conv.handle_event({"type": "response.output_audio_transcript.delta", "item_id": "item_a",
+                       "delta": "The rate is seven and a quarter percent for thirty years."})
+    for _ in range(25):  # 500 ms of 2000 ms heard
+        conv.playback.read_frame()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    (entry,) = conv.transcripts_ready()
+    assert entry.interrupted
+    conv.on_disconnected()
+    conv.on_connected()
+    (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+    assert replayed.endswith("…") and len(replayed) < 25
+
+
+def test_a_failed_transcription_forgets_the_turn(conv: Conversation) -> None:
+    conv.feed_input(SILENCE_FRAME, speakers=[5])
+    conv.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1"})
+    conv.handle_event({"type": "conversation.item.input_audio_transcription.failed", "item_id": "u1",
+                       "content_index": 0, "error": {"message": "no speech"}})
+    assert conv._turn_speakers == {}

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from realtime.audio import FRAME_MS, SILENCE_FRAME
 from realtime.engine import VoiceSession
-from realtime.errors import RealtimeFatalError
+from realtime.errors import RealtimeError, RealtimeFatalError
 from realtime.file_transport import run_file_conversation
 from realtime.protocol import SessionConfig
 from realtime.tools import Tool, ToolContext, ToolRegistry
@@ -263,3 +263,35 @@ async def test_an_unreachable_server_gives_up_with_one_line() -> None:
     session = VoiceSession(config, ToolRegistry())
     with pytest.raises(RealtimeFatalError, match=re.escape("cannot reach ws://127.0.0.1:9/v1/realtime")):
         await session.start()
+
+
+class ClosesAtOnce:
+    """A service that accepts every socket and closes it at once (an outage that looks like success)."""
+
+    opened = 0
+
+    @classmethod
+    async def open(cls, config: SessionConfig) -> ClosesAtOnce:
+        cls.opened += 1
+        return cls()
+
+    async def send(self, event: dict) -> None:
+        pass
+
+    async def recv(self) -> dict:
+        await asyncio.sleep(0)
+        raise RealtimeError("Realtime connection closed (1011)", code="close_1011", retryable=True)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_server_that_keeps_closing_meets_backoff_and_a_limit() -> None:
+    ClosesAtOnce.opened = 0
+    config = SessionConfig(api_key="sk-test", reconnect_base_seconds=0.01, connect_attempts=4)
+    session = VoiceSession(config, ToolRegistry(), connector=ClosesAtOnce.open)
+    await session.start()
+    reason = await asyncio.wait_for(session.wait_closed(), 5)
+    await session.aclose()
+    assert reason is not None and "keeps closing the connection" in reason
+    assert ClosesAtOnce.opened == 4, "no tight reconnect loop"
