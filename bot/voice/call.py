@@ -182,10 +182,13 @@ class VoiceCall:
                 on_transcript=self._on_transcript,
             )
             await self.session.start()
+            self._check_not_stopped()
             self.voice = await self.channel.connect(
                 cls=CapVoiceClient, self_deaf=False, timeout=VOICE_CONNECT_TIMEOUT_SECONDS, reconnect=True
             )
+            self._check_not_stopped()
             await self.recorder.start()  # only now: a call that never connected leaves no conversation row
+            self._check_not_stopped()
         except RealtimeFatalError as exc:
             await self._teardown()
             raise CallError(f"the voice AI is unavailable: {exc}") from None
@@ -205,6 +208,11 @@ class VoiceCall:
             asyncio.create_task(self._post_loop(), name=f"cap-call-posts-{self.guild.id}"),
         ]
         log.info("call started in guild %s channel %s", self.guild.id, self.channel.id)
+
+    def _check_not_stopped(self) -> None:
+        """`/cap leave` (or shutdown) may land while start() awaits: then undo what start() did so far."""
+        if self._stopping is not None:
+            raise CallError("the call was ended while it was starting")
 
     def stop(self, reason: str = "left") -> asyncio.Task[None]:
         """End the call (idempotent); returns the task doing it so callers may await it."""

@@ -32,7 +32,7 @@ from discord.voice_state import SocketReader, VoiceConnectionState
 from bot.voice.crypto import SUPPORTED_MODES
 from bot.voice.mixer import Mixer, metronome
 from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
-from bot.voice.source import EngineAudioSource, FrameSource
+from bot.voice.source import OPUS_SILENCE, EngineAudioSource, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ SELECT_TIMEOUT_SECONDS = 0.5  # how soon the reader notices a replaced socket (d
 MAX_DATAGRAMS_PER_WAKE = 64
 InputSink = Callable[[bytes, frozenset[int]], None]
 PLAYER_CHECK_TICKS = 50  # once a second, restart the player if a reconnect ended it
+# While the player sleeps Cap sends no UDP at all; Discord then stops relaying callers' voice after a while
+# (discord.js PR #9202, pycord #3388), so a quiet Cap would go deaf. One Opus silence packet every 5 s keeps
+# the route open for ~0.1 µs per tick and one packet per 250 ticks.
+KEEPALIVE_TICKS = 250
 
 
 class PromptSocketReader(SocketReader):
@@ -102,6 +106,7 @@ class CapVoiceClient(discord.VoiceClient):
         self._audio: EngineAudioSource | None = None
         self._on_tick = self._tick  # one bound method, so the shared metronome finds it again
         self._cleanup_callbacks: list[Callable[[], None]] = []
+        self._paused_ticks = 0
         self._log = RateLimitedLog(log)
 
     # ---- discord.py hooks -----------------------------------------------------------------------------------
@@ -207,6 +212,18 @@ class CapVoiceClient(discord.VoiceClient):
                 player.resume()
         elif audio.quiet and player.is_playing():
             player.pause(update_speaking=False)  # the source has already said "not speaking"
+            self._paused_ticks = 0
+        elif player.is_paused():
+            self._paused_ticks += 1
+            if self._paused_ticks % KEEPALIVE_TICKS == 0:
+                self._send_keepalive()
+
+    def _send_keepalive(self) -> None:
+        """One Opus silence packet while the player sleeps (its thread is parked, so nothing races us)."""
+        try:
+            self.send_audio_packet(OPUS_SILENCE, encode=False)
+        except (discord.ClientException, OSError) as exc:
+            log.debug("voice keepalive not sent: %s", exc)
 
     def _ensure_playing(self) -> None:
         """(Re)start the player: discord.py ends it when a reconnect takes longer than its timeout."""

@@ -256,6 +256,28 @@ async def test_voice_connect_failure_closes_the_session(database: Database) -> N
     assert call.recorder is not None and call.recorder.conversation_id is None  # no row for a call that never was
 
 
+async def test_leave_during_join_leaves_the_voice_channel(database: Database) -> None:
+    channel = make_channel()
+    voice = channel.connect.return_value
+    handshake = asyncio.Event()
+
+    async def slow_connect(**kwargs: Any) -> MagicMock:
+        await handshake.wait()  # the voice handshake takes a moment
+        return voice
+
+    channel.connect.side_effect = slow_connect
+    call = make_call(channel, database)
+    starting = asyncio.create_task(call.start())  # /cap join
+    await asyncio.sleep(0.05)
+    await call.stop("left")  # /cap leave meanwhile
+    handshake.set()
+    with pytest.raises(CallError, match="ended while it was starting"):
+        await starting
+    assert voice.disconnect.await_count == 1, "Cap must not stay in the channel"
+    assert not voice.start_conversation.called
+    assert call.session.closed
+
+
 async def test_leaves_when_alone_and_when_discord_drops_the_connection(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,7 +14,7 @@ import discord
 from discord.gateway import DiscordVoiceWebSocket
 from discord.player import AudioPlayer
 
-from bot.voice.client import CapVoiceClient, PromptSocketReader
+from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
 from bot.voice.mixer import metronome
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource
 from realtime.playback import PlaybackBuffer
@@ -255,6 +255,30 @@ async def test_the_player_sleeps_while_cap_is_quiet_and_wakes_for_speech() -> No
         await asyncio.to_thread(vc._player.join, 2)
         vc._connection._socket_reader.stop()
     assert sum(packet != OPUS_SILENCE for packet, _ in recorder.sent) == 5
+
+
+async def test_a_sleeping_player_keeps_the_udp_route_open() -> None:
+    """Discord stops relaying callers' voice to a client that sends nothing: one silence packet every 5 s."""
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    playback = PlaybackBuffer()
+    vc._playback = playback
+    vc._audio = EngineAudioSource(playback)
+    vc._player = AudioPlayer(vc._audio, RecordingVoiceClient(asyncio.get_running_loop()))  # type: ignore[arg-type]
+    vc._player.start()
+    keepalives: list[tuple[bytes, bool]] = []
+    vc.send_audio_packet = lambda data, *, encode=True: keepalives.append((data, encode))  # type: ignore[method-assign]
+    try:
+        assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
+        vc._pace_player()
+        assert vc.is_paused()
+        for _ in range(2 * KEEPALIVE_TICKS):  # ten seconds of ticks
+            vc._pace_player()
+        assert keepalives == [(OPUS_SILENCE, False)] * 2
+    finally:
+        vc._audio.close()
+        vc._player.stop()
+        await asyncio.to_thread(vc._player.join, 2)
+        vc._connection._socket_reader.stop()
 
 
 async def test_player_is_restarted_when_a_long_reconnect_ended_it() -> None:
