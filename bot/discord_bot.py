@@ -51,7 +51,13 @@ class CapBot(commands.AutoShardedBot):
             except Exception as exc:  # one broken feature must not keep the others offline
                 self.failed_extensions[name] = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load extension %s", name)
-        await self.sync_commands()
+        if self.owns_command_sync:
+            await self.sync_commands()
+
+    @property
+    def owns_command_sync(self) -> bool:
+        """Only the process running shard 0 syncs slash commands, so N shard processes make one sync."""
+        return not self.settings.shard_ids or 0 in self.settings.shard_ids
 
     async def sync_commands(self) -> list[discord.app_commands.AppCommand]:
         """To DEV_GUILD_ID at once when set (copying the global commands there), else globally."""

@@ -6,6 +6,7 @@ import logging
 from unittest.mock import AsyncMock
 
 import discord
+import pytest
 
 from bot.discord_bot import EXTENSIONS, CapBot, cap_intents
 from bot.settings import load_settings
@@ -57,5 +58,16 @@ async def test_dev_guild_gets_the_commands_at_once() -> None:
         guild = bot.tree.sync.await_args.kwargs["guild"]
         assert guild.id == 1234
         assert {command.name for command in bot.tree.get_commands(guild=guild)} >= {"cap", "leads"}
+    finally:
+        bot.database.close()
+
+
+@pytest.mark.parametrize("shard_ids, syncs", [(None, True), ([0, 1], True), ([2, 3], False)])
+async def test_only_the_process_with_shard_0_syncs_commands(shard_ids: list[int] | None, syncs: bool) -> None:
+    bot = make_bot(shard_count=4, shard_ids=shard_ids) if shard_ids else make_bot()
+    bot.tree.sync = AsyncMock(return_value=[])  # type: ignore[method-assign]
+    await bot.setup_hook()
+    try:
+        assert bot.tree.sync.await_count == (1 if syncs else 0)
     finally:
         bot.database.close()
