@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, or_, select, update
+from sqlmodel import Session, and_, col, or_, select, update
 
 from bot.storage.models import DealAnalysis, Offer
 
@@ -29,10 +29,13 @@ def claim_analyses(
     conversation_id: int | None = None,
     discord_user_id: int | None = None,
 ) -> int:
-    """Link the not-yet-owned analyses of this conversation or Discord user to the lead just saved."""
+    """Link the not-yet-owned analyses of this Discord user, or the anonymous ones of this conversation
+    (an identified speaker's analyses in a shared call are theirs, not the conversation's), to the lead."""
     owners = []
     if conversation_id is not None:
-        owners.append(DealAnalysis.conversation_id == conversation_id)
+        owners.append(
+            and_(DealAnalysis.conversation_id == conversation_id, col(DealAnalysis.discord_user_id).is_(None))
+        )
     if discord_user_id is not None:
         owners.append(DealAnalysis.discord_user_id == discord_user_id)
     if not owners:

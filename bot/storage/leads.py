@@ -92,10 +92,10 @@ def upsert_lead(
     if (
         lead is not None
         and existing is None
-        and None not in (lead.discord_user_id, discord_user_id)
+        and lead.discord_user_id is not None
         and lead.discord_user_id != discord_user_id
     ):
-        lead = None  # someone else's email or phone: never let one Discord user overwrite another's lead
+        lead = None  # a Discord user's email or phone: only that user may update their lead
     created = lead is None
     if lead is None:
         lead = Lead(guild_id=guild_id, discord_user_id=discord_user_id)

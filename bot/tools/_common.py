@@ -15,7 +15,7 @@ from bot.storage.conversations import get_conversation
 from bot.storage.database import Database
 from bot.storage.leads import find_lead, get_lead
 from bot.storage.models import Conversation, DealAnalysis, Lead
-from bot.tools.context import is_identified_user
+from bot.tools.context import is_identified_user, is_operator
 from realtime.tools import ToolContext, ToolFailure
 
 log = logging.getLogger(__name__)
@@ -66,14 +66,19 @@ def current_conversation(session: Session, context: ToolContext) -> Conversation
 
 def caller_lead(session: Session, context: ToolContext, lead_id: int | None = None) -> Lead | None:
     """The lead this call is about: the one asked for (if the caller may see it), else the Discord
-    caller's own, else the one saved earlier in this conversation."""
+    caller's own, else the one saved earlier in this conversation (unless it is another caller's)."""
     conversation = current_conversation(session, context)
+    conversation_lead = None
+    if conversation is not None and conversation.lead_id is not None:
+        conversation_lead = get_lead(session, context.guild_id, conversation.lead_id)
+        if conversation_lead is not None and not _may_share(conversation_lead, context):
+            conversation_lead = None  # a second caller in the same call: never the first caller's lead
     if lead_id is not None:
         lead = get_lead(session, context.guild_id, lead_id)
         allowed = lead is not None and (
-            not is_identified_user(context.user_id)  # console or operator
-            or lead.discord_user_id == context.user_id
-            or (conversation is not None and conversation.lead_id == lead.id)
+            is_operator(context)
+            or (is_identified_user(context.user_id) and lead.discord_user_id == context.user_id)
+            or (conversation_lead is not None and conversation_lead.id == lead.id)
         )
         if not allowed:
             raise ToolFailure(
@@ -85,9 +90,13 @@ def caller_lead(session: Session, context: ToolContext, lead_id: int | None = No
         lead = find_lead(session, context.guild_id, discord_user_id=context.user_id)
         if lead is not None:
             return lead
-    if conversation is not None and conversation.lead_id is not None:
-        return get_lead(session, context.guild_id, conversation.lead_id)
-    return None
+    return conversation_lead
+
+
+def _may_share(lead: Lead, context: ToolContext) -> bool:
+    """Whether this caller may use a lead saved earlier in their conversation: an unidentified caller may
+    (they are in the call), an identified one only when the lead is theirs or nobody's yet."""
+    return not is_identified_user(context.user_id) or lead.discord_user_id in (None, context.user_id)
 
 
 # Lead field <- analyze_deal input, copied when the lead does not have it yet.

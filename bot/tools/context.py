@@ -24,3 +24,9 @@ def console_context(conversation_id: int | None = None, user_name: str = CONSOLE
 def is_identified_user(user_id: int | None) -> bool:
     """A real Discord user (the console caller is everyone at the keyboard, so it identifies nobody)."""
     return user_id is not None and user_id != CONSOLE_USER_ID
+
+
+def is_operator(context: ToolContext) -> bool:
+    """The console, or the operator's `cap-bot tools call` (user 0, which Discord never sends): may reach
+    any lead of the guild by id. A voice caller Cap could not identify (user_id None) is not an operator."""
+    return context.guild_id == CONSOLE_GUILD_ID or context.user_id == CONSOLE_USER_ID

@@ -223,12 +223,12 @@ def save_lead_tool(settings: Settings, database: Database) -> Tool:
             if conversation is not None:
                 conversation.lead_id = lead.id
                 session.add(conversation)
-            claim_analyses(
+            claim_analyses(  # an identified caller's own; the conversation's only for an unidentified one
                 session,
                 context.guild_id,
                 lead.id,
                 discord_user_id=user_id,
-                conversation_id=conversation.id if conversation else None,
+                conversation_id=conversation.id if conversation and user_id is None else None,
             )
             fill_from_analysis(lead, latest_analysis(session, context.guild_id, lead.id))
             session.add(lead)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from bot.storage.leads import get_lead, list_leads
 from bot.storage.models import DealAnalysis, Lead, Offer
 from bot.tools import build_registry
 from bot.tools.context import console_context
+from bot.tools.scheduling import schedule_call_tool
 from realtime.tools import ToolContext, ToolRegistry
 from tests.bot.tools.helpers import test_settings
 
@@ -227,3 +229,75 @@ async def test_guilds_never_see_each_other(registry, database) -> None:
     foreign = await call(registry, "score_lead", {"lead_id": a["lead_id"]}, ToolContext(guild_id=OTHER_GUILD))
     assert foreign["error"]["code"] == "lead_not_found"
     assert [lead.id for lead in leads_in(database, OTHER_GUILD)] == [b["lead_id"]]
+
+
+async def test_two_callers_in_one_conversation_keep_their_own_leads(registry, database) -> None:
+    with database.session() as session:
+        conversation_id = create_conversation(session, GUILD, 10).id
+    ann, bob = caller(ANN, conversation=conversation_id), caller(BOB, conversation=conversation_id)
+    ann_analysis = await call(registry, "analyze_deal", RENTAL, ann)  # before Ann has a lead
+    a = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com", **QUALIFIED}, ann)
+    bob_analysis = await call(registry, "analyze_deal", {**RENTAL, "purchase_price": 500_000}, bob)
+    assert bob_analysis["lead_id"] is None  # not Ann's lead
+    b = await call(
+        registry, "save_lead", {"full_name": "Bob", "email": "bob@example.com", "credit_band": "below_600"}, bob
+    )
+    assert b["created"] and b["lead_id"] != a["lead_id"]
+    with database.session() as session:
+        ann_lead, bob_lead = get_lead(session, GUILD, a["lead_id"]), get_lead(session, GUILD, b["lead_id"])
+        assert session.get(DealAnalysis, ann_analysis["analysis_id"]).lead_id == a["lead_id"]
+        assert session.get(DealAnalysis, bob_analysis["analysis_id"]).lead_id == b["lead_id"]
+    assert (ann_lead.full_name, ann_lead.email, ann_lead.credit_band) == ("Ann", "ann@example.com", "760+")
+    assert ann_lead.purchase_price == 400_000 and bob_lead.purchase_price == 500_000
+    assert (bob_lead.discord_user_id, bob_lead.credit_band) == (BOB, "below_600")
+
+
+async def test_a_second_caller_cannot_score_or_schedule_the_first_callers_lead(database) -> None:
+    now = datetime(2026, 12, 2, 13, 0, tzinfo=UTC)  # Wednesday 08:00 in New York
+    settings = test_settings()
+    tools = [build_registry(settings, database).tools[name] for name in ("save_lead", "analyze_deal", "score_lead")]
+    reg = ToolRegistry.of([*tools, schedule_call_tool(settings, database, clock=lambda: now)])
+    with database.session() as session:
+        conversation_id = create_conversation(session, GUILD, 10).id
+    ann, bob = caller(ANN, conversation=conversation_id), caller(BOB, conversation=conversation_id)
+    a = await call(reg, "save_lead", {"full_name": "Ann", "email": "ann@example.com", **QUALIFIED}, ann)
+    await call(reg, "analyze_deal", RENTAL, ann)
+    assert (await call(reg, "score_lead", {}, bob))["error"]["code"] == "no_lead"
+    assert (await call(reg, "score_lead", {"lead_id": a["lead_id"]}, bob))["error"]["code"] == "lead_not_found"
+    start = {"start_time": "2026-12-03T10:00"}
+    taken = await call(reg, "schedule_call", {**start, "lead_id": a["lead_id"]}, bob)
+    assert taken["error"]["code"] == "lead_not_found"
+    booked = await call(reg, "schedule_call", start, bob)
+    assert booked["booked"] and booked["lead_id"] is None
+    with database.session() as session:
+        lead = get_lead(session, GUILD, a["lead_id"])
+    assert (lead.score, lead.status) == (None, "new")
+    assert (await call(reg, "score_lead", {}, ann))["lead_id"] == a["lead_id"]  # Ann still reaches hers
+
+
+async def test_an_unidentified_caller_in_a_real_guild_cannot_reach_a_lead_by_id(registry, database) -> None:
+    ann = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com"}, caller())
+    nobody = ToolContext(guild_id=GUILD, channel_id=10, user_id=None)
+    result = await call(registry, "score_lead", {"lead_id": ann["lead_id"]}, nobody)
+    assert result["error"]["code"] == "lead_not_found"
+    # nor take it over by giving Ann's email: that makes a lead of its own
+    mallory = await call(registry, "save_lead", {"full_name": "Mallory", "email": "ann@example.com"}, nobody)
+    assert mallory["created"] and mallory["lead_id"] != ann["lead_id"]
+    with database.session() as session:
+        assert get_lead(session, GUILD, ann["lead_id"]).full_name == "Ann"
+    # the console guild is the operator's: any of its leads by id
+    console = await call(registry, "save_lead", {"full_name": "C", "email": "c@example.com"}, console_context())
+    operator = ToolContext(guild_id=0, user_id=None)
+    assert (await call(registry, "score_lead", {"lead_id": console["lead_id"]}, operator))["ok"]
+
+
+async def test_an_unidentified_save_claims_only_the_conversations_anonymous_analyses(registry, database) -> None:
+    with database.session() as session:
+        conversation_id = create_conversation(session, GUILD, 10).id
+    nobody = ToolContext(guild_id=GUILD, channel_id=10, user_id=None, conversation_id=conversation_id)
+    anns = await call(registry, "analyze_deal", RENTAL, caller(ANN, conversation=conversation_id))
+    anonymous = await call(registry, "analyze_deal", RENTAL, nobody)
+    saved = await call(registry, "save_lead", {"full_name": "Someone", "email": "s@example.com"}, nobody)
+    with database.session() as session:
+        assert session.get(DealAnalysis, anonymous["analysis_id"]).lead_id == saved["lead_id"]
+        assert session.get(DealAnalysis, anns["analysis_id"]).lead_id is None  # still Ann's to claim
