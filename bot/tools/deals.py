@@ -20,10 +20,11 @@ DESCRIPTION = (
     "Analyze a real-estate deal the caller describes. Call it as soon as you know at least the purchase "
     "price, the loan amount and the interest rate; add rent, taxes, insurance, HOA, rehab budget, "
     "after-repair value and closing costs when the caller gives them (omit unknown ones, never invent "
-    "them). Returns LTV, LTC, ARV-LTV, monthly principal and interest, PITIA, DSCR (rent / PITIA), NOI, cap "
-    "rate, cash to close, cash-on-cash return, and a verdict against the lender's guidelines for the program "
-    "(given, or guessed from the deal), plus the other programs the deal fits. Ratios are decimals: "
-    "0.75 means 75 percent. Read out only the two or three figures that matter and the verdict."
+    "them). Returns LTV, purchase LTV (loan less rehab, over the price), LTC, ARV-LTV, monthly principal "
+    "and interest, PITIA, DSCR (rent / PITIA), NOI, cap rate, cash to close, cash-on-cash return, and a "
+    "verdict against the lender's guidelines for the program (given, or guessed from the deal), plus the "
+    "other programs the deal fits. Ratios are decimals: 0.75 means 75 percent. Read out only the two or "
+    "three figures that matter and the verdict."
 )
 NOTE = (
     "NOI is rent less taxes, insurance and HOA, before vacancy, management and repairs. "

@@ -54,12 +54,13 @@ class DealInputs:
     closing_costs: float = 0.0
 
 
-_RATIOS = frozenset({"ltv", "ltc", "arv_ltv", "dscr", "cap_rate", "cash_on_cash"})
+_RATIOS = frozenset({"ltv", "purchase_ltv", "ltc", "arv_ltv", "dscr", "cap_rate", "cash_on_cash"})
 
 
 @dataclass(frozen=True)
 class DealResults:
     ltv: float | None
+    purchase_ltv: float | None  # (loan − rehab) / price: the part of the price a rehab loan funds
     ltc: float | None
     arv_ltv: float | None
     monthly_principal_interest: float
@@ -80,9 +81,9 @@ class DealResults:
 
 
 def analyze(deal: DealInputs) -> DealResults:
-    """LTV on price, LTC on price + rehab, ARV-LTV; P&I; PITIA; DSCR = rent / PITIA; NOI before vacancy
-    and upkeep (the inputs do not give them); cap rate = NOI / price; cash to close = price + closing
-    + rehab − loan; cash-on-cash = (NOI − annual P&I) / cash to close."""
+    """LTV on price, purchase LTV = (loan − rehab) / price, LTC on price + rehab, ARV-LTV; P&I; PITIA;
+    DSCR = rent / PITIA; NOI before vacancy and upkeep (the inputs do not give them); cap rate = NOI / price;
+    cash to close = price + closing + rehab − loan; cash-on-cash = (NOI − annual P&I) / cash to close."""
     if deal.interest_only:
         principal_interest = interest_only_payment(deal.loan_amount, deal.interest_rate)
     else:
@@ -99,6 +100,7 @@ def analyze(deal: DealInputs) -> DealResults:
         cash_on_cash = cash_flow / cash_to_close if cash_to_close > 0 else None
     return DealResults(
         ltv=ratio(deal.loan_amount, deal.purchase_price),
+        purchase_ltv=ratio(max(deal.loan_amount - deal.rehab_budget, 0.0), deal.purchase_price),
         ltc=ratio(deal.loan_amount, deal.purchase_price + deal.rehab_budget),
         arv_ltv=ratio(deal.loan_amount, deal.after_repair_value),
         monthly_principal_interest=principal_interest,
@@ -123,7 +125,7 @@ def suggest_program(deal: DealInputs) -> Program:
 
 @dataclass(frozen=True)
 class Check:
-    metric: str  # "dscr", "ltv", "ltc", "arv_ltv"
+    metric: str  # "dscr", "ltv", "purchase_ltv", "ltc", "arv_ltv"
     value: float | None
     limit: float
     kind: Literal["min", "max"]
@@ -162,15 +164,21 @@ class Verdict:
         }
 
 
-_LABELS = {"dscr": "DSCR", "ltv": "LTV", "ltc": "LTC", "arv_ltv": "ARV-LTV"}
+_LABELS = {"dscr": "DSCR", "ltv": "LTV", "purchase_ltv": "purchase LTV", "ltc": "LTC", "arv_ltv": "ARV-LTV"}
 _NEEDS = {"dscr": "monthly_rent", "arv_ltv": "after_repair_value"}
 
 
 def judge(results: DealResults, program: str, guideline: ProgramGuideline) -> Verdict:
-    """Compare the results with one program's limits and say so in one plain sentence."""
+    """Compare the results with one program's limits and say so in one plain sentence.
+
+    A program with an LTC limit (fix-and-flip, ground-up) funds the rehab on top of a share of the price,
+    so its LTV limit applies to the loan less the rehab budget, not to the whole loan."""
+    rehab_program = guideline.max_ltc is not None
     limits: list[tuple[str, float | None, float | None, Literal["min", "max"]]] = [
         ("dscr", results.dscr, guideline.min_dscr, "min"),
-        ("ltv", results.ltv, guideline.max_ltv, "max"),
+        ("purchase_ltv", results.purchase_ltv, guideline.max_ltv, "max")
+        if rehab_program
+        else ("ltv", results.ltv, guideline.max_ltv, "max"),
         ("ltc", results.ltc, guideline.max_ltc, "max"),
         ("arv_ltv", results.arv_ltv, guideline.max_arv_ltv, "max"),
     ]

@@ -60,6 +60,13 @@ class DealFacts:
     cash_to_close: float | None = None
     monthly_pitia: float | None = None
 
+    def leverage(self, guideline: ProgramGuideline | None) -> float | None:
+        """The LTV the program's limit applies to: for a rehab program (one with an LTC limit) the loan
+        less the rehab budget over the price, as finance.judge measures it; else the whole loan's."""
+        if guideline is not None and guideline.max_ltc is not None and self.purchase_price:
+            return max(self.loan_amount - self.rehab_budget, 0.0) / self.purchase_price
+        return self.ltv
+
 
 @dataclass(frozen=True)
 class Factor:
@@ -114,10 +121,11 @@ def _deal(facts: DealFacts | None, guideline: ProgramGuideline | None) -> Factor
         arv_ltv = facts.loan_amount / facts.after_repair_value
         points += 15 if arv_ltv <= 0.65 else 10 if arv_ltv <= 0.70 else 4 if arv_ltv <= 0.75 else 0
         parts.append(f"ARV-LTV {arv_ltv:.2f}")
-    if facts.ltv is not None:
+    ltv = facts.leverage(guideline)
+    if ltv is not None:
         max_ltv = guideline.max_ltv if guideline else 0.80
-        points += 10 if facts.ltv <= 0.65 else 8 if facts.ltv <= 0.75 else 5 if facts.ltv <= max_ltv else 0
-        parts.append(f"LTV {facts.ltv:.2f}")
+        points += 10 if ltv <= 0.65 else 8 if ltv <= 0.75 else 5 if ltv <= max_ltv else 0
+        parts.append(f"LTV {ltv:.2f}")
     return Factor("deal", points, 25, ", ".join(parts) or "deal figures incomplete")
 
 
@@ -265,9 +273,12 @@ def offer_terms(
     if facts.program == "dscr_rental" and not full_leverage:
         max_ltv = min(max_ltv, DSCR_REDUCED_LTV)
     max_ltv = round(max_ltv, 4)
-    caps = [facts.loan_amount, max_ltv * facts.purchase_price]
-    if guideline.max_ltc is not None:
+    caps = [facts.loan_amount]
+    if guideline.max_ltc is not None:  # a rehab program: a share of the price plus all the rehab, within LTC
+        caps.append(max_ltv * facts.purchase_price + facts.rehab_budget)
         caps.append(guideline.max_ltc * (facts.purchase_price + facts.rehab_budget))
+    else:
+        caps.append(max_ltv * facts.purchase_price)
     if guideline.max_arv_ltv is not None and facts.after_repair_value:
         caps.append(guideline.max_arv_ltv * facts.after_repair_value)
     amount = float(int(min(caps) // 1000 * 1000))  # whole thousands, never above a cap

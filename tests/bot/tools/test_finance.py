@@ -107,6 +107,27 @@ def test_flip_deal_by_hand() -> None:
     assert verdict.fits is True and "Fits the fix-and-flip guidelines" in verdict.text
 
 
+def test_a_flip_is_judged_on_the_purchase_share_of_the_loan() -> None:
+    # 90 % of the price + 100 % of the rehab: 175,000 of 200,000 plus 50,000, LTC 0.90, ARV-LTV 0.64
+    deal = DealInputs(
+        purchase_price=200_000,
+        loan_amount=225_000,
+        interest_rate=10.5,
+        interest_only=True,
+        rehab_budget=50_000,
+        after_repair_value=350_000,
+    )
+    r = analyze(deal)
+    assert r.ltv == pytest.approx(1.125) and r.purchase_ltv == pytest.approx(0.875)
+    verdict = judge(r, "fix_and_flip", DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"])
+    assert verdict.fits is True
+    assert "purchase LTV 0.88 is within the 0.90 maximum" in verdict.text
+    assert judge(r, "bridge", DEFAULT_PROGRAM_GUIDELINES["bridge"]).fits is False  # no rehab funding there
+    over = analyze(DealInputs(**{**deal.__dict__, "loan_amount": 235_000, "purchase_price": 205_000}))
+    assert over.purchase_ltv == pytest.approx(185_000 / 205_000)  # 0.9024: above 90 % of the price
+    assert judge(over, "fix_and_flip", DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"]).fits is False
+
+
 def test_rounded_results_are_cents_and_four_place_ratios() -> None:
     rounded = analyze(RENTAL).rounded()
     assert rounded["monthly_principal_interest"] == 2046.53

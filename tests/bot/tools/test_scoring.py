@@ -157,6 +157,33 @@ def test_flip_offer_is_capped_by_ltc_and_arv() -> None:
         after_repair_value=340_000,
     )
     terms = offer_terms("A", flip, DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"], NOW)
-    # caps: asked 280,000; 90 % LTV 180,000; 90 % LTC 270,000; 75 % ARV 255,000 → the LTV cap binds
-    assert terms.amount == 180_000
+    # caps: asked 280,000; 90 % of the price + the rehab 280,000; 90 % LTC 270,000; 75 % ARV 255,000
+    assert terms.amount == 255_000
     assert terms.term_months == 12 and "12-month term" in term_sheet(terms)
+
+
+def test_a_flip_funds_the_rehab_on_top_of_the_purchase_ltv() -> None:
+    # loan-programs.md: 90 % of the price + 100 % of the rehab, within 90 % LTC and 75 % ARV-LTV
+    flip = DealFacts(
+        program="fix_and_flip",
+        fits_program=True,
+        dscr=None,
+        ltv=225_000 / 200_000,
+        loan_amount=225_000,
+        purchase_price=200_000,
+        rehab_budget=50_000,
+        after_repair_value=350_000,
+    )
+    guideline = DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"]
+    assert offer_terms("A", flip, guideline, NOW).amount == 225_000  # 175,000 of the price + 50,000
+    bigger = DealFacts(**{**flip.__dict__, "loan_amount": 240_000})
+    assert offer_terms("A", bigger, guideline, NOW).amount == 225_000  # the 90 % LTC cap binds
+    deal = score(
+        credit_band="760+",
+        experience_deals=5,
+        liquidity=None,
+        timeline=None,
+        facts=flip,
+        guideline=guideline,
+    ).factors[2]
+    assert "LTV 0.88" in deal.reason and deal.points == 15 + 5  # ARV-LTV 0.64, purchase LTV 0.875
