@@ -176,6 +176,11 @@ def score(
     minimum = PROGRAM_TERMS[program].min_credit if program in PROGRAM_TERMS else 600
     if credit_band is not None and _BAND_CEILING[credit_band] < minimum:
         blockers.append(f"credit {credit_band} is under the {minimum} minimum for this program")
+    if program == "bridge" and (experience_deals or 0) < BRIDGE_MIN_DEALS:
+        blockers.append(
+            "bridge loans need at least one completed investment purchase or sale in the last 36 months"
+            + (": ask how many deals the caller has done" if experience_deals is None else "")
+        )
     if facts is None:
         blockers.append("no deal analyzed yet: run analyze_deal with the deal's figures")
     elif facts.fits_program is not True:
@@ -223,6 +228,14 @@ _BAND_FLOOR = {"760+": 760, "720-759": 720, "680-719": 680, "640-679": 640, "600
 DSCR_FULL_LEVERAGE = 1.25
 DSCR_FULL_LEVERAGE_CREDIT = 700
 DSCR_REDUCED_LTV = 0.75
+# Experience limits (loan-programs.md). Fix-and-flip: fewer than 3 completed flips caps the purchase
+# LTV, LTC and ARV-LTV. Ground-up: the full LTC needs 2 completed builds, else 75 % LTC. Bridge: at least
+# one completed deal. Unknown experience counts as none until the caller says.
+FLIP_FULL_LEVERAGE_DEALS = 3
+FIRST_FLIP_LIMITS = (0.85, 0.85, 0.70)  # max LTV (of the price), LTC, ARV-LTV
+GROUND_UP_FULL_LEVERAGE_DEALS = 2
+GROUND_UP_REDUCED_LTC = 0.75
+BRIDGE_MIN_DEALS = 1
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,10 @@ class OfferTerms:
     points: float
     term_months: int
     expires_at: datetime
+
+
+def _lower(limit: float | None, cap: float) -> float | None:
+    return None if limit is None else min(limit, cap)
 
 
 def term_sheet(offer: Any) -> str:
@@ -261,10 +278,20 @@ def offer_terms(
     experience_deals: int | None = None,
     credit_band: str | None = None,
 ) -> OfferTerms:
-    """Size the loan to the tightest of the program's limits and price it by tier."""
+    """Size the loan to the tightest of the program's limits (lower for less experienced borrowers) and
+    price it by tier."""
     base = PROGRAM_TERMS.get(facts.program, PROGRAM_TERMS["bridge"])
     tier_b = tier != "A"
     max_ltv = guideline.max_ltv - (TIER_B_LTV_CUT if tier_b else 0.0)
+    max_ltc, max_arv_ltv = guideline.max_ltc, guideline.max_arv_ltv
+    deals = experience_deals or 0
+    if facts.program == "fix_and_flip" and deals < FLIP_FULL_LEVERAGE_DEALS:
+        first_ltv, first_ltc, first_arv_ltv = FIRST_FLIP_LIMITS
+        max_ltv = min(max_ltv, first_ltv)
+        max_ltc = _lower(max_ltc, first_ltc)
+        max_arv_ltv = _lower(max_arv_ltv, first_arv_ltv)
+    if facts.program == "ground_up_construction" and deals < GROUND_UP_FULL_LEVERAGE_DEALS:
+        max_ltc = _lower(max_ltc, GROUND_UP_REDUCED_LTC)
     full_leverage = (
         (facts.dscr or 0.0) >= DSCR_FULL_LEVERAGE
         and bool(experience_deals)
@@ -274,13 +301,13 @@ def offer_terms(
         max_ltv = min(max_ltv, DSCR_REDUCED_LTV)
     max_ltv = round(max_ltv, 4)
     caps = [facts.loan_amount]
-    if guideline.max_ltc is not None:  # a rehab program: a share of the price plus all the rehab, within LTC
+    if max_ltc is not None:  # a rehab program: a share of the price plus all the rehab, within LTC
         caps.append(max_ltv * facts.purchase_price + facts.rehab_budget)
-        caps.append(guideline.max_ltc * (facts.purchase_price + facts.rehab_budget))
+        caps.append(max_ltc * (facts.purchase_price + facts.rehab_budget))
     else:
         caps.append(max_ltv * facts.purchase_price)
-    if guideline.max_arv_ltv is not None and facts.after_repair_value:
-        caps.append(guideline.max_arv_ltv * facts.after_repair_value)
+    if max_arv_ltv is not None and facts.after_repair_value:
+        caps.append(max_arv_ltv * facts.after_repair_value)
     amount = float(int(min(caps) // 1000 * 1000))  # whole thousands, never above a cap
     rate_min, rate_max = base.rate_b if tier_b else base.rate_a
     return OfferTerms(

@@ -156,7 +156,7 @@ def test_flip_offer_is_capped_by_ltc_and_arv() -> None:
         rehab_budget=100_000,
         after_repair_value=340_000,
     )
-    terms = offer_terms("A", flip, DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"], NOW)
+    terms = offer_terms("A", flip, DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"], NOW, experience_deals=3)
     # caps: asked 280,000; 90 % of the price + the rehab 280,000; 90 % LTC 270,000; 75 % ARV 255,000
     assert terms.amount == 255_000
     assert terms.term_months == 12 and "12-month term" in term_sheet(terms)
@@ -175,9 +175,9 @@ def test_a_flip_funds_the_rehab_on_top_of_the_purchase_ltv() -> None:
         after_repair_value=350_000,
     )
     guideline = DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"]
-    assert offer_terms("A", flip, guideline, NOW).amount == 225_000  # 175,000 of the price + 50,000
+    assert offer_terms("A", flip, guideline, NOW, experience_deals=3).amount == 225_000  # 175,000 + 50,000
     bigger = DealFacts(**{**flip.__dict__, "loan_amount": 240_000})
-    assert offer_terms("A", bigger, guideline, NOW).amount == 225_000  # the 90 % LTC cap binds
+    assert offer_terms("A", bigger, guideline, NOW, experience_deals=3).amount == 225_000  # 90 % LTC binds
     deal = score(
         credit_band="760+",
         experience_deals=5,
@@ -187,3 +187,63 @@ def test_a_flip_funds_the_rehab_on_top_of_the_purchase_ltv() -> None:
         guideline=guideline,
     ).factors[2]
     assert "LTV 0.88" in deal.reason and deal.points == 15 + 5  # ARV-LTV 0.64, purchase LTV 0.875
+
+
+def test_first_time_flippers_get_85_percent_of_price_and_cost_and_70_percent_of_arv() -> None:
+    flip = DealFacts(
+        program="fix_and_flip",
+        fits_program=True,
+        dscr=None,
+        ltv=1.0,
+        loan_amount=250_000,
+        purchase_price=200_000,
+        rehab_budget=50_000,
+        after_repair_value=400_000,
+    )
+    guideline = DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"]
+    seasoned = offer_terms("A", flip, guideline, NOW, experience_deals=3)
+    assert (seasoned.amount, seasoned.max_ltv) == (225_000, 0.90)  # 90 % of 250,000 total cost
+    for deals in (None, 0, 2):
+        first = offer_terms("A", flip, guideline, NOW, experience_deals=deals)
+        assert (first.amount, first.max_ltv) == (212_000, 0.85)  # 85 % LTC of 250,000 = 212,500
+    near_arv = DealFacts(**{**flip.__dict__, "after_repair_value": 290_000})
+    assert offer_terms("A", near_arv, guideline, NOW, experience_deals=0).amount == 203_000  # 70 % ARV
+    price_bound = DealFacts(**{**flip.__dict__, "rehab_budget": 0.0, "loan_amount": 190_000})
+    assert offer_terms("A", price_bound, guideline, NOW, experience_deals=1).amount == 170_000  # 85 % of price
+
+
+def test_ground_up_needs_two_builds_for_the_full_85_percent_ltc() -> None:
+    build = DealFacts(
+        program="ground_up_construction",
+        fits_program=True,
+        dscr=None,
+        ltv=2.0,
+        loan_amount=400_000,
+        purchase_price=100_000,
+        rehab_budget=400_000,
+        after_repair_value=800_000,
+    )
+    guideline = DEFAULT_PROGRAM_GUIDELINES["ground_up_construction"]
+    assert offer_terms("A", build, guideline, NOW, experience_deals=2).amount == 400_000  # 80 % LTC: asked
+    assert offer_terms("A", build, guideline, NOW, experience_deals=1).amount == 375_000  # 75 % of 500,000
+
+
+def test_bridge_needs_one_completed_deal() -> None:
+    bridge = DealFacts(
+        program="bridge", fits_program=True, dscr=None, ltv=0.7, loan_amount=280_000, purchase_price=400_000
+    )
+
+    def blockers(deals: int | None) -> list[str]:
+        result = score(
+            credit_band="760+",
+            experience_deals=deals,
+            liquidity=900_000,
+            timeline="immediately",
+            facts=bridge,
+            guideline=DEFAULT_PROGRAM_GUIDELINES["bridge"],
+        )
+        return list(result.blockers)
+
+    assert blockers(1) == []
+    assert any("at least one completed investment purchase or sale" in b for b in blockers(0))
+    assert any("ask how many deals" in b for b in blockers(None))
