@@ -126,22 +126,61 @@ def ensure_current(target: Engine | str) -> None:
 
 
 def upgrade(target: Engine | str, revision: str = "head") -> UpgradeResult:
-    """Apply every pending migration in one transaction (PostgreSQL: under an advisory lock)."""
-    with _engine(target) as engine, engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
-        before = _revision_of(connection)
-        _check_known(before)
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        if before is None and inspect(connection).has_table("lead"):
-            log.warning("database has Cap's tables but no revision: marking it %s (its schema)", LEGACY_BASELINE)
-            command.stamp(config, LEGACY_BASELINE)
-        command.upgrade(config, revision)
-        after = _revision_of(connection)
+    """Apply every pending migration in one transaction (PostgreSQL: under an advisory lock).
+
+    SQLite: with foreign keys off, as SQLite's own docs prescribe for schema changes: a batch migration
+    rebuilds a table (copy, DROP, rename), and dropping `lead` or `conversation` with them on would run
+    their ON DELETE cascades and wipe offers and turns. `PRAGMA foreign_key_check` then vets the result
+    before the commit (SchemaError and a rollback if a row lost its parent).
+    """
+    with _engine(target) as engine, engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            with connection.begin():
+                if sqlite:
+                    # pysqlite opens its transaction only at the first INSERT/UPDATE/DELETE: without this
+                    # the DDL before it would commit on its own and a failed migration could not roll back.
+                    connection.exec_driver_sql("BEGIN")
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
+                before = _revision_of(connection)
+                _check_known(before)
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                if before is None and inspect(connection).has_table("lead"):
+                    log.warning(
+                        "database has Cap's tables but no revision: marking it %s (its schema)", LEGACY_BASELINE
+                    )
+                    command.stamp(config, LEGACY_BASELINE)
+                command.upgrade(config, revision)
+                after = _revision_of(connection)
+                if sqlite:
+                    _check_foreign_keys(connection)
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
     if after != before:
         log.info("database schema upgraded: %s -> %s", before or "empty", after)
     return UpgradeResult(before, after or "")
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    """Switch SQLite's foreign key enforcement for this connection (a no-op inside a transaction, so the
+    pragma runs before the migration's transaction begins and after it ends)."""
+    connection.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    connection.commit()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if violations:
+        table, rowid, parent = violations[0][:3]
+        raise SchemaError(
+            f"the migration left {len(violations)} row(s) pointing at missing parents (first: {table} row "
+            f"{rowid} -> {parent}); it was rolled back and the database is unchanged"
+        )
 
 
 def new_revision(message: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from sqlmodel import SQLModel, select
 
 from bot.storage import migrate
 from bot.storage.database import Database, make_engine
-from bot.storage.models import Lead
+from bot.storage.models import Conversation, Lead, Offer, Turn, utcnow
 from tests.bot.storage.helpers import POSTGRES_ENV, private_schema
 
 MODEL_TABLES = {table.name for table in SQLModel.metadata.sorted_tables}
@@ -150,3 +151,110 @@ def test_shards_starting_together_migrate_once() -> None:
         assert errors == []
         assert sorted(result.changed for result in results) == [False, False, False, True]
         assert migrate.current_revision(url) == migrate.head_revision()
+
+
+THROWAWAY_MIGRATION = '''
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("lead") as batch:  # widening a column makes SQLite rebuild the table
+        batch.alter_column("timeline", type_=sa.String(80), existing_type=sa.String(40))
+    {extra}
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def _with_throwaway_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> None:
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_throwaway.py").write_text(THROWAWAY_MIGRATION.format(extra=extra))
+    monkeypatch.setattr(migrate, "MIGRATIONS_DIR", scripts)
+    migrate.script_directory.cache_clear()
+
+
+def _populated_sqlite(tmp_path: Path) -> str:
+    url = sqlite_url(tmp_path)
+    database = Database(url).open()
+    try:
+        with database.session() as session:
+            lead = Lead(guild_id=1, full_name="Ann")
+            session.add(lead)
+            session.flush()
+            conversation = Conversation(guild_id=1, lead_id=lead.id)
+            session.add(conversation)
+            session.flush()
+            session.add(
+                Turn(guild_id=1, conversation_id=conversation.id, seq=1, role="user", text="hi", spoken_at=utcnow())
+            )
+            session.add(
+                Offer(
+                    guild_id=1,
+                    lead_id=lead.id,
+                    program="bridge",
+                    amount=1.0,
+                    max_ltv=0.7,
+                    rate_min=9.5,
+                    rate_max=10.5,
+                    points=1.0,
+                    term_months=12,
+                    expires_at=datetime.now(UTC) + timedelta(days=14),
+                )
+            )
+    finally:
+        database.close()
+    return url
+
+
+def _counts(url: str) -> tuple[int, int, int, int | None]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            one = lambda sql: connection.execute(text(sql)).scalar()  # noqa: E731
+            return (
+                one("SELECT count(*) FROM lead"),
+                one("SELECT count(*) FROM offer"),
+                one("SELECT count(*) FROM turn"),
+                one("SELECT lead_id FROM conversation"),
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_batch_migration_of_lead_keeps_its_offers_and_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = _populated_sqlite(tmp_path)
+    _with_throwaway_migration(tmp_path, monkeypatch)
+    try:
+        result = migrate.upgrade(url)
+    finally:
+        migrate.script_directory.cache_clear()
+    assert (result.before, result.after) == ("0001", "0002")
+    assert _counts(url) == (1, 1, 1, 1)  # with foreign keys on, DROP TABLE lead cascaded: 1, 0, 1, None
+    engine = make_engine(url)
+    with engine.connect() as connection:  # and enforcement is back on for everything after the migration
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+def test_a_sqlite_migration_that_orphans_rows_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = _populated_sqlite(tmp_path)
+    _with_throwaway_migration(tmp_path, monkeypatch, extra='op.execute("DELETE FROM lead")')
+    try:
+        with pytest.raises(migrate.SchemaError, match=r"offer row 1 -> lead.*rolled back"):
+            migrate.upgrade(url)
+    finally:
+        migrate.script_directory.cache_clear()
+    assert migrate.current_revision(url) == "0001"
+    assert _counts(url) == (1, 1, 1, 1)
+    engine = make_engine(url)
+    assert "_alembic_tmp_lead" not in inspect(engine).get_table_names()  # the rebuild's DDL was undone too
+    engine.dispose()
