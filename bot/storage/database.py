@@ -80,7 +80,8 @@ class Database:
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for the URL (SQLite: the file's folder, thread sharing and pragmas); does not touch the schema."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # Errors would otherwise quote the bound values (names, phones, emails, transcript text) into the log.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         # Tools run their queries in worker threads (asyncio.to_thread).
         kwargs["connect_args"] = {"check_same_thread": False}

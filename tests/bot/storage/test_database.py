@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from bot.storage.database import Database
-from bot.storage.models import Lead
+from bot.storage.models import Lead, Offer
+from bot.tools._common import in_transaction
+from realtime.tools import ToolFailure
 
 
 def test_constructor_does_no_io(tmp_path: Path) -> None:
@@ -85,3 +88,28 @@ def test_in_memory_database_is_shared_across_threads() -> None:
             assert session.exec(select(Lead)).one().full_name == "From a thread"
     finally:
         database.close()
+
+
+async def test_a_failed_insert_logs_no_personal_data(database: Database, caplog: pytest.LogCaptureFixture) -> None:
+    def insert(session: Session) -> None:
+        session.add(Lead(guild_id=1, full_name="Alice Private", email="alice.private@example.com"))
+        session.flush()
+        orphan = Offer(  # no lead 999999: a foreign key violation
+            guild_id=1,
+            lead_id=999_999,
+            program="Alice Private",
+            amount=1.0,
+            max_ltv=0.7,
+            rate_min=9.5,
+            rate_max=10.5,
+            points=1.0,
+            term_months=12,
+            expires_at=datetime.now(UTC),
+        )
+        session.add(orphan)
+        session.flush()
+
+    with caplog.at_level(logging.ERROR), pytest.raises(ToolFailure, match="Could not save the lead"):
+        await in_transaction(database, insert, what="save the lead")
+    assert "IntegrityError" in caplog.text  # the error is logged, with its traceback ...
+    assert "Alice" not in caplog.text and "alice.private" not in caplog.text  # ... but not the values
