@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 
 # How long a SQLite writer waits for another writer's lock before failing (ms).
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# PostgreSQL: fail fast instead of hanging a tool call until the model gives up on it (Settings'
+# tool_timeout_seconds, 10 s): connect within 5 s, cancel a statement after 8 s and a lock wait after 5 s.
+# Constants, not settings: Cap's queries take milliseconds. Options in DATABASE_URL still win;
+# migrate.upgrade lifts both limits for its own transaction.
+PG_CONNECT_TIMEOUT_SECONDS = 5
+PG_OPTIONS = "-c statement_timeout=8000 -c lock_timeout=5000"
 
 
 class Database:
@@ -92,10 +98,23 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     else:
         kwargs["pool_pre_ping"] = True
+    if parsed.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = _postgres_connect_args(parsed)
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _postgres_connect_args(url: URL) -> dict[str, Any]:
+    """The timeouts, merged with the URL's own: connect_args would replace its `options`, not add to them."""
+    query = url.query
+    own = query.get("options", ())
+    options = " ".join([PG_OPTIONS, *([own] if isinstance(own, str) else own)])
+    args: dict[str, Any] = {"options": options}
+    if "connect_timeout" not in query:
+        args["connect_timeout"] = PG_CONNECT_TIMEOUT_SECONDS
+    return args
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

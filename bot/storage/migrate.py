@@ -144,6 +144,10 @@ def upgrade(target: Engine | str, revision: str = "head") -> UpgradeResult:
                     # the DDL before it would commit on its own and a failed migration could not roll back.
                     connection.exec_driver_sql("BEGIN")
                 if connection.dialect.name == "postgresql":
+                    # No 8 s statement / 5 s lock limit here (database.PG_OPTIONS): a migration of a big
+                    # table may take longer, and the other shards wait for it on the lock below.
+                    connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                    connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
                     connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
                 before = _revision_of(connection)
                 _check_known(before)

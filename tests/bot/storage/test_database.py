@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlmodel import Session, select
 
-from bot.storage.database import Database
+from bot.storage.database import PG_OPTIONS, Database, _postgres_connect_args, make_engine
 from bot.storage.models import Lead, Offer
 from bot.tools._common import in_transaction
 from realtime.tools import ToolFailure
@@ -113,3 +113,17 @@ async def test_a_failed_insert_logs_no_personal_data(database: Database, caplog:
         await in_transaction(database, insert, what="save the lead")
     assert "IntegrityError" in caplog.text  # the error is logged, with its traceback ...
     assert "Alice" not in caplog.text and "alice.private" not in caplog.text  # ... but not the values
+
+
+def test_postgres_connections_time_out_and_keep_the_urls_own_options(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)  # the URL carries options=-csearch_path=<private schema>
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "8s"
+            assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "5s"
+            assert connection.exec_driver_sql("SHOW search_path").scalar().startswith("cap_test_")
+            assert connection.connection.dbapi_connection.info.get_parameters()["connect_timeout"] == "5"
+    finally:
+        engine.dispose()
+    own = make_url("postgresql+psycopg://u@h/db?connect_timeout=2&options=-c%20lock_timeout=100")
+    assert _postgres_connect_args(own) == {"options": f"{PG_OPTIONS} -c lock_timeout=100"}  # later -c wins

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -258,3 +259,20 @@ def test_a_sqlite_migration_that_orphans_rows_is_rolled_back(tmp_path: Path, mon
     engine = make_engine(url)
     assert "_alembic_tmp_lead" not in inspect(engine).get_table_names()  # the rebuild's DDL was undone too
     engine.dispose()
+
+
+def test_postgres_migrations_run_without_the_statement_and_lock_timeouts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base_url = os.environ.get(POSTGRES_ENV, "").strip()
+    if not base_url:
+        pytest.skip(f"PostgreSQL variant: {POSTGRES_ENV} is not set")
+    with private_schema(base_url) as url, tempfile.TemporaryDirectory() as scripts:
+        migrate.upgrade(url)
+        show = 'op.get_bind().exec_driver_sql("SHOW {}").scalar()'
+        check = f"assert ({show.format('statement_timeout')}, {show.format('lock_timeout')}) == ('0', '0')"
+        _with_throwaway_migration(Path(scripts), monkeypatch, extra=check)
+        try:
+            assert migrate.upgrade(url).after == "0002"
+        finally:
+            migrate.script_directory.cache_clear()
