@@ -84,6 +84,11 @@ def schedule_call_tool(
                 field="timezone",
             ) from None
         now = clock()
+        invalid_start = ToolFailure(
+            "invalid_start_time",
+            "Give start_time as ISO 8601 local time, e.g. 2026-12-03T14:30.",
+            field="start_time",
+        )
         start: datetime | None = None
         if args.start_time:
             try:
@@ -92,25 +97,25 @@ def schedule_call_tool(
                 raise ToolFailure(
                     "nonexistent_time", f"{exc}; pick another time.", field="start_time"
                 ) from None
-            except ValueError:
-                raise ToolFailure(
-                    "invalid_start_time",
-                    "Give start_time as ISO 8601 local time, e.g. 2026-12-03T14:30.",
-                    field="start_time",
-                ) from None
-        target = start or now
+            except (ValueError, OverflowError):  # OverflowError: a year like 0001 or 9999 leaves datetime's range
+                raise invalid_start from None
+        # Slots are offered around the time asked for, or around now when that time has passed.
+        target = max(start, now) if start else now
+        try:
+            window = (max(now, target - timedelta(days=SEARCH_DAYS + 1)), target + timedelta(days=SEARCH_DAYS + 1))
+        except OverflowError:
+            raise invalid_start from None
 
         def book(session: Session) -> dict[str, Any]:
             lock_guild_bookings(session, context.guild_id)
-            window = (
-                max(now, target - timedelta(days=SEARCH_DAYS + 1)),
-                target + timedelta(days=SEARCH_DAYS + 1),
-            )
             busy = [
                 (call.starts_at, call.starts_at + timedelta(minutes=call.duration_minutes))
                 for call in booked_between(session, context.guild_id, *window)
             ]
-            free = [slot_dict(slot, zone) for slot in hours.nearest_free(target, now, busy)]
+            try:
+                free = [slot_dict(slot, zone) for slot in hours.nearest_free(target, now, busy)]
+            except OverflowError:  # near the end of datetime's range in some zone
+                raise invalid_start from None
             if start is None:
                 return {
                     "booked": False,

@@ -153,6 +153,8 @@ async def test_on_the_dst_change_day(database: Database) -> None:
     ("start", "code"),
     [
         ("2026-12-01T10:00", "in_the_past"),
+        ("2025-12-03T14:30", "in_the_past"),  # more than SEARCH_DAYS ago: slots from now on, not none
+        ("0001-01-01T09:00", "in_the_past"),
         ("2026-12-02T08:10", "too_soon"),
         ("2026-12-03T18:00", "outside_business_hours"),
         ("2026-12-05T11:00", "outside_business_hours"),  # Saturday
@@ -203,6 +205,10 @@ async def test_without_a_time_it_offers_the_next_slots_and_today(database: Datab
     [
         ({"start_time": "tomorrow at ten"}, "invalid_start_time"),
         ({"start_time": "2026-12-03T10:00", "timezone": "Mars/Olympus"}, "invalid_timezone"),
+        # beyond datetime's range once converted or searched around: an error the model can act on
+        ({"start_time": "9999-12-30T14:30"}, "invalid_start_time"),
+        ({"start_time": "9999-12-31T23:00", "timezone": "Pacific/Kiritimati"}, "invalid_start_time"),
+        ({"start_time": "0001-01-01T00:00", "timezone": "Asia/Tokyo"}, "invalid_start_time"),
     ],
 )
 async def test_bad_arguments(database: Database, args: dict[str, str], code: str) -> None:
