@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from bot.cli import CommandError
 from bot.settings import Settings
-from bot.storage.database import Database
+from bot.storage.database import Database, DatabaseURLError
 from bot.storage.export import EXPORT_FORMATS, collect_records, render, render_file
 from bot.tools import build_registry
 from bot.tools.context import CONSOLE_GUILD_ID, CONSOLE_USER_ID, CONSOLE_USER_NAME
@@ -53,6 +53,8 @@ def open_database(database: Database) -> Database:
     """Open it, or fail in one line naming DATABASE_URL."""
     try:
         return database.open()
+    except DatabaseURLError as exc:  # already one line naming DATABASE_URL
+        raise CommandError(str(exc)) from None
     except (ArgumentError, SQLAlchemyError, OSError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CommandError(f"DATABASE_URL: cannot open the database: {detail}") from None

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from bot.settings import Settings, SettingsError, load_settings
 from bot.storage import migrate
+from bot.storage.database import DatabaseURLError, create_database_engine, parse_database_url
 from realtime.errors import redact
 
 Status = Literal["ok", "fail", "skip"]
@@ -136,9 +135,9 @@ def check_module(name: str, purpose: str, fix: str = VOICE_EXTRA) -> CheckResult
 def check_database(settings: Settings) -> CheckResult:
     """Reachable, and at the newest schema revision; never creates or changes anything."""
     try:
-        url = make_url(settings.database_url)
-    except ArgumentError:
-        return fail("database", "DATABASE_URL is not a database URL", "e.g. postgresql+psycopg://user:pass@host/db")
+        url = parse_database_url(settings.database_url)
+    except DatabaseURLError as exc:
+        return fail("database", str(exc), "fix DATABASE_URL in .env or the environment")
     shown = url.render_as_string(hide_password=True)
     connect_args: dict[str, object] = {}
     if url.get_backend_name() == "sqlite":
@@ -151,9 +150,9 @@ def check_database(settings: Settings) -> CheckResult:
     elif url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = DB_CONNECT_TIMEOUT_SECONDS
     try:
-        engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
-    except ModuleNotFoundError as exc:
-        return fail("database", f"no driver for {shown} ({exc.name})", "pip install 'cap-bot[postgres]'")
+        engine = create_database_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except DatabaseURLError as exc:  # an unknown database (postgres://) or a driver not installed
+        return fail("database", str(exc), "fix DATABASE_URL, or install the driver it names")
     try:
         current = migrate.current_revision(engine)
     except (SQLAlchemyError, OSError) as exc:

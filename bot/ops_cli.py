@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from bot.cli import CommandError
 from bot.settings import Settings
 from bot.storage import migrate
+from bot.storage.database import DatabaseURLError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _database_error(exc: BaseException) -> CommandError:
+    if isinstance(exc, DatabaseURLError):  # already one line naming DATABASE_URL
+        return CommandError(str(exc))
     detail = getattr(exc, "orig", None) or exc
     text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
     return CommandError(f"DATABASE_URL: cannot use the database: {text}")

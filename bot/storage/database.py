@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, create_engine
 
@@ -25,6 +26,43 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # migrate.upgrade lifts both limits for its own transaction.
 PG_CONNECT_TIMEOUT_SECONDS = 5
 PG_OPTIONS = "-c statement_timeout=8000 -c lock_timeout=5000"
+URL_EXAMPLES = "postgresql+psycopg://user:password@host:5432/cap or sqlite:///data/cap.db"
+
+
+class DatabaseURLError(ArgumentError):
+    """DATABASE_URL cannot be used as written: not a URL, a port that is not a number, an unknown database
+    or a driver that is not installed. One line naming DATABASE_URL, never its password. An ArgumentError,
+    so every caller that already reports a bad URL in one line reports this one too."""
+
+
+def parse_database_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except ValueError:  # int() of the port
+        raise DatabaseURLError(f"DATABASE_URL has a port that is not a number; e.g. {URL_EXAMPLES}") from None
+    except ArgumentError:  # its message quotes the whole URL, password and all
+        raise DatabaseURLError(f"DATABASE_URL is not a database URL; e.g. {URL_EXAMPLES}") from None
+
+
+def create_database_engine(url: URL, **kwargs: Any) -> Engine:
+    """create_engine, with the mistakes DATABASE_URL can hold raised as DatabaseURLError."""
+    try:
+        return create_engine(url, **kwargs)
+    except NoSuchModuleError:
+        hint = ": write postgresql+psycopg:// for PostgreSQL" if url.drivername == "postgres" else ""
+        raise DatabaseURLError(
+            f"DATABASE_URL names a database SQLAlchemy does not know ({url.drivername}){hint}; e.g. {URL_EXAMPLES}"
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise DatabaseURLError(
+            f"DATABASE_URL needs the Python driver {exc.name!r}, which is not installed "
+            "(Cap runs on SQLite or PostgreSQL; for PostgreSQL: pip install 'cap-bot[postgres]')"
+        ) from None
+    except (ArgumentError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if url.password:
+            detail = detail.replace(str(url.password), "***")
+        raise DatabaseURLError(f"DATABASE_URL cannot be used: {detail}") from None
 
 
 class Database:
@@ -38,7 +76,7 @@ class Database:
 
     @property
     def is_sqlite(self) -> bool:
-        return make_url(self.url).get_backend_name() == "sqlite"
+        return parse_database_url(self.url).get_backend_name() == "sqlite"
 
     @property
     def engine(self) -> Engine:
@@ -50,6 +88,7 @@ class Database:
         """Create the engine (and the SQLite file's folder), then migrate the schema to head. Idempotent.
 
         With `migrate=False` the schema is only checked: migrate.SchemaError (one line) if it is behind.
+        A DATABASE_URL that cannot work raises DatabaseURLError (one line).
         """
         if self._engine is not None:
             return self
@@ -63,7 +102,7 @@ class Database:
             engine.dispose()
             raise
         self._engine = engine
-        log.info("database ready: %s", make_url(self.url).render_as_string(hide_password=True))
+        log.info("database ready: %s", engine.url.render_as_string(hide_password=True))
         return self
 
     @contextmanager
@@ -84,8 +123,10 @@ class Database:
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for the URL (SQLite: the file's folder, thread sharing and pragmas); does not touch the schema."""
-    parsed = make_url(url)
+    """An engine for the URL (SQLite: the file's folder, thread sharing and pragmas); does not touch the schema.
+
+    A URL that cannot work raises DatabaseURLError."""
+    parsed = parse_database_url(url)
     # Errors would otherwise quote the bound values (names, phones, emails, transcript text) into the log.
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
@@ -100,7 +141,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         kwargs["pool_pre_ping"] = True
     if parsed.get_backend_name() == "postgresql":
         kwargs["connect_args"] = _postgres_connect_args(parsed)
-    engine = create_engine(parsed, **kwargs)
+    engine = create_database_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

@@ -78,3 +78,38 @@ def test_other_commands_still_stop_at_bad_settings(url: str, capsys, monkeypatch
     monkeypatch.setenv("SHARD_COUNT", "many")
     assert main(["db", "current"]) == 1
     assert capsys.readouterr().err.startswith("cap-bot: SHARD_COUNT:")
+
+
+BAD_URLS = [
+    ("postgresql+psycopg://cap:S3cretPW@127.0.0.1:notaport/cap", "port that is not a number"),
+    ("postgres://cap:S3cretPW@127.0.0.1/cap", "write postgresql+psycopg://"),
+    ("mysql://cap:S3cretPW@127.0.0.1/cap", "driver 'MySQLdb', which is not installed"),
+    ("cap:S3cretPW@127.0.0.1/cap", "is not a database URL"),
+]
+
+
+@pytest.mark.parametrize(("bad_url", "reason"), BAD_URLS)
+@pytest.mark.parametrize(
+    "argv",
+    [["db", "upgrade"], ["db", "current"], ["run"], ["leads", "export"], ["tools", "call", "score_lead"]],
+)
+def test_a_database_url_that_cannot_work_is_one_line(
+    url: str, monkeypatch, capsys, bad_url: str, reason: str, argv: list[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", bad_url)
+    monkeypatch.setattr("bot.runner.preflight", lambda settings: "token")  # `run` gets as far as the database
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "S3cret" not in err
+    assert err.startswith("cap-bot: DATABASE_URL") and reason in err
+
+
+@pytest.mark.parametrize(("bad_url", "reason"), BAD_URLS)
+def test_doctor_shows_a_database_url_that_cannot_work_as_a_failed_row(
+    url: str, monkeypatch, capsys, bad_url: str, reason: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", bad_url)
+    assert main(["doctor", "--offline"]) == 1
+    out = capsys.readouterr().out
+    [row] = [line for line in out.splitlines() if line.startswith("✗ database")]
+    assert "DATABASE_URL" in row and reason in row and "S3cret" not in out
