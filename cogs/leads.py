@@ -185,26 +185,30 @@ class Leads(
         if guild_id is None:
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
+
+        def build(session: Session) -> tuple[int, bytes | None]:
+            # Rendered here in the worker thread too: a big guild's file takes a few hundred ms of CPU.
+            records = collect_records(session, guild_id)
+            data = render_file(records, fmt)
+            return len(records), data if len(data) <= MAX_ATTACHMENT_BYTES else None
+
         try:
-            records = await self.run(lambda session: collect_records(session, guild_id))
+            count, data = await self.run(build)
         except SQLAlchemyError:
             log.exception("/leads export failed")
             await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return
-        data = render_file(records, fmt)
-        if len(data) > MAX_ATTACHMENT_BYTES:
+        if data is None:
             await interaction.followup.send(
-                f"{len(records)} leads make a file too large for Discord; ask an operator to run "
+                f"{count} leads make a file too large for Discord; ask an operator to run "
                 f"`cap-bot leads export --guild {guild_id}`.",
                 ephemeral=True,
             )
             return
         filename = export_filename(fmt, guild_id, datetime.now(UTC))
-        log.info(
-            "/leads export: %d lead(s) of guild %s by user %s", len(records), guild_id, interaction.user.id
-        )
+        log.info("/leads export: %d lead(s) of guild %s by user %s", count, guild_id, interaction.user.id)
         await interaction.followup.send(
-            f"{len(records)} lead(s). This file holds personal data: keep it safe.",
+            f"{count} lead(s). This file holds personal data: keep it safe.",
             file=discord.File(io.BytesIO(data), filename=filename),
             ephemeral=True,
         )

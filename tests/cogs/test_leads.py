@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ import pytest
 from discord.ext import commands
 from sqlalchemy.exc import OperationalError
 
+import cogs.leads
 from bot.storage.database import Database
 from bot.storage.leads import get_lead, upsert_lead
 from cogs.leads import (
@@ -183,6 +185,31 @@ async def test_export_json(cog: Leads, database: Database) -> None:
     attachment = fake.followup.send.await_args.kwargs["file"]
     records = json.loads(attachment.fp.getvalue())
     assert attachment.filename.endswith(".json") and [r["guild_id"] for r in records] == [str(GUILD)]
+
+
+async def test_export_renders_off_the_event_loop_and_refuses_a_file_too_large(
+    cog: Leads, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_leads(database, GUILD, 3)
+    loops: list[bool] = []
+
+    def render_file(records: list[dict[str, Any]], fmt: str) -> bytes:
+        try:
+            asyncio.get_running_loop()
+            loops.append(True)  # on the voice engine's event loop
+        except RuntimeError:
+            loops.append(False)
+        return real_render_file(records, fmt)
+
+    real_render_file = cogs.leads.render_file
+    monkeypatch.setattr(cogs.leads, "render_file", render_file)
+    monkeypatch.setattr(cogs.leads, "MAX_ATTACHMENT_BYTES", 100)
+    fake = interaction()
+    await cog.export.callback(cog, fake, fmt="json")
+    assert loops == [False]
+    fake.followup.send.assert_awaited_once()
+    args, kwargs = fake.followup.send.await_args
+    assert "too large for Discord" in args[0] and "file" not in kwargs
 
 
 # --- list, show, delete -------------------------------------------------------------------------------
