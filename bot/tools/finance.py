@@ -199,8 +199,16 @@ def judge(results: DealResults, program: str, guideline: ProgramGuideline) -> Ve
 
 
 def _describe(check: Check) -> str:
-    """E.g. "DSCR 0.92 is below the 1.00 minimum" or "LTV 0.75 is within the 0.80 maximum"."""
-    label = f"{_LABELS[check.metric]} {check.value:.2f}"
+    """E.g. "DSCR 0.92 is below the 1.00 minimum" or "LTV 0.75 is within the 0.80 maximum".
+
+    Two places unless that would hide a failure ("DSCR 1.00 is below the 1.00 minimum" for 0.9951):
+    then the four the check compared at."""
+    assert check.value is not None  # only passed or failed checks are described
+    two_places = round(check.value, 2)
+    hides_failure = check.passed is False and (
+        two_places >= check.limit if check.kind == "min" else two_places <= check.limit
+    )
+    label = f"{_LABELS[check.metric]} " + (f"{check.value:.4f}" if hides_failure else f"{two_places:.2f}")
     if check.kind == "min":
         relation = "meets the" if check.passed else "is below the"
         return f"{label} {relation} {check.limit:.2f} minimum"

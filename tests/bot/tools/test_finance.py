@@ -159,6 +159,24 @@ def test_verdicts() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("rent_cover", "text"),
+    [
+        (0.9951, "DSCR 0.9951 is below the 1.00 minimum"),  # not "DSCR 1.00 is below the 1.00 minimum"
+        (0.996, "DSCR 0.9960 is below the 1.00 minimum"),
+        (0.99, "DSCR 0.99 is below the 1.00 minimum"),  # two places when they tell the truth
+        (1.0, "DSCR 1.00 meets the 1.00 minimum"),
+    ],
+)
+def test_a_verdict_never_reads_as_failing_at_the_limit(rent_cover: float, text: str) -> None:
+    pitia = monthly_payment(300_000, 7, 30)
+    rental = DealInputs(purchase_price=400_000, loan_amount=300_000, interest_rate=7, monthly_rent=rent_cover * pitia)
+    assert text in judge(analyze(rental), "dscr_rental", DEFAULT_PROGRAM_GUIDELINES["dscr_rental"]).text
+    over = analyze(DealInputs(purchase_price=400_000, loan_amount=300_040, interest_rate=7))  # LTV 0.7501
+    bridge = judge(over, "bridge", DEFAULT_PROGRAM_GUIDELINES["bridge"])
+    assert "LTV 0.7501 is above the 0.75 maximum" in bridge.text
+
+
 def test_a_ratio_exactly_at_the_limit_passes() -> None:
     at_limit = analyze(DealInputs(purchase_price=500_000, loan_amount=400_000, interest_rate=7))
     assert judge(at_limit, "bridge", ProgramGuideline(max_ltv=0.80)).fits is True
