@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime import protocol
 from realtime.audio import (
     FRAME_BYTES,
+    REALTIME_FRAME_BYTES,
     RESAMPLER_CONVERTER,
     SAMPLE_RATE_DISCORD,
     SAMPLE_RATE_REALTIME,
@@ -182,20 +184,27 @@ def up_quality(converter: str) -> tuple[dict[int, float], float]:
     return gains, worst_image
 
 
-def bench_resamplers() -> None:
+def noise_frames() -> tuple[bytes, bytes]:
+    """One 20 ms frame of noise as Discord sends it (48 kHz stereo) and as the Realtime API does (24 kHz mono)."""
     noise = np.clip(rng.standard_normal(SAMPLE_RATE_DISCORD * 2) * 3000, -32768, 32767).astype("<i2")
-    frame48 = noise[: FRAME_BYTES // 2].tobytes()
-    frame24 = noise[:480].tobytes()
+    return noise[: FRAME_BYTES // 2].tobytes(), noise[:480].tobytes()
 
-    def naive_down() -> bytes:
-        s = np.frombuffer(frame48, "<i2").reshape(-1, 2).astype(np.int32)
-        return ((s[:, 0] + s[:, 1]) >> 1)[::2].astype("<i2").tobytes()
 
-    def naive_up() -> bytes:
-        return np.repeat(np.frombuffer(frame24, "<i2"), 4).tobytes()
+def naive_down(frame48: bytes) -> bytes:
+    """The floor: downmix and drop every other sample, no filter (aliases)."""
+    s = np.frombuffer(frame48, "<i2").reshape(-1, 2).astype(np.int32)
+    return ((s[:, 0] + s[:, 1]) >> 1)[::2].astype("<i2").tobytes()
 
-    down_floor = per_call_us(naive_down, 2000)
-    up_floor = per_call_us(naive_up, 2000)
+
+def naive_up(frame24: bytes) -> bytes:
+    """The floor: repeat every sample (images)."""
+    return np.repeat(np.frombuffer(frame24, "<i2"), 4).tobytes()
+
+
+def bench_resamplers() -> None:
+    frame48, frame24 = noise_frames()
+    down_floor = per_call_us(lambda: naive_down(frame48), 2000)
+    up_floor = per_call_us(lambda: naive_up(frame24), 2000)
     print("\nResamplers, µs per 20 ms frame (floor: naive numpy, no filter)")
     print("  quality bar: passband to 6 kHz within 1 dB, aliases/images >= 60 dB down (re the input tone;")
     print("  int16 rounding of input and output alone puts a floor near -88 dB on the alias figure)")
@@ -336,38 +345,69 @@ def bench_vad() -> None:
 # --- mixing and event framing --------------------------------------------------------------------------
 
 
-def bench_mix_and_framing() -> None:
-    speakers = [
+def speaker_frames(count: int = 3) -> list[bytes]:
+    return [
         np.clip(rng.standard_normal(FRAME_BYTES // 2) * 8000, -32768, 32767).astype("<i2").tobytes()
-        for _ in range(3)
+        for _ in range(count)
     ]
 
-    def naive_mix() -> bytes:
-        a, b, c = (np.frombuffer(s, "<i2") for s in speakers)
-        return (a + b + c).tobytes()  # wraps around on overflow
 
+def naive_mix(frames: list[bytes]) -> bytes:
+    """The floor: an int16 sum that wraps around on overflow."""
+    total = np.frombuffer(frames[0], "<i2").copy()
+    for frame in frames[1:]:
+        total += np.frombuffer(frame, "<i2")
+    return total.tobytes()
+
+
+def append_event(pcm: bytes) -> str:
+    """An input_audio_buffer.append as it goes on the socket (the engine's protocol builder + json.dumps)."""
+    return json.dumps(protocol.input_audio_append(pcm), separators=(",", ":"))
+
+
+def naive_append(pcm: bytes) -> str:
+    """The floor: base64 and string concatenation."""
+    return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(pcm).decode() + '"}'
+
+
+def bench_mix_and_framing() -> None:
+    speakers = speaker_frames()
     print("\nMixing and event framing, µs per call")
     row(
         "mix_frames, 3 speakers",
         f"{per_call_us(lambda: mix_frames(speakers), 5000):.1f}",
-        f"{per_call_us(naive_mix, 5000):.1f}",
+        f"{per_call_us(lambda: naive_mix(speakers), 5000):.1f}",
         "floor: int16 sum that wraps",
     )
     pcm_40ms = speakers[0][: 2 * REALTIME_SAMPLES_40MS]
-
-    def append_event() -> str:
-        audio = base64.b64encode(pcm_40ms).decode("ascii")
-        return json.dumps({"type": "input_audio_buffer.append", "audio": audio})
-
-    def naive_append() -> str:
-        return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(pcm_40ms).decode() + '"}'
-
     row(
         "base64 + json, one 40 ms append event",
-        f"{per_call_us(append_event, 5000):.1f}",
-        f"{per_call_us(naive_append, 5000):.1f}",
+        f"{per_call_us(lambda: append_event(pcm_40ms), 5000):.1f}",
+        f"{per_call_us(lambda: naive_append(pcm_40ms), 5000):.1f}",
         "floor: base64 + string concatenation",
     )
+
+
+def frame_costs() -> list[tuple[str, float, str, float]]:
+    """Per 20 ms frame, Cap's audio work beside its naive numpy floor, measured now: (work, µs, floor, µs)."""
+    frame48, frame24 = noise_frames()
+    speakers = speaker_frames()
+    pcm_20ms = speakers[0][:REALTIME_FRAME_BYTES]  # what one caller frame becomes upstream
+    down, up = Downsampler(), Upsampler()
+    return [
+        (f"Downsampler 48 kHz stereo → 24 kHz mono ({RESAMPLER_CONVERTER})",
+         per_call_us(lambda: down.process(frame48), 2000),
+         "naive downmix + decimate", per_call_us(lambda: naive_down(frame48), 2000)),
+        (f"Upsampler 24 kHz mono → 48 kHz stereo ({RESAMPLER_CONVERTER})",
+         per_call_us(lambda: up.process(frame24), 2000),
+         "naive sample repeat", per_call_us(lambda: naive_up(frame24), 2000)),
+        ("mixer: mix_frames of 3 speakers",
+         per_call_us(lambda: mix_frames(speakers), 5000),
+         "int16 sum that wraps", per_call_us(lambda: naive_mix(speakers), 5000)),
+        ("framing: one 20 ms input_audio_buffer.append (base64 + JSON)",
+         per_call_us(lambda: append_event(pcm_20ms), 5000),
+         "base64 + concatenation", per_call_us(lambda: naive_append(pcm_20ms), 5000)),
+    ]
 
 
 REALTIME_SAMPLES_40MS = SAMPLE_RATE_REALTIME * 40 // 1000

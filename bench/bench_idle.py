@@ -1,0 +1,139 @@
+"""Idle cost: N calls connected to the fake Realtime service, nobody speaking, CPU per call as % of one core.
+
+Run as `.venv/bin/python bench/bench_idle.py [N] [SECONDS]` (defaults 10 calls, 10 s; about 40 s in all).
+Each figure comes from a fresh process pinned to one core, measured with getrusage over SECONDS after a
+warm-up, minus a bare event loop measured the same way. SECONDS is cut into 4 windows and the quietest one
+counts (like the best-of timings in bench_audio.py: other load on the machine only ever adds); the mean is
+printed beside it. What runs per idle call is what Cap runs in Discord
+while nobody speaks (see rig.py): the mixer tick on the shared 20 ms Metronome with no speaker (the engine
+stops the uplink 1.5 s into digital silence), the voice socket's reader thread waiting, discord.py's
+AudioPlayer paused after EngineAudioSource's trailing Opus silence, the session's housekeeping once a
+second. Reference: bare 20 ms clocks, one asyncio ticker and one player thread per call doing nothing (the
+floor of a design that ticks per call, as Cap did before: on this kind of machine every wake-up counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+
+import rig
+from discord import AudioSource, SpeakingState
+from discord.player import AudioPlayer
+
+from bot.voice.mixer import run_ticker
+from bot.voice.source import OPUS_SILENCE
+
+GOAL_PERCENT = 0.2
+WARM_UP_SECONDS = 2.0
+WINDOWS = 4
+
+
+class _Silence(AudioSource):
+    def __init__(self) -> None:
+        self.closed = False
+
+    def read(self) -> bytes:
+        return b"" if self.closed else OPUS_SILENCE
+
+    def is_opus(self) -> bool:
+        return True
+
+
+class _NullClient:
+    """Just enough VoiceClient for AudioPlayer to tick; sends nothing."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = type("C", (), {"loop": loop})()
+        self.ws = type("W", (), {"speak": staticmethod(_no_speak)})()
+        self.timeout = 5.0
+
+    def is_connected(self) -> bool:
+        return True
+
+    def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
+        return None
+
+
+async def _no_speak(state: SpeakingState) -> None:
+    return None
+
+
+async def _measure(seconds: float) -> dict[str, float]:
+    """CPU share over the quietest of WINDOWS windows: other load on the machine only ever adds to it."""
+    await asyncio.sleep(WARM_UP_SECONDS)
+    shares = []
+    for _ in range(WINDOWS):
+        cpu, wall = rig.cpu_seconds(), time.perf_counter()
+        await asyncio.sleep(seconds / WINDOWS)
+        shares.append((rig.cpu_seconds() - cpu) / (time.perf_counter() - wall))
+    return {"share": min(shares), "mean_share": statistics.mean(shares)}
+
+
+async def child(mode: str, calls: int, seconds: float) -> dict[str, float]:
+    rig.pin_to_core()
+    if mode == "baseline":
+        return await _measure(seconds)
+    if mode == "clocks":
+        loop = asyncio.get_running_loop()
+        tickers = [asyncio.create_task(run_ticker(lambda: None)) for _ in range(calls)]
+        sources = [_Silence() for _ in range(calls)]
+        players = [AudioPlayer(source, _NullClient(loop)) for source in sources]  # type: ignore[arg-type]
+        for player in players:
+            player.start()
+        try:
+            return await _measure(seconds)
+        finally:
+            for ticker in tickers:
+                ticker.cancel()
+            for source in sources:
+                source.closed = True
+    async with rig.FarSide() as far:
+        rig_calls = await rig.open_calls(calls, far)
+        try:
+            result = await _measure(seconds)
+            result["silent_ticks"] = sum(call.source.frames_silent for call in rig_calls)
+            return result
+        finally:
+            await rig.close_calls(rig_calls)
+
+
+def run_child(mode: str, calls: int, seconds: float) -> dict[str, float]:
+    return rig.run_child(__file__, mode, calls, seconds)
+
+
+def measure(calls: int = 10, seconds: float = 10.0) -> list[rig.Row]:
+    base = run_child("baseline", calls, seconds)
+    clocks = run_child("clocks", calls, seconds)
+    cap = run_child("cap", calls, seconds)
+
+    def per_call(result: dict[str, float], key: str = "share") -> float:
+        return (result[key] - base[key]) * 100 / calls
+
+    cap_pct, clock_pct = per_call(cap), per_call(clocks)
+    return [rig.Row(
+        f"2. idle CPU per connected call ({calls} calls, nobody speaking)",
+        f"{cap_pct:.3f} % of a core (quietest {seconds / WINDOWS:.1f} s; mean {per_call(cap, 'mean_share'):.3f} %)",
+        f"a bare 20 ms ticker + player thread per call: {clock_pct:.3f} %",
+        f"≤ {GOAL_PERCENT} %",
+        cap_pct <= GOAL_PERCENT,
+    )]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        mode, calls, seconds = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+        rig.count_errors()
+        result = asyncio.run(child(mode, calls, seconds))
+        print(json.dumps({**result, "log_errors": rig.logged_errors()}))
+        return
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
+    rig.print_rows(measure(calls, seconds))
+
+
+if __name__ == "__main__":
+    main()

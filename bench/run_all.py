@@ -1,0 +1,69 @@
+"""Every benchmark of issue 6 in one run, printed as one Markdown table (the README's Performance table).
+
+Run as `.venv/bin/python bench/run_all.py` (3-5 minutes; progress goes to stderr, the table to stdout). Each
+figure stands beside a reference measured in the same run and the goal it is held to. Cap's side runs pinned
+to core 0; the fake Realtime service and the fake voice relay run as separate processes on the other cores
+(on a one-core machine they share core 0 and the figures include them). The pieces run on their own too:
+bench_audio.py, bench_idle.py, bench_concurrency.py, bench_latency.py (and bench_voice.py for the receive path).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+
+import bench_audio
+import bench_concurrency
+import bench_idle
+import bench_latency
+import rig
+from discord import opus
+
+
+def audio_rows() -> list[rig.Row]:
+    """Item 1, in this process, pinned like the rest."""
+    cores = os.sched_getaffinity(0)
+    rig.pin_to_core()
+    try:
+        costs = bench_audio.frame_costs()
+    finally:
+        os.sched_setaffinity(0, cores)  # the children choose their own cores from the whole set
+    return [rig.Row(f"1{'abcd'[i]}. {work}", f"{us:.1f} µs per 20 ms frame", f"{floor}: {floor_us:.1f} µs", "—")
+            for i, (work, us, floor, floor_us) in enumerate(costs)]
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    opus.Encoder(application="voip")  # loads libopus
+    return (f"{model}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+            f"{opus._OpusStruct.get_opus_version()}")
+
+
+def main() -> None:
+    started = time.perf_counter()
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    progress(f"bench/run_all.py on {machine()}")
+    progress("1. audio path per frame ...")
+    rows = audio_rows()
+    progress("2. idle calls (bare loop, bare clocks, 10 calls; 10 s each) ...")
+    rows += bench_idle.measure()
+    progress("3. concurrency search (one process per N) ...")
+    rows += bench_concurrency.measure(log=progress)
+    progress("4-6. barge-in, reply start, uplink lag ...")
+    rows += bench_latency.measure()
+    print(f"Measured by `bench/run_all.py` in {time.perf_counter() - started:.0f} s on {machine()}.\n")
+    rig.print_rows(rows)
+
+
+if __name__ == "__main__":
+    main()
