@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from bot.storage.export import ExportFormat, collect_records, export_filename, render_file
 from bot.storage.leads import count_leads, delete_lead, get_lead, list_leads
-from bot.storage.models import Lead
+from bot.storage.models import MAX_ROW_ID, Lead
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -42,6 +42,8 @@ NOT_IN_GUILD = "/leads works only inside a server."
 STORE_DOWN = "The lead store is unavailable right now; try again in a moment."
 
 StatusChoice = Literal["new", "qualified", "nurture", "scheduled", "closed", "lost"]
+# Discord refuses anything else before the command runs (a bigger id would overflow PostgreSQL's int4).
+LeadId = app_commands.Range[int, 1, MAX_ROW_ID]
 TierChoice = Literal["A", "B", "C", "D"]
 
 
@@ -235,7 +237,7 @@ class Leads(
 
     @app_commands.command(name="show", description="Show one lead")
     @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
-    async def show(self, interaction: discord.Interaction, lead_id: int) -> None:
+    async def show(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
         guild_id = await self.authorised_guild(interaction)
         if guild_id is None:
             return
@@ -252,7 +254,7 @@ class Leads(
 
     @app_commands.command(name="delete", description="Delete one lead (asks for confirmation)")
     @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
-    async def delete(self, interaction: discord.Interaction, lead_id: int) -> None:
+    async def delete(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
         guild_id = await self.authorised_guild(interaction)
         if guild_id is None:
             return

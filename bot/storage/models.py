@@ -16,6 +16,8 @@ from sqlmodel import Field, SQLModel
 
 LEAD_STATUSES = ("new", "qualified", "nurture", "scheduled", "closed", "lost")
 TIERS = ("A", "B", "C", "D")
+# Row ids are INTEGER: on PostgreSQL an int4, so a larger id from a caller is an error, not a lookup.
+MAX_ROW_ID = 2**31 - 1
 
 
 class UTCDateTime(TypeDecorator[datetime]):

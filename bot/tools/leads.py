@@ -14,7 +14,7 @@ from bot.settings import Settings
 from bot.storage.database import Database
 from bot.storage.deals import add_offer, claim_analyses, latest_analysis, latest_offer
 from bot.storage.leads import upsert_lead
-from bot.storage.models import DealAnalysis, Lead, Offer, utcnow
+from bot.storage.models import MAX_ROW_ID, DealAnalysis, Lead, Offer, utcnow
 from bot.tools._common import caller_lead, current_conversation, fill_from_analysis, in_transaction
 from bot.tools.context import CONSOLE_GUILD_ID, is_identified_user
 from bot.tools.finance import Program
@@ -109,7 +109,7 @@ class ScoreLeadArguments(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lead_id: int | None = Field(
-        None, ge=1, description="The lead to score; omit for the current caller's lead."
+        None, ge=1, le=MAX_ROW_ID, description="The lead to score; omit for the current caller's lead."
     )
 
 

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from bot.settings import Settings
 from bot.storage.calls import add_call, booked_between, lock_guild_bookings
 from bot.storage.database import Database
-from bot.storage.models import ScheduledCall, utcnow
+from bot.storage.models import MAX_ROW_ID, ScheduledCall, utcnow
 from bot.tools._common import caller_lead, in_transaction
 from bot.tools.business_hours import (
     SEARCH_DAYS,
@@ -58,7 +58,9 @@ class ScheduleCallArguments(BaseModel):
         description=("The caller's IANA time zone, e.g. America/Chicago; omit to use the lender's."),
     )
     topic: str | None = Field(None, max_length=300, description="What the caller wants to discuss.")
-    lead_id: int | None = Field(None, ge=1, description="The lead; omit for the current caller's lead.")
+    lead_id: int | None = Field(
+        None, ge=1, le=MAX_ROW_ID, description="The lead; omit for the current caller's lead."
+    )
 
 
 def schedule_call_tool(

@@ -127,6 +127,12 @@ def test_the_group_is_guild_only_and_defaults_to_manage_server(cog: Leads) -> No
     assert options == [("format", ["csv", "json"])]
 
 
+@pytest.mark.parametrize("name", ["show", "delete"])
+def test_lead_ids_are_bounded_to_what_the_database_holds(cog: Leads, name: str) -> None:
+    [lead_id] = cog.app_command.get_command(name).parameters
+    assert (lead_id.name, lead_id.min_value, lead_id.max_value) == ("lead_id", 1, 2**31 - 1)  # int4
+
+
 # --- permission and guild checks ----------------------------------------------------------------------
 
 

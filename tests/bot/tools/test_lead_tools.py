@@ -301,3 +301,10 @@ async def test_an_unidentified_save_claims_only_the_conversations_anonymous_anal
     with database.session() as session:
         assert session.get(DealAnalysis, anonymous["analysis_id"]).lead_id == saved["lead_id"]
         assert session.get(DealAnalysis, anns["analysis_id"]).lead_id is None  # still Ann's to claim
+
+
+@pytest.mark.parametrize("tool", ["score_lead", "schedule_call"])
+async def test_a_lead_id_beyond_the_database_integer_is_an_argument_error(registry, tool: str) -> None:
+    result = await call(registry, tool, {"lead_id": 2**31}, caller())  # PostgreSQL's int4 overflowed
+    assert result["error"]["code"] == "invalid_arguments"
+    assert [p["field"] for p in result["error"]["details"]["problems"]] == ["lead_id"]
