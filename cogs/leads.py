@@ -40,6 +40,10 @@ CONFIRM_TIMEOUT_SECONDS = 60
 REFUSED = "You need the Manage Server permission (or the leads role) to use /leads."
 NOT_IN_GUILD = "/leads works only inside a server."
 STORE_DOWN = "The lead store is unavailable right now; try again in a moment."
+DELETE_KEEPS = (
+    "Its deal analyses, booked calls and conversation transcripts are kept, only unlinked from it "
+    "(an operator can remove those in the database)."
+)
 
 StatusChoice = Literal["new", "qualified", "nurture", "scheduled", "closed", "lost"]
 # Discord refuses anything else before the command runs (a bigger id would overflow PostgreSQL's int4).
@@ -269,7 +273,8 @@ class Leads(
             return
         view = ConfirmDelete(self, interaction.user.id, guild_id, lead_id)
         await interaction.response.send_message(
-            f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? This cannot be undone.",
+            f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? {DELETE_KEEPS} "
+            "This cannot be undone.",
             view=view,
             ephemeral=True,
         )

@@ -285,6 +285,7 @@ async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) ->
     await cog.delete.callback(cog, fake, lead_id=lead_id)
     reply = sent(fake)
     assert reply["ephemeral"] is True and "cannot be undone" in reply["content"]
+    assert "analyses, booked calls and conversation transcripts are kept" in reply["content"]  # says what stays
     view: ConfirmDelete = reply["view"]
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is not None  # nothing happens before the click
