@@ -48,8 +48,10 @@ EXPORT_COLUMNS = (
 )
 # Discord snowflakes go out as strings: spreadsheets and JSON readers round 19-digit numbers.
 _SNOWFLAKES = frozenset({"guild_id", "discord_user_id"})
-# OWASP CSV injection: a cell starting with one of these may be run as a formula by a spreadsheet.
+# OWASP CSV injection: a cell starting with one of these may be run as a formula by a spreadsheet, also
+# after leading whitespace (" =1+1" and "\n=1+1" are formulas to some), and a leading NUL can hide one.
 _FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_HIDING_PREFIXES = ("\0",)
 
 
 def lead_record(lead: Lead) -> dict[str, Any]:
@@ -72,8 +74,12 @@ def collect_records(session: Session, guild_id: int | None) -> list[dict[str, An
 
 
 def neutralise_cell(value: Any) -> Any:
-    """Prefix a text cell that a spreadsheet could read as a formula with a single quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_TRIGGERS):
+    """Prefix a text cell that a spreadsheet could read as a formula with a single quote.
+
+    Only text: numbers (loan amounts, liquidity, a negative figure) stay numbers."""
+    if isinstance(value, str) and (
+        value.startswith(_FORMULA_TRIGGERS + _HIDING_PREFIXES) or value.lstrip().startswith(_FORMULA_TRIGGERS)
+    ):
         return "'" + value
     return value
 

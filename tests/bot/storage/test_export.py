@@ -21,7 +21,21 @@ from bot.storage.leads import upsert_lead
 
 
 @pytest.mark.parametrize(
-    "payload", ["=1+1", "+1234", "-2+3", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x","click")']
+    "payload",
+    [
+        "=1+1",
+        "+1234",
+        "-2+3",
+        "@SUM(A1)",
+        "\tx",
+        "\rx",
+        '=HYPERLINK("http://x","click")',
+        " =1+1",  # after leading whitespace
+        "\n=1+1",
+        "  \t@SUM(A1)",
+        "\0=1+1",  # a leading NUL
+        "\0",
+    ],
 )
 def test_formula_triggers_are_neutralised(payload: str) -> None:
     assert neutralise_cell(payload) == "'" + payload
@@ -29,7 +43,7 @@ def test_formula_triggers_are_neutralised(payload: str) -> None:
     assert row == ["'" + payload]
 
 
-@pytest.mark.parametrize("value", ["Ann Lee", "a=b", "", 42, -5.5, None])
+@pytest.mark.parametrize("value", ["Ann Lee", "a=b", "", "  ", " Ann", "x\0=1", 42, -5.5, -200_000.0, None])
 def test_other_cells_are_left_alone(value: object) -> None:
     assert neutralise_cell(value) == value
 
@@ -61,7 +75,7 @@ def test_csv_has_header_stable_columns_and_utf8(database: Database) -> None:
     assert "'=cmd|' /C calc'!A0" in by_name
     first = by_name["José Müller =evil"]
     assert first[EXPORT_COLUMNS.index("phone")] == "'+12125550100"
-    assert first[EXPORT_COLUMNS.index("liquidity")] == "1000.5"
+    assert first[EXPORT_COLUMNS.index("liquidity")] == "1000.5"  # numbers stay numbers
     assert first[EXPORT_COLUMNS.index("guild_id")] == "7"
 
 
