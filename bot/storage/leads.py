@@ -108,7 +108,7 @@ def upsert_lead(
         note = notes.strip()
         if not lead.notes:
             lead.notes = note
-        elif note not in lead.notes:
+        elif f"\n{note}\n" not in f"\n{lead.notes}\n":  # whole lines: "rentals" is new beside "two rentals"
             lead.notes = f"{lead.notes}\n{note}"
     lead.updated_at = utcnow()
     session.add(lead)

@@ -58,6 +58,16 @@ def test_notes_are_appended_not_replaced(database: Database) -> None:
         )
 
 
+def test_a_new_note_inside_an_old_one_is_still_added(database: Database) -> None:
+    lead_id, _ = save(database, GUILD_A, ANN, notes="Has two rentals already.\nWants 12 months.", full_name="Ann")
+    save(database, GUILD_A, ANN, notes="rentals", full_name="Ann")  # a substring, but a note of its own
+    save(database, GUILD_A, ANN, notes="Wants 12 months.", full_name="Ann")  # a whole line already there
+    save(database, GUILD_A, ANN, notes="Has two rentals already.\nWants 12 months.", full_name="Ann")
+    with database.session() as session:
+        notes = repo.get_lead(session, GUILD_A, lead_id).notes
+    assert notes == "Has two rentals already.\nWants 12 months.\nrentals"
+
+
 def test_unknown_fields_are_refused(database: Database) -> None:
     with pytest.raises(ValueError), database.session() as session:
         repo.upsert_lead(session, GUILD_A, {"guild_id": GUILD_B})
