@@ -4,9 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+python=${PYTHON:-python3}
 want=(libopus0)
 if [[ "${1:-}" == "--dev" ]]; then
   want+=(espeak-ng sox)
+fi
+# Debian's own python3 makes no virtualenv without python3-venv (it leaves out ensurepip); pyenv's and
+# python.org's builds have it, so they need nothing from apt.
+if ! command -v "$python" >/dev/null || ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+  want+=(python3 python3-venv)
 fi
 missing=()
 for pkg in "${want[@]}"; do
@@ -20,9 +26,10 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python=${PYTHON:-python3}
-if [[ ! -x .venv/bin/python ]]; then
-  "$python" -m venv .venv
+# Also when an earlier run failed half-way (e.g. without ensurepip): .venv/bin/python exists but has no pip.
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  echo "setup: creating the virtualenv .venv"
+  "$python" -m venv --clear .venv
 fi
 extra=""
 [[ "${1:-}" == "--dev" ]] && extra="[dev]"
