@@ -1,15 +1,16 @@
 """Idle cost: N calls connected to the fake Realtime service, nobody speaking, CPU per call as % of one core.
 
-Run as `.venv/bin/python bench/bench_idle.py [N] [SECONDS]` (defaults 10 calls, 10 s; about 40 s in all).
-Each figure comes from a fresh process pinned to one core, measured with getrusage over SECONDS after a
-warm-up, minus a bare event loop measured the same way. SECONDS is cut into 4 windows and the quietest one
-counts (like the best-of timings in bench_audio.py: other load on the machine only ever adds); the mean is
-printed beside it. What runs per idle call is what Cap runs in Discord
-while nobody speaks (see rig.py): the mixer tick on the shared 20 ms Metronome with no speaker (the engine
-stops the uplink 1.5 s into digital silence), the voice socket's reader thread waiting, discord.py's
-AudioPlayer paused after EngineAudioSource's trailing Opus silence, the session's housekeeping once a
-second. Reference: bare 20 ms clocks, one asyncio ticker and one player thread per call doing nothing (the
-floor of a design that ticks per call, as Cap did before: on this kind of machine every wake-up counts).
+Run as `.venv/bin/python bench/bench_idle.py [N] [SECONDS]` (defaults 10 calls, 2 rounds of 6 s; about 60 s).
+Each figure comes from a fresh process pinned to one core, measured with getrusage after a warm-up, minus
+a bare event loop measured the same way. The modes run in interleaved rounds, each cut into 2 windows, and
+the quietest window of each mode counts (like the best-of timings in bench_audio.py: other load on the
+machine only ever adds); the mean of all windows is printed beside it.
+What runs per idle call is what Cap runs in Discord while nobody speaks (see rig.py): the mixer tick on the
+shared 20 ms Metronome with no speaker (the engine stops the uplink 1.5 s into digital silence), the voice
+socket's reader thread waiting, discord.py's AudioPlayer paused after EngineAudioSource's trailing Opus
+silence (a keepalive packet every 5 s), the session's housekeeping once a second. Reference: bare 20 ms
+clocks, one asyncio ticker and one player thread per call doing nothing (the floor of a design that ticks
+per call, as Cap did before: on this kind of machine every wake-up counts).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from bot.voice.source import OPUS_SILENCE
 
 GOAL_PERCENT = 0.2
 WARM_UP_SECONDS = 2.0
-WINDOWS = 4
+WINDOWS = 2
+ROUNDS = 2
 
 
 class _Silence(AudioSource):
@@ -105,18 +107,23 @@ def run_child(mode: str, calls: int, seconds: float) -> dict[str, float]:
     return rig.run_child(__file__, mode, calls, seconds)
 
 
-def measure(calls: int = 10, seconds: float = 10.0) -> list[rig.Row]:
-    base = run_child("baseline", calls, seconds)
-    clocks = run_child("clocks", calls, seconds)
-    cap = run_child("cap", calls, seconds)
+def measure(calls: int = 10, seconds: float = 6.0, rounds: int = ROUNDS) -> list[rig.Row]:
+    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "clocks": [], "cap": []}
+    for _ in range(rounds):  # interleaved, so a noisy spell of the machine does not hit one mode only
+        for mode, results in runs.items():
+            results.append(run_child(mode, calls, seconds))
+    base, clocks, cap = (min(results, key=lambda r: r["share"]) for results in runs.values())
+    mean = {mode: statistics.mean(r["mean_share"] for r in results) for mode, results in runs.items()}
 
-    def per_call(result: dict[str, float], key: str = "share") -> float:
-        return (result[key] - base[key]) * 100 / calls
+    def per_call(share: float, base_share: float) -> float:
+        return (share - base_share) * 100 / calls
 
-    cap_pct, clock_pct = per_call(cap), per_call(clocks)
+    cap_pct, clock_pct = per_call(cap["share"], base["share"]), per_call(clocks["share"], base["share"])
+    mean_pct = per_call(mean["cap"], mean["baseline"])
     return [rig.Row(
         f"2. idle CPU per connected call ({calls} calls, nobody speaking)",
-        f"{cap_pct:.3f} % of a core (quietest {seconds / WINDOWS:.1f} s; mean {per_call(cap, 'mean_share'):.3f} %)",
+        f"{cap_pct:.3f} % of a core (quietest {seconds / WINDOWS:.2g} s; mean of {rounds * seconds:.0f} s "
+        f"{mean_pct:.3f} %)",
         f"a bare 20 ms ticker + player thread per call: {clock_pct:.3f} %",
         f"≤ {GOAL_PERCENT} %",
         cap_pct <= GOAL_PERCENT,
@@ -131,7 +138,7 @@ def main() -> None:
         print(json.dumps({**result, "log_errors": rig.logged_errors()}))
         return
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 6.0
     rig.print_rows(measure(calls, seconds))
 
 

@@ -55,7 +55,7 @@ def main() -> None:
     progress(f"bench/run_all.py on {machine()}")
     progress("1. audio path per frame ...")
     rows = audio_rows()
-    progress("2. idle calls (bare loop, bare clocks, 10 calls; 10 s each) ...")
+    progress("2. idle calls (bare loop, bare clocks, 10 calls; 2 rounds) ...")
     rows += bench_idle.measure()
     progress("3. concurrency search (one process per N) ...")
     rows += bench_concurrency.measure(log=progress)
