@@ -239,38 +239,36 @@ class Leads(
             return
         await interaction.response.send_message(embed=embed, view=pager, ephemeral=True)
 
-    @app_commands.command(name="show", description="Show one lead")
-    @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
-    async def show(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
+    async def _lead_for(self, interaction: discord.Interaction, lead_id: int, command: str) -> tuple[int, Lead] | None:
+        """This guild's lead #lead_id, or None after telling the user why not (refused, store down, no such lead)."""
         guild_id = await self.authorised_guild(interaction)
         if guild_id is None:
-            return
+            return None
         try:
             lead = await self.run(lambda session: get_lead(session, guild_id, lead_id))
         except SQLAlchemyError:
-            log.exception("/leads show failed")
+            log.exception("/leads %s failed", command)
             await interaction.response.send_message(STORE_DOWN, ephemeral=True)
-            return
+            return None
         if lead is None:
             await interaction.response.send_message(f"No lead #{lead_id} in this server.", ephemeral=True)
-            return
-        await interaction.response.send_message(embed=detail_embed(lead), ephemeral=True)
+            return None
+        return guild_id, lead
+
+    @app_commands.command(name="show", description="Show one lead")
+    @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
+    async def show(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
+        found = await self._lead_for(interaction, lead_id, "show")
+        if found is not None:
+            await interaction.response.send_message(embed=detail_embed(found[1]), ephemeral=True)
 
     @app_commands.command(name="delete", description="Delete one lead (asks for confirmation)")
     @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
     async def delete(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
-        guild_id = await self.authorised_guild(interaction)
-        if guild_id is None:
+        found = await self._lead_for(interaction, lead_id, "delete")
+        if found is None:
             return
-        try:
-            lead = await self.run(lambda session: get_lead(session, guild_id, lead_id))
-        except SQLAlchemyError:
-            log.exception("/leads delete failed")
-            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
-            return
-        if lead is None:
-            await interaction.response.send_message(f"No lead #{lead_id} in this server.", ephemeral=True)
-            return
+        guild_id, lead = found
         view = ConfirmDelete(self, interaction.user.id, guild_id, lead_id)
         await interaction.response.send_message(
             f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? {DELETE_KEEPS} "
