@@ -7,7 +7,6 @@ import dataclasses
 import json
 import re
 
-import numpy as np
 import pytest
 from pydantic import BaseModel
 
@@ -18,28 +17,13 @@ from realtime.file_transport import run_file_conversation
 from realtime.protocol import SessionConfig
 from realtime.tools import Tool, ToolContext, ToolRegistry
 from realtime.transcript import TranscriptEntry
+from tests.audio_checks import loud, runs
 from tests.conftest import load_frames
 from tests.realtime_fake import FakeRealtimeServer, tone_pcm
 
 
 def silence(ms: int) -> list[bytes]:
     return [SILENCE_FRAME] * (ms // FRAME_MS)
-
-
-def loud(frames: list[bytes]) -> list[bool]:
-    return [np.abs(np.frombuffer(f, "<i2")).max() > 500 for f in frames]
-
-
-def runs(flags: list[bool]) -> list[tuple[int, int]]:
-    """(start, length) of each run of True."""
-    out, start = [], None
-    for i, flag in enumerate([*flags, False]):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            out.append((start, i - start))
-            start = None
-    return out
 
 
 class EchoArgs(BaseModel):

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 from types import SimpleNamespace
 
-import numpy as np
 from discord import opus
 
 from bot.voice.mixer import Mixer
@@ -18,6 +17,7 @@ from realtime.engine import VoiceSession
 from realtime.protocol import SessionConfig
 from realtime.tools import ToolRegistry
 from realtime.transcript import TranscriptEntry
+from tests.audio_checks import loud, runs
 from tests.bot.voice.test_dave import StandInSession
 from tests.bot.voice.voice_packets import MODE, SECRET_KEY, PacketSender, fixture_pcm, frames_of, opus_encode
 from tests.realtime_fake import FakeRealtimeServer, tone_pcm
@@ -29,21 +29,6 @@ PACE = 4.0  # ticks run 4x faster than real time; every decision is per frame, n
 
 def speaking(user_id: int, ssrc: int) -> dict:
     return {"op": 5, "d": {"user_id": str(user_id), "ssrc": ssrc, "speaking": 1}}
-
-
-def loud(frames: list[bytes]) -> list[bool]:
-    return [bool(np.abs(np.frombuffer(f, "<i2")).max() > 500) for f in frames]
-
-
-def runs(flags: list[bool]) -> list[tuple[int, int]]:
-    out, start = [], None
-    for i, flag in enumerate([*flags, False]):
-        if flag and start is None:
-            start = i
-        elif not flag and start is not None:
-            out.append((start, i - start))
-            start = None
-    return out
 
 
 class DiscordSide:
