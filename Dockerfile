@@ -29,15 +29,17 @@ COPY --from=build /opt/cap /opt/cap
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/cap-entrypoint
 ENV PATH=/opt/cap/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    HEARTBEAT_FILE=/tmp/cap-heartbeat
 # Without DATABASE_URL the embedded SQLite lands in /app/data (mount a volume there to keep it).
 WORKDIR /app
 USER 10001:10001
 
-# Offline checks only (settings, libopus, davey/PyNaCl, database reachable and migrated, token shape):
-# a health probe must not spend OpenAI sessions or Discord requests. Prints only what fails.
-HEALTHCHECK --interval=60s --timeout=30s --start-period=60s --retries=3 \
-    CMD ["cap-bot", "doctor", "--offline", "--quiet"]
+# Offline checks only (settings, libopus, davey/PyNaCl, database reachable and migrated, token shape) plus
+# liveness: the bot touches HEARTBEAT_FILE every 30 s while its Discord connection is alive. A health probe
+# must not spend OpenAI sessions or Discord requests. Prints only what fails.
+HEALTHCHECK --interval=60s --timeout=30s --start-period=90s --retries=3 \
+    CMD ["cap-bot", "doctor", "--offline", "--quiet", "--heartbeat"]
 # SIGTERM (docker stop, compose down): Cap leaves its calls, flushes transcripts and closes Realtime sessions.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["cap-entrypoint"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Final
 
 import discord
 from discord.ext import commands
 
+from bot.heartbeat import beat, gateway_alive
 from bot.settings import Settings
 from bot.storage.database import Database
 
@@ -42,6 +44,7 @@ class CapBot(commands.AutoShardedBot):
         self.database = database or Database(settings.database_url, migrate=settings.auto_migrate)
         self.extensions_to_load = extensions
         self.failed_extensions: dict[str, str] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.database.open()
@@ -53,6 +56,10 @@ class CapBot(commands.AutoShardedBot):
                 log.exception("could not load extension %s", name)
         if self.owns_command_sync:
             await self.sync_commands()
+        if self.settings.heartbeat_file is not None:
+            self._heartbeat = asyncio.create_task(
+                beat(self.settings.heartbeat_file, lambda: gateway_alive(self)), name="cap-heartbeat"
+            )
 
     @property
     def owns_command_sync(self) -> bool:
@@ -75,6 +82,8 @@ class CapBot(commands.AutoShardedBot):
         log.info("logged in as %s (%s) in %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
     async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()  # a closing bot is no longer healthy
         try:
             await super().close()  # unloads the cogs, which end their calls
         finally:

@@ -310,6 +310,23 @@ async def check_discord_login(
         )
 
 
+def check_heartbeat(settings: Settings, max_age: float | None = None) -> CheckResult:
+    """The running bot's liveness: its heartbeat file is fresh (only meaningful where the bot runs)."""
+    from bot.heartbeat import HEARTBEAT_MAX_AGE_SECONDS, heartbeat_age
+
+    limit = HEARTBEAT_MAX_AGE_SECONDS if max_age is None else max_age
+    if settings.heartbeat_file is None:
+        return fail("heartbeat", "HEARTBEAT_FILE is not set", "set HEARTBEAT_FILE (the Docker image sets it)")
+    age = heartbeat_age(settings.heartbeat_file)
+    if age is None:
+        return fail("heartbeat", "the bot has not reported a live Discord connection yet",
+                    "is `cap-bot run` running? see its log for the login or gateway error")
+    if age > limit:
+        return fail("heartbeat", f"no live Discord connection reported for {age:.0f} s",
+                    "the gateway connection or the event loop is stuck: see the log, restart the bot")
+    return ok("heartbeat", f"live Discord connection reported {age:.0f} s ago")
+
+
 # -- all of them ---------------------------------------------------------------------------------------
 
 
@@ -317,6 +334,7 @@ def run_checks(
     settings: Settings | None,
     *,
     offline: bool = False,
+    heartbeat: bool = False,
     settings_result: CheckResult | None = None,
 ) -> list[CheckResult]:
     """Every check in table order; those needing valid settings are skipped without them."""
@@ -341,6 +359,8 @@ def run_checks(
         results.append(asyncio.run(check_discord_login(settings)))
     else:
         results.append(skip("discord login", "the token is malformed"))
+    if heartbeat:
+        results.append(check_heartbeat(settings))
     return results
 
 

@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor = subparsers.add_parser("doctor", help="check settings, voice libraries, database, OpenAI key, token")
     doctor.add_argument("--offline", action="store_true", help="no network checks (OpenAI Realtime, Discord)")
     doctor.add_argument("--quiet", action="store_true", help="print only what fails (for health checks)")
+    doctor.add_argument("--heartbeat", action="store_true",
+                        help="also check that the running bot reported a live Discord connection lately")
     doctor.set_defaults(handler=run_doctor, settings_optional=True)
 
 
@@ -92,6 +94,7 @@ def run_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     from bot import doctor  # imports discord and websockets only when asked
 
     settings_result, loaded = doctor.check_settings(lambda: settings) if settings else doctor.check_settings()
-    results = doctor.run_checks(loaded, offline=args.offline, settings_result=settings_result)
+    results = doctor.run_checks(loaded, offline=args.offline, heartbeat=args.heartbeat,
+                                settings_result=settings_result)
     sys.stdout.write(doctor.render(results, quiet=args.quiet))
     return 0 if all(result.ok for result in results) else 1

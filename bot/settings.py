@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Discord.
     discord_token: SecretStr | None = None
     dev_guild_id: int | None = None
+    # The running bot touches this file while its gateway connection is alive (the Docker image sets it);
+    # `cap-bot doctor --heartbeat` checks its age.
+    heartbeat_file: Path | None = None
     # Sharding for large bots: SHARD_IDS ("0,1" or [0,1]) are the shards this process runs; needs SHARD_COUNT.
     shard_count: int | None = Field(None, ge=1)
     shard_ids: list[int] | None = None
@@ -168,7 +171,7 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
-    @field_validator("knowledge_base_dir", "market_data_csv", "instructions_file", mode="before")
+    @field_validator("knowledge_base_dir", "market_data_csv", "instructions_file", "heartbeat_file", mode="before")
     @classmethod
     def _blank_path_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

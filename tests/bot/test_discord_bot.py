@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from unittest.mock import AsyncMock
 
 import discord
 import pytest
+from discord.ext import commands
 
 from bot.discord_bot import EXTENSIONS, CapBot, cap_intents
 from bot.settings import load_settings
@@ -71,3 +73,16 @@ async def test_only_the_process_with_shard_0_syncs_commands(shard_ids: list[int]
         assert bot.tree.sync.await_count == (1 if syncs else 0)
     finally:
         bot.database.close()
+
+
+async def test_the_heartbeat_runs_with_the_bot_and_stops_when_it_closes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(commands.AutoShardedBot, "close", AsyncMock())  # no gateway to close here
+    bot = make_bot(heartbeat_file=str(tmp_path / "beat"))
+    bot.tree.sync = AsyncMock(return_value=[])  # type: ignore[method-assign]
+    await bot.setup_hook()
+    heartbeat = bot._heartbeat
+    assert heartbeat is not None and not heartbeat.done()
+    await bot.close()
+    await asyncio.sleep(0)
+    assert heartbeat.cancelled()
+    assert not (tmp_path / "beat").exists(), "a bot that never reached Discord is not alive"
