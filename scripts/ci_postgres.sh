@@ -9,6 +9,11 @@ DB_USER=cap_test
 DB_PASSWORD=cap_test
 READY_SECONDS=60
 
+# Stdout carries the URL and nothing else (callers capture it): everything any command below prints goes to
+# stderr; fd 3 keeps the real stdout for the final line. (pg_ctlcluster, for one, says "Removed stale pid file."
+# on stdout after an unclean stop.)
+exec 3>&1 1>&2
+
 say() { echo "ci_postgres: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
@@ -37,15 +42,15 @@ read -r version cluster port status _ < <(pg_lsclusters -h | head -n 1) || true
 if [[ -z "${version:-}" ]]; then
   version=$(printf '%s\n' /usr/lib/postgresql/*/bin/postgres | awk -F/ '{print $5}' | sort -V | tail -n 1)
   say "creating cluster $version/main"
-  "${sudo_cmd[@]}" pg_createcluster "$version" main >/dev/null 9>&-
+  "${sudo_cmd[@]}" pg_createcluster "$version" main >/dev/null 3>&- 9>&-
   read -r version cluster port status _ < <(pg_lsclusters -h | head -n 1)
 fi
 
 if [[ "$status" != online* ]]; then
   say "starting cluster $version/$cluster on port $port"
   # Exit 2 means "already running" (a race with another starter): readiness below decides.
-  # 9>&-: the server must not inherit (and so hold for ever) the lock.
-  "${sudo_cmd[@]}" pg_ctlcluster "$version" "$cluster" start 9>&- || [[ $? -eq 2 ]] \
+  # 3>&- 9>&-: the server must not inherit (and so hold for ever) the lock or our caller's stdout pipe.
+  "${sudo_cmd[@]}" pg_ctlcluster "$version" "$cluster" start 3>&- 9>&- || [[ $? -eq 2 ]] \
     || die "pg_ctlcluster $version $cluster start failed (see /var/log/postgresql/postgresql-$version-$cluster.log)"
 fi
 
@@ -72,4 +77,4 @@ url="postgresql+psycopg://$DB_USER:$DB_PASSWORD@127.0.0.1:$port/$DB_NAME"
 PGPASSWORD=$DB_PASSWORD psql -qtA -h 127.0.0.1 -p "$port" -U "$DB_USER" -d "$DB_NAME" -c "SELECT 1" >/dev/null \
   || die "cannot log in as $DB_USER on 127.0.0.1:$port"
 say "PostgreSQL $version ready on 127.0.0.1:$port, database $DB_NAME"
-echo "$url"
+echo "$url" >&3

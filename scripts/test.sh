@@ -10,6 +10,8 @@ if [[ "${CAP_TEST_POSTGRES:-1}" == "0" && "${CI:-}" != "true" ]]; then
 else
   started=$SECONDS
   TEST_DATABASE_URL=$(bash scripts/ci_postgres.sh) || { echo "test: PostgreSQL could not be started" >&2; exit 1; }
+  [[ "$TEST_DATABASE_URL" == postgresql+psycopg://* && "$TEST_DATABASE_URL" != *$'\n'* ]] \
+    || { echo "test: scripts/ci_postgres.sh printed something other than one database URL" >&2; exit 1; }
   export TEST_DATABASE_URL
   echo "test: PostgreSQL ready in $((SECONDS - started)) s" >&2
 fi
