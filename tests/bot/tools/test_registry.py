@@ -1,9 +1,5 @@
 from __future__ import annotations
 
-import logging
-
-import pytest
-
 from bot.storage.database import Database
 from bot.tools import TOOL_NAMES, build_registry
 from bot.tools.context import CONSOLE_GUILD_ID, CONSOLE_USER_ID, console_context
@@ -53,22 +49,6 @@ def test_specs_are_what_the_model_needs() -> None:
         "ground_up_construction",
         "portfolio",
     ]
-
-
-def test_a_missing_optional_tool_is_skipped_with_a_warning(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
-    import bot.tools as tools
-
-    monkeypatch.setitem(tools._SETTINGS_ONLY_TOOLS, "research_market", ("bot.tools.not_built_yet", "x_tool"))
-    with caplog.at_level(logging.WARNING):
-        registry = tools.build_registry(test_settings(), Database("sqlite://"))
-    assert list(registry.tools) == [
-        "analyze_deal",
-        "search_knowledge_base",
-        "save_lead",
-        "score_lead",
-        "schedule_call",
-    ]
-    assert "bot.tools.not_built_yet is missing" in caplog.text
 
 
 def test_console_context() -> None:
