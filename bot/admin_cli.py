@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cli import CommandError
+from bot.cli_database import open_database, settings_database
 from bot.settings import Settings
-from bot.storage.database import Database, DatabaseURLError
 from bot.storage.export import EXPORT_FORMATS, collect_records, render, render_file
 from bot.tools import build_registry
 from bot.tools.context import CONSOLE_GUILD_ID, CONSOLE_USER_ID, CONSOLE_USER_NAME
@@ -49,19 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(handler=run_leads_export)
 
 
-def open_database(database: Database) -> Database:
-    """Open it, or fail in one line naming DATABASE_URL."""
-    try:
-        return database.open()
-    except DatabaseURLError as exc:  # already one line naming DATABASE_URL
-        raise CommandError(str(exc)) from None
-    except (ArgumentError, SQLAlchemyError, OSError, ValueError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CommandError(f"DATABASE_URL: cannot open the database: {detail}") from None
-
-
 def run_tools_list(args: argparse.Namespace, settings: Settings) -> int:
-    registry = build_registry(settings, Database(settings.database_url))  # no I/O until a tool runs
+    registry = build_registry(settings, settings_database(settings))  # no I/O until a tool runs
     specs = [
         {"name": s["name"], "description": s["description"], "parameters": s["parameters"]}
         for s in registry.specs()
@@ -79,7 +68,7 @@ def _one_line(result: dict[str, Any]) -> str:
 
 
 def run_tools_call(args: argparse.Namespace, settings: Settings) -> int:
-    database = Database(settings.database_url)
+    database = settings_database(settings)
     registry = build_registry(settings, database)
     if args.name not in registry.tools:
         raise CommandError(f"unknown tool {args.name!r}; available: {', '.join(registry.tools)}")
@@ -106,7 +95,7 @@ def run_tools_call(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_leads_export(args: argparse.Namespace, settings: Settings) -> int:
-    database = open_database(Database(settings.database_url))
+    database = open_database(settings_database(settings))
     try:
         with database.session() as session:
             records = collect_records(session, args.guild)

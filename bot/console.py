@@ -10,6 +10,7 @@ import wave
 from pathlib import Path
 
 from bot.cli import CommandError
+from bot.cli_database import open_database, settings_database
 from bot.session_factory import make_session_config
 from bot.settings import Settings
 from bot.storage.conversations import ConversationRecorder
@@ -70,21 +71,12 @@ def print_transcript(entry: TranscriptEntry) -> None:
     print(f"{who}: {entry.text}{suffix}", flush=True)
 
 
-def open_database(settings: Settings) -> Database:
-    database = Database(settings.database_url)
-    try:
-        database.open()
-    except Exception as exc:  # the URL may hold a password: name the setting, not the URL
-        raise CommandError(f"DATABASE_URL: cannot open the database ({type(exc).__name__})") from None
-    return database
-
-
 def run_console(args: argparse.Namespace, settings: Settings) -> int:
     config = make_session_config(settings)
     frames = read_wav_frames(args.input)
     if not args.output.parent.exists():
         raise CommandError(f"{args.output.parent}: no such directory")
-    database = open_database(settings)
+    database = open_database(settings_database(settings))
     try:
         output = asyncio.run(_converse(config, build_registry(settings, database), database, frames, args.tail))
     finally:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-from bot.cli import CommandError
+from bot.cli_database import database_errors
 from bot.settings import Settings
 from bot.storage import migrate
-from bot.storage.database import DatabaseURLError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,34 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.set_defaults(handler=run_doctor, settings_optional=True)
 
 
-def _database_error(exc: BaseException) -> CommandError:
-    if isinstance(exc, DatabaseURLError):  # already one line naming DATABASE_URL
-        return CommandError(str(exc))
-    detail = getattr(exc, "orig", None) or exc
-    text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
-    return CommandError(f"DATABASE_URL: cannot use the database: {text}")
-
-
 def prepare_database(settings: Settings) -> migrate.UpgradeResult | None:
     """At start-up: apply pending migrations (AUTO_MIGRATE) or refuse to start; one line on failure."""
-    try:
+    with database_errors(settings.database_url):
         if settings.auto_migrate:
             return migrate.upgrade(settings.database_url)
         migrate.ensure_current(settings.database_url)
         return None
-    except migrate.SchemaError as exc:
-        raise CommandError(str(exc)) from None
-    except (ArgumentError, SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
-        raise _database_error(exc) from None
 
 
 def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    try:
+    with database_errors(settings.database_url):
         result = migrate.upgrade(settings.database_url)
-    except migrate.SchemaError as exc:
-        raise CommandError(str(exc)) from None
-    except (ArgumentError, SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
-        raise _database_error(exc) from None
     if result.changed:
         print(f"database upgraded: {result.before or 'empty'} -> {result.after}")
     else:
@@ -68,10 +49,8 @@ def run_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_db_current(args: argparse.Namespace, settings: Settings) -> int:
-    try:
+    with database_errors(settings.database_url):
         current = migrate.current_revision(settings.database_url)
-    except (ArgumentError, SQLAlchemyError, OSError, ModuleNotFoundError) as exc:
-        raise _database_error(exc) from None
     head = migrate.head_revision()
     if current == head:
         print(f"{current} (newest)")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bot.cli import main
+from bot.storage import migrate
 from bot.tools import TOOL_NAMES, build_registry
 from tests.bot.storage.helpers import fresh_database
 from tests.bot.tools.helpers import test_settings
@@ -91,10 +92,20 @@ def test_an_unusable_database_is_one_line(capsys, monkeypatch, tmp_path: Path) -
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'file' / 'cap.db'}")
     status, _, err = run(capsys, "leads", "export")
-    assert status == 1 and "DATABASE_URL: cannot open the database" in one_line_error(err)
+    assert status == 1 and "DATABASE_URL: cannot use the database" in one_line_error(err)
     monkeypatch.setenv("DATABASE_URL", "nosuchdb://x")
     status, _, err = run(capsys, "tools", "call", "score_lead")
     assert status == 1 and "DATABASE_URL" in one_line_error(err)
+
+
+def test_without_auto_migrate_an_old_schema_is_refused_not_migrated(capsys, monkeypatch, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'never_migrated.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("AUTO_MIGRATE", "false")
+    for argv in (("leads", "export"), ("tools", "call", "score_lead")):
+        status, out, err = run(capsys, *argv)
+        assert status == 1 and out == "" and "cap-bot db upgrade" in one_line_error(err)
+    assert migrate.current_revision(url) is None  # the operator decides when the schema changes
 
 
 def test_export_scopes_to_a_guild_or_covers_all(capsys) -> None:
