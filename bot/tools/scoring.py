@@ -205,7 +205,8 @@ class ProgramTerms:
     min_credit: int  # lowest FICO the program takes
 
 
-# Mirrors bot/data/knowledge/loan-programs.md: tier A gets the lower half of each rate range.
+# Mirrors bot/data/knowledge/loan-programs.md (tests/bot/tools/test_published_terms.py keeps them equal):
+# tier A gets the lower half of each rate range.
 PROGRAM_TERMS = {
     "dscr_rental": ProgramTerms((6.75, 7.75), (7.75, 8.75), 1.0, 2.0, 360, 660),
     "fix_and_flip": ProgramTerms((9.75, 11.0), (11.0, 12.25), 1.5, 3.0, 12, 660),
