@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from bot.settings import Settings, SettingsError, load_settings
 from bot.storage import migrate
 from bot.storage.database import DatabaseURLError, create_database_engine, parse_database_url
+from bot.voice.libopus import load_libopus
 from realtime.errors import redact
 
 Status = Literal["ok", "fail", "skip"]
@@ -98,19 +99,8 @@ def check_sharding(settings: Settings) -> CheckResult:
 # -- voice libraries -----------------------------------------------------------------------------------
 
 
-def _load_opus() -> bool:
-    import discord
-
-    if discord.opus.is_loaded():
-        return True
-    try:
-        return bool(discord.opus._load_default())
-    except Exception:
-        return False
-
-
 def check_opus(
-    load: Callable[[], bool] = _load_opus, find: Callable[[str], str | None] = ctypes.util.find_library
+    load: Callable[[], bool] = load_libopus, find: Callable[[str], str | None] = ctypes.util.find_library
 ) -> CheckResult:
     fix = "install the Debian package libopus0 (apt-get install libopus0)"
     name = find("opus")

@@ -14,6 +14,7 @@ from bot.cli import CommandError
 from bot.ops_cli import prepare_database
 from bot.settings import Settings
 from bot.shutdown import ShutdownCoordinator
+from bot.voice.libopus import load_libopus
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +41,11 @@ def preflight(
         raise CommandError("PyNaCl is missing (voice encryption): pip install 'discord.py[voice]>=2.7.1'")
     if not module_present("davey"):
         raise CommandError("davey is missing (Discord's DAVE voice encryption): pip install 'discord.py[voice]>=2.7.1'")
-    if not (opus_loaded or _load_opus)():
+    if not (opus_loaded or load_libopus)():
         raise CommandError("libopus not found: install the Debian package libopus0")
     if settings.shard_ids and settings.shard_count is None:
         raise CommandError("SHARD_IDS needs SHARD_COUNT")
     return token
-
-
-def _load_opus() -> bool:
-    """discord.py finds libopus with ctypes.util.find_library('opus')."""
-    if discord.opus.is_loaded():
-        return True
-    try:
-        return bool(discord.opus._load_default())
-    except Exception:
-        return False
 
 
 def run_bot(args: argparse.Namespace, settings: Settings) -> int:
