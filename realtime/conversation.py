@@ -67,7 +67,8 @@ class _AudioItem:
     interrupted: bool = False
     heard_ms: int | None = None  # set when interrupted: what the caller actually heard
     finished: bool = False  # output_audio.done seen
-    reported: bool = False  # transcript handed out
+    transcript_done: bool = False  # no more transcript will come for it
+    reported: bool = False  # transcript handed out (once it has played out, or was cut off)
 
     @property
     def received_ms(self) -> int:
@@ -103,6 +104,7 @@ class Conversation:
         self._cancelled_responses: set[str] = set()  # barged-in responses whose late deltas must not play
         self._awaiting_outputs: set[str] = set()
         self._items: dict[str, _AudioItem] = {}
+        self._playing_out: dict[str, _AudioItem] = {}  # transcript complete, audio still playing: not reported
         self._caller_speaking = False
         self._speech_stopped_at: float | None = None
         self._paused_at: float | None = None
@@ -159,9 +161,12 @@ class Conversation:
         self._awaiting_outputs.clear()
         self._turn_speakers.clear()
         self._caller_speaking = False
-        for item in self._items.values():
-            if not item.finished:  # its remaining deltas are gone; what arrived still plays (and can be cut)
-                item.finished = True
+        for item in list(self._items.values()):
+            if not item.reported:
+                # Its remaining deltas are gone; what arrived still plays (and can be cut). The new session
+                # must know what Cap is saying, so it is reported (and replayed below) now.
+                item.finished = item.transcript_done = True
+                self._playing_out.pop(item.item_id, None)
                 self._report_cap(item)
         self._outbox.append(protocol.session_update(self.config, self.tools))
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
@@ -208,8 +213,11 @@ class Conversation:
             self._outbox.append(protocol.input_audio_append(chunk))
 
     def tick(self) -> None:
-        """Timers: resume a reply the caller only coughed over; speak a deferred tool answer if no turn came."""
+        """Timers: resume a reply the caller only coughed over; speak a deferred tool answer if no turn came;
+        report Cap's words once they have played out."""
         now = self.clock()
+        for item in list(self._playing_out.values()):
+            self._settle(item)
         if (self._deferred_for_caller and not self._caller_speaking and self._speech_stopped_at is not None
                 and now - self._speech_stopped_at >= DEFERRED_RESPONSE_SECONDS):
             self._deferred_for_caller = False
@@ -303,7 +311,7 @@ class Conversation:
                     self._outbox.append(protocol.item_truncate(item.item_id, item.heard_ms))
                 else:
                     self._outbox.append(protocol.item_delete(item.item_id))
-            self._report_cap(item)
+            self._settle(item)
 
     def _audible_items(self) -> list[_AudioItem]:
         """Assistant items the caller hears or is about to hear: queued frames, or still streaming in."""
@@ -386,7 +394,30 @@ class Conversation:
         if item is None or item.reported:
             return
         item.transcript = [event.get("transcript") or "".join(item.transcript)]
-        self._report_cap(item)
+        item.transcript_done = True
+        self._settle(item)
+
+    def _settle(self, item: _AudioItem) -> None:
+        """Report Cap's words once the caller has heard all of them, or was cut off (then the heard share is
+        known). The service streams audio and transcript faster than real time, so a reply whose transcript is
+        complete may still be cut by a barge-in seconds later: reporting it then would log and replay words
+        the caller never heard."""
+        if item.reported:
+            return
+        if item.interrupted or (item.finished and self.playback.queued_ms(item.item_id) == 0):
+            self._playing_out.pop(item.item_id, None)
+            self._report_cap(item)
+        elif item.transcript_done:
+            self._playing_out[item.item_id] = item
+
+    def finish(self) -> None:
+        """The session is ending: report everything Cap said, cutting what had not played out at what had."""
+        for item in list(self._items.values()):
+            if not item.reported and not item.interrupted and (
+                    not item.finished or self.playback.queued_ms(item.item_id) > 0):
+                item.interrupted = True
+                item.heard_ms = min(self.playback.played_ms(item.item_id), item.received_ms)
+            self._settle(item)
 
     def _report_cap(self, item: _AudioItem) -> None:
         if item.reported:
@@ -413,8 +444,8 @@ class Conversation:
         self.metrics.add_usage(response.get("usage") or {}, self.config.prices_per_mtok)
         for item in self._items.values():
             if item.response_id == response.get("id"):
-                item.finished = True
-                self._report_cap(item)
+                item.finished = item.transcript_done = True
+                self._settle(item)
         if response.get("status") == "completed":
             # Only a completed response's function calls run: cancelled ones may have side effects.
             for output in response.get("output") or []:
@@ -437,6 +468,6 @@ class Conversation:
     def _prune_items(self) -> None:
         """Forget assistant items that are fully played, so memory stays flat over hours."""
         for item_id in [i for i, item in self._items.items()
-                        if (item.finished or item.interrupted) and self.playback.queued_ms(i) == 0]:
+                        if item.reported and self.playback.queued_ms(i) == 0]:
             del self._items[item_id]
             self.playback.forget(item_id)

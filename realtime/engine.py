@@ -170,6 +170,8 @@ class VoiceSession:
         finally:
             if self._fatal:
                 log.info("Realtime session ended: %s", self._fatal)  # the owner reports it to the user
+            self.conversation.finish()  # what Cap said but had not played out yet is logged too, cut
+            self._deliver_transcripts()
             await self._close_connection()
             self._closed.set()
 
@@ -236,14 +238,17 @@ class VoiceSession:
             task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
-        for entry in conversation.transcripts_ready():
+        self._deliver_transcripts()
+        if conversation.fatal_error and self._fatal is None:
+            self._fatal = conversation.fatal_error
+
+    def _deliver_transcripts(self) -> None:
+        for entry in self.conversation.transcripts_ready():
             if self._on_transcript is not None:
                 try:
                     self._on_transcript(entry)
                 except Exception:
                     log.exception("transcript callback failed")
-        if conversation.fatal_error and self._fatal is None:
-            self._fatal = conversation.fatal_error
 
     async def _run_tool(self, call: ToolCall) -> None:
         context = self._context_factory(call.speakers)

@@ -24,6 +24,7 @@ class PlaybackBuffer:
         self._clock = clock
         self._lock = threading.Lock()
         self._frames: deque[tuple[str, bytes]] = deque()
+        self._queued: dict[str, int] = {}  # frames waiting per item (asked for every tick while a reply plays)
         self._played: dict[str, int] = {}
         self._first_played_at: dict[str, float] = {}
         self._paused = False
@@ -34,6 +35,7 @@ class PlaybackBuffer:
             raise ValueError(f"playback frames are {FRAME_BYTES} bytes, got {len(frame)}")
         with self._lock:
             self._frames.append((item_id, frame))
+            self._queued[item_id] = self._queued.get(item_id, 0) + 1
 
     def read_frame(self) -> bytes | None:
         """The next frame to play, or None while Cap is quiet (nothing queued, or paused by barge-in)."""
@@ -41,6 +43,9 @@ class PlaybackBuffer:
             if self._paused or not self._frames:
                 return None
             item_id, frame = self._frames.popleft()
+            waiting = self._queued.pop(item_id) - 1
+            if waiting:
+                self._queued[item_id] = waiting
             played = self._played.get(item_id, 0)
             if played == 0:
                 self._first_played_at[item_id] = self._clock()
@@ -59,6 +64,7 @@ class PlaybackBuffer:
         """Drop everything not yet played and un-pause (the reply was interrupted)."""
         with self._lock:
             self._frames.clear()
+            self._queued.clear()
             self._paused = False
 
     def forget(self, item_id: str) -> None:
@@ -80,7 +86,7 @@ class PlaybackBuffer:
         with self._lock:
             if item_id is None:
                 return len(self._frames) * FRAME_MS
-            return sum(FRAME_MS for queued_item, _ in self._frames if queued_item == item_id)
+            return self._queued.get(item_id, 0) * FRAME_MS
 
     @property
     def paused(self) -> bool:

@@ -64,6 +64,16 @@ def start_reply(conv: Conversation, item_id: str = "item_a", ms: int = 1000, res
         conv.handle_event(delta(item_id, tone_24k(100), response_id))
 
 
+def play_out(conv: Conversation) -> int:
+    """Play every queued frame (the transport's ticks), then run the timers; returns the frames played."""
+    frames = 0
+    while conv.playback.read_frame() is not None:
+        frames += 1
+        conv.tick()
+    conv.tick()
+    return frames
+
+
 def test_first_events_configure_the_seed_session(conv: Conversation) -> None:
     (update,) = sent(conv)
     session = update["session"]
@@ -290,6 +300,8 @@ def test_reconnect_replays_the_conversation(conv: Conversation) -> None:
     conv.handle_event({"type": "response.output_audio_transcript.done", "item_id": "item_a",
                        "response_id": "resp_1", "output_index": 0, "content_index": 0,
                        "transcript": "Great, what's the price?"})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}})
+    play_out(conv)
     entries = conv.transcripts_ready()
     assert [(e.role, e.text) for e in entries] == [("caller", "I have a duplex in Austin."),
                                                    ("cap", "Great, what's the price?")]
@@ -457,6 +469,49 @@ def test_replay_after_a_barge_in_keeps_only_what_was_heard(conv: Conversation) -
     conv.on_connected()
     (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
     assert replayed.endswith("…") and len(replayed) < 25
+
+
+def whole_reply(conv: Conversation, text: str, ms: int = 2000) -> None:
+    """A reply that has fully arrived (audio, transcript, response.done) long before it has been played."""
+    start_reply(conv, ms=ms)
+    conv.handle_event({"type": "response.output_audio.done", "item_id": "item_a", "response_id": "resp_1"})
+    conv.handle_event({"type": "response.output_audio_transcript.done", "item_id": "item_a",
+                       "response_id": "resp_1", "transcript": text})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_1", "status": "completed"}})
+
+
+def test_cap_is_reported_once_the_reply_has_played_out(conv: Conversation) -> None:
+    whole_reply(conv, "The rate is seven and a quarter percent.")
+    assert conv.transcripts_ready() == []  # arrived, but the caller has not heard it yet
+    assert play_out(conv) >= 95
+    (entry,) = conv.transcripts_ready()
+    assert (entry.text, entry.interrupted) == ("The rate is seven and a quarter percent.", False)
+
+
+def test_a_barge_in_after_the_whole_reply_arrived_cuts_the_log_and_the_replay(conv: Conversation) -> None:
+    sent(conv)
+    whole_reply(conv, "The rate is seven and a quarter percent for thirty years.")
+    for _ in range(25):  # 500 ms of 2000 ms heard
+        conv.playback.read_frame()
+        conv.tick()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    assert {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
+            "audio_end_ms": 500} in sent(conv)
+    (entry,) = conv.transcripts_ready()
+    assert entry.interrupted
+    conv.on_disconnected()
+    conv.on_connected()
+    (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+    assert replayed.endswith("…") and len(replayed) < 25
+
+
+def test_a_session_ending_mid_reply_still_logs_it_as_cut(conv: Conversation) -> None:
+    whole_reply(conv, "Let me walk you through the documents we need.")
+    for _ in range(50):
+        conv.playback.read_frame()
+    conv.finish()
+    (entry,) = conv.transcripts_ready()
+    assert entry.interrupted and entry.text == "Let me walk you through the documents we need."
 
 
 def test_a_failed_transcription_forgets_the_turn(conv: Conversation) -> None:

@@ -157,6 +157,23 @@ async def feed_until(session: VoiceSession, frames: list[bytes], predicate, limi
         await asyncio.sleep(0.005)
 
 
+async def test_closing_mid_reply_still_reports_what_cap_was_saying(hello: list[bytes]) -> None:
+    transcripts: list[TranscriptEntry] = []
+    async with FakeRealtimeServer() as server:
+        session = VoiceSession(config_for(server), ToolRegistry(), on_transcript=transcripts.append)
+        await session.start()
+        n = 0
+        while session.playback.queued_ms() == 0:  # the caller speaks; nothing is played (no transport pulls)
+            session.feed_input(hello[n] if n < len(hello) else SILENCE_FRAME, [7])
+            n += 1
+            await asyncio.sleep(0.005)
+        await server.wait_for(lambda: server.sent_of("response.done"))
+        await asyncio.sleep(0.05)
+        assert [e.role for e in transcripts] == ["caller"]  # Cap's words arrived but were not heard yet
+        await session.aclose()
+    assert [(e.role, e.interrupted) for e in transcripts] == [("caller", False), ("cap", True)]
+
+
 async def test_session_expired_reconnects_and_replays_the_conversation(hello: list[bytes]) -> None:
     transcripts: list[TranscriptEntry] = []
     async with FakeRealtimeServer(user_transcripts=["I have a duplex in Austin."]) as server:
