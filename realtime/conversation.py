@@ -168,10 +168,14 @@ class Conversation:
                 item.finished = item.transcript_done = True
                 self._playing_out.pop(item.item_id, None)
                 self._report_cap(item)
-        self._outbox.append(protocol.session_update(self.config, self.tools))
+        self._outbox.append(protocol.session_update(self.config, self.tools, self._session_update_id))
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
                 self._outbox.append(protocol.replay_message(role, text))
+
+    @property
+    def _session_update_id(self) -> str:
+        return f"cap_session_update_{self.epoch}"
 
     def on_disconnected(self) -> None:
         self.connected = False
@@ -276,6 +280,11 @@ class Conversation:
         code = error.get("code")
         if code in FATAL_ERROR_CODES:
             self.fatal_error = fatal_message(code, error.get("message"))
+        elif error.get("event_id") == self._session_update_id and error.get("type") == "invalid_request_error":
+            # Without its session Cap would run on the service's defaults: no persona, tools or transcripts.
+            where = f" ({error['param']})" if error.get("param") else ""
+            self.fatal_error = redact(f"the Realtime API rejected Cap's session settings{where}: "
+                                      f"{error.get('message') or code}")
         elif code == "response_cancel_not_active":
             log.debug("response.cancel raced the server's own cancel")
         elif code == "conversation_already_has_active_response":
@@ -446,17 +455,38 @@ class Conversation:
             if item.response_id == response.get("id"):
                 item.finished = item.transcript_done = True
                 self._settle(item)
-        if response.get("status") == "completed":
+        status = response.get("status")
+        if status == "completed":
             # Only a completed response's function calls run: cancelled ones may have side effects.
             for output in response.get("output") or []:
-                if output.get("type") == "function_call":
-                    self._awaiting_outputs.add(output["call_id"])
-                    self.metrics.tool_calls += 1
-                    self._tool_calls.append(ToolCall(output["call_id"], output["name"],
-                                                     output.get("arguments") or "{}", self._last_speakers,
-                                                     self.epoch))
+                if output.get("type") != "function_call":
+                    continue
+                if not output.get("call_id") or not output.get("name"):
+                    log.warning("skipping a function call without call_id or name")
+                    continue
+                self._awaiting_outputs.add(output["call_id"])
+                self.metrics.tool_calls += 1
+                self._tool_calls.append(ToolCall(output["call_id"], output["name"],
+                                                 output.get("arguments") or "{}", self._last_speakers,
+                                                 self.epoch))
+        elif status in ("failed", "incomplete"):
+            self._on_response_not_completed(status, response.get("status_details") or {})
         if self._response_wanted and not self._awaiting_outputs:
             self._request_response()
+
+    def _on_response_not_completed(self, status: str, details: dict[str, Any]) -> None:
+        """A failed reply carries its error here, not in an `error` event: out of quota, for one, looks like
+        this on a session that connected fine. Fatal codes end the session; the rest are logged."""
+        self.metrics.failed_responses += 1
+        if status == "incomplete":
+            log.warning("Cap's reply was cut short by the service (%s)", details.get("reason") or "no reason given")
+            return
+        error = details.get("error") or {}
+        code = error.get("code") or error.get("type")
+        if code in FATAL_ERROR_CODES:
+            self.fatal_error = fatal_message(code, error.get("message"))
+        else:
+            log.warning("Cap's reply failed (%s): %s", code or "no code", redact(str(error.get("message"))))
 
     # ----- bookkeeping -----
 

@@ -19,6 +19,7 @@ class SessionMetrics:
     paused_then_resumed: int = 0
     reconnects: int = 0
     tool_calls: int = 0
+    failed_responses: int = 0  # replies the service ended failed or incomplete
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
     # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
     reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
@@ -28,24 +29,29 @@ class SessionMetrics:
         """Fold a response.done usage block into the totals and the cost estimate."""
         inp = usage.get("input_token_details") or {}
         out = usage.get("output_token_details") or {}
-        cached = int(inp.get("cached_tokens") or 0)
         counts = {
             "audio_input": int(inp.get("audio_tokens") or 0),
             "text_input": int(inp.get("text_tokens") or 0),
             "audio_output": int(out.get("audio_tokens") or 0),
             "text_output": int(out.get("text_tokens") or 0),
-            "cached_input": cached,
+            "cached_input": int(inp.get("cached_tokens") or 0),
         }
-        # Cached tokens are a subset of the input tokens: bill them at the cached price only.
-        uncached_share = 1.0
-        total_in = counts["audio_input"] + counts["text_input"]
-        if total_in and cached:
-            uncached_share = max(0.0, 1.0 - cached / total_in)
         for key, count in counts.items():
             self.tokens[key] += count
-            price = prices_per_mtok.get(key, 0.0)
-            share = uncached_share if key in ("audio_input", "text_input") else 1.0
-            self.cost_usd += count * share * price / 1_000_000
+        # Cached tokens are a subset of the input tokens, billed at the cached price only. The service says
+        # how many of them are text and how many audio (audio costs ~8x text); split in proportion only when
+        # it does not.
+        details = inp.get("cached_tokens_details") or {}
+        cached_text, cached_audio = int(details.get("text_tokens") or 0), int(details.get("audio_tokens") or 0)
+        total_in = counts["audio_input"] + counts["text_input"]
+        if counts["cached_input"] and not (cached_text or cached_audio) and total_in:
+            cached_audio = round(counts["cached_input"] * counts["audio_input"] / total_in)
+            cached_text = counts["cached_input"] - cached_audio
+        billable = dict(counts,
+                        audio_input=max(0, counts["audio_input"] - cached_audio),
+                        text_input=max(0, counts["text_input"] - cached_text))
+        for key, count in billable.items():
+            self.cost_usd += count * prices_per_mtok.get(key, 0.0) / 1_000_000
 
     @property
     def median_reply_latency_ms(self) -> float | None:
@@ -60,6 +66,7 @@ class SessionMetrics:
             "paused_then_resumed": self.paused_then_resumed,
             "reconnects": self.reconnects,
             "tool_calls": self.tool_calls,
+            "failed_responses": self.failed_responses,
             "median_reply_latency_ms": round(latency) if latency is not None else None,
             "tokens": dict(self.tokens),
             "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"],

@@ -52,10 +52,12 @@ class SessionConfig:
         return f"{self.url}?model={self.model}"
 
 
-def session_update(config: SessionConfig, tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """The seed's session (persona, server VAD, alloy, 24 kHz PCM16) in GA form."""
+def session_update(config: SessionConfig, tools: list[dict[str, Any]], event_id: str) -> dict[str, Any]:
+    """The seed's session (persona, server VAD, alloy, 24 kHz PCM16) in GA form. The service names the
+    `event_id` in an error about this event: a rejected update would otherwise leave its defaults in place."""
     return {
         "type": "session.update",
+        "event_id": event_id,
         "session": {
             "type": "realtime",
             "instructions": config.instructions,

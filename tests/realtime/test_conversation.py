@@ -259,6 +259,15 @@ def function_call_done(status: str, call_id: str = "call_1", name: str = "echo")
                     "arguments": '{"text": "hi"}'}]}}
 
 
+def test_a_function_call_without_a_call_id_is_skipped_and_the_others_run(conv: Conversation) -> None:
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    event = function_call_done("completed")
+    event["response"]["output"].insert(0, {"type": "function_call", "id": "item_x", "name": "echo",
+                                            "arguments": "{}"})
+    conv.handle_event(event)
+    assert [call.call_id for call in conv.tool_calls_to_run()] == ["call_1"]
+
+
 def test_completed_function_call_runs_then_asks_for_a_response(conv: Conversation) -> None:
     sent(conv)
     conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
@@ -359,6 +368,23 @@ def test_usage_is_totalled_with_an_estimated_cost(clock: Clock) -> None:
     summary = conv.metrics.summary()
     assert summary["tokens"]["audio_input"] == 1000 and summary["tokens"]["audio_output"] == 500
     assert summary["estimated_cost_usd"] == pytest.approx(1000 * 32e-6 + 500 * 64e-6)
+
+
+@pytest.mark.parametrize("cached_details, expected_usd", [
+    # 1920 of the 2000 text tokens cached, the 500 audio tokens not: audio is billed in full.
+    ({"text_tokens": 1920, "audio_tokens": 0}, 80 * 4e-6 + 500 * 32e-6 + 1920 * 0.4e-6),
+    ({"text_tokens": 1520, "audio_tokens": 400}, 480 * 4e-6 + 100 * 32e-6 + 1920 * 0.4e-6),
+    (None, (2000 - 1536) * 4e-6 + (500 - 384) * 32e-6 + 1920 * 0.4e-6),  # no split given: in proportion
+])
+def test_cached_tokens_are_billed_by_their_own_kind(clock: Clock, cached_details: dict | None,
+                                                    expected_usd: float) -> None:
+    prices = {"text_input": 4.0, "audio_input": 32.0, "cached_input": 0.4}
+    metrics = SessionMetrics()
+    details = {"text_tokens": 2000, "audio_tokens": 500, "cached_tokens": 1920}
+    if cached_details is not None:
+        details["cached_tokens_details"] = cached_details
+    metrics.add_usage({"input_token_details": details}, prices)
+    assert metrics.cost_usd == pytest.approx(expected_usd)
 
 
 def test_truncation_never_claims_the_items_last_100_ms(conv: Conversation) -> None:

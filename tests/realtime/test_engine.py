@@ -243,6 +243,8 @@ async def test_garbage_from_the_server_is_survived(hello: list[bytes]) -> None:
 @pytest.mark.parametrize("knobs, expected", [
     ({"valid_keys": ["sk-other"]}, "OPENAI_API_KEY was rejected"),
     ({"fatal_on_connect": "insufficient_quota"}, "no quota"),
+    ({"reject_session_update": ("session.audio.input.transcription.model", "Invalid value: 'gpt-transcribe'.")},
+     "rejected Cap's session settings (session.audio.input.transcription.model): Invalid value"),
 ])
 async def test_fatal_errors_end_the_session_without_retrying(knobs: dict, expected: str) -> None:
     async with FakeRealtimeServer(**knobs) as server:
@@ -256,6 +258,30 @@ async def test_fatal_errors_end_the_session_without_retrying(knobs: dict, expect
         await asyncio.sleep(0.3)
     assert expected in reason and "sk-test" not in reason
     assert len(server.connections) == 1, "no retry storm"
+
+
+async def test_a_reply_failing_for_lack_of_quota_ends_the_session(hello: list[bytes]) -> None:
+    # The service accepts the socket and the session, then fails each response with the quota error.
+    async with FakeRealtimeServer(fail_responses_with="insufficient_quota") as server:
+        session = VoiceSession(config_for(server), ToolRegistry())
+        await session.start()
+        await feed_until(session, hello, lambda: session.closed)
+        reason = await session.wait_closed()
+        await session.aclose()
+    assert reason == "the OpenAI account has no quota left (insufficient_quota)"
+    assert session.metrics.failed_responses == 1 and len(server.connections) == 1
+
+
+async def test_a_reply_failing_for_another_reason_is_logged_and_the_call_goes_on(
+        hello: list[bytes], caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeRealtimeServer(fail_responses_with="server_error") as server:
+        session = VoiceSession(config_for(server), ToolRegistry())
+        await session.start()
+        await feed_until(session, hello, lambda: session.metrics.failed_responses == 1)
+        await asyncio.sleep(0.1)
+        assert not session.closed
+        await session.aclose()
+    assert "Cap's reply failed (server_error)" in caplog.text
 
 
 async def test_an_unreachable_server_gives_up_with_one_line() -> None:

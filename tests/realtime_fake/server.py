@@ -334,6 +334,10 @@ class _Session:
         return self.record.session["audio"]["input"].get("turn_detection")
 
     async def _on_session_update(self, event: Event) -> None:
+        if self.server.reject_session_update:  # e.g. a transcription model this account may not use
+            param, message = self.server.reject_session_update
+            await self._error("invalid_value", message, event=event, param=param)
+            return
         patch = {k: v for k, v in event["session"].items() if k != "type"}
         voice = patch.get("audio", {}).get("output", {}).get("voice")
         if voice and self.audio_sent and voice != self.record.session["audio"]["output"]["voice"]:
@@ -559,6 +563,9 @@ class _Session:
         details = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": response.cancel_reason}
+        elif status == "failed":  # how the service reports e.g. an exhausted quota on a live session
+            code = self.server.fail_responses_with
+            details = {"type": "failed", "error": {"type": code, "code": code}}
         voice = self.record.session["audio"]["output"]["voice"]
         return {
             "object": "realtime.response",
@@ -589,6 +596,12 @@ class _Session:
             )
             spec = self.server.function_calls.pop(0) if self.server.function_calls else None
             previous = self._last_item_id()
+            if self.server.fail_responses_with:
+                self.response = None
+                failed = self._response_object(response, "failed", [], None)
+                await self._emit("response.done", response=failed)
+                self.server.responses.append(failed)
+                return
             if spec is not None:
                 item, out_audio_ms = await self._stream_function_call(response, spec, previous), 0
             else:
@@ -729,6 +742,8 @@ class FakeRealtimeServer:
         cancel_function_call_response: bool = False,
         fatal_on_connect: str | None = None,
         reject_connections: int = 0,
+        fail_responses_with: str | None = None,
+        reject_session_update: tuple[str, str] | None = None,
         validate_own_events: bool = True,
     ) -> None:
         self.valid_keys = frozenset(valid_keys)
@@ -748,6 +763,8 @@ class FakeRealtimeServer:
         self.cancel_function_call_response = cancel_function_call_response
         self.fatal_on_connect = fatal_on_connect
         self.reject_connections = reject_connections
+        self.fail_responses_with = fail_responses_with  # an error code: every response.done is "failed"
+        self.reject_session_update = reject_session_update  # (param, message) of an invalid_value error
         self.validate_own_events = validate_own_events
         self.connections: list[ConnectionRecord] = []
         self.received: list[Event] = []
