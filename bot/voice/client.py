@@ -119,13 +119,23 @@ class CapVoiceClient(discord.VoiceClient):
         return state
 
     async def _ws_hook(self, ws: DiscordVoiceWebSocket, msg: dict[str, Any]) -> None:
-        """Every voice-WebSocket JSON message, after discord.py has handled it (event loop)."""
+        """Every voice-WebSocket JSON message, after discord.py has handled it (event loop).
+
+        Nothing may escape: discord.py awaits this hook unguarded in its voice-WebSocket poller, which ends
+        quietly on an unexpected exception, and with it DAVE transitions and voice reconnects.
+        """
+        try:
+            self._on_ws_message(msg)
+        except Exception:
+            self._log(logging.ERROR, "ws-hook", "a voice WebSocket message could not be handled", exc_info=True)
+
+    def _on_ws_message(self, msg: dict[str, Any]) -> None:
         receiver = getattr(self, "receiver", None)  # the hook exists before __init__ finishes
         if receiver is None:
             return
         receiver.on_ws_message(msg)
         op = msg.get("op")
-        if op in (OP_READY, OP_RESUMED):
+        if op in (OP_READY, OP_RESUMED) and self._sink is not None:
             self.listen()
         elif op == OP_SESSION_DESCRIPTION and self._audio is not None:
             # discord.py sent "not speaking" with the new key; a waiting player re-announces "speaking".
@@ -179,6 +189,7 @@ class CapVoiceClient(discord.VoiceClient):
     async def stop_conversation(self) -> None:
         self._sink = None
         self._playback = None
+        self._connection.remove_socket_listener(self._on_packet)  # nobody drains the receiver any more
         self._stop_ticker()
         if self._audio is not None:
             self._audio.close()
@@ -220,9 +231,11 @@ class CapVoiceClient(discord.VoiceClient):
 
     def _send_keepalive(self) -> None:
         """One Opus silence packet while the player sleeps (its thread is parked, so nothing races us)."""
+        if not self.is_connected():
+            return
         try:
             self.send_audio_packet(OPUS_SILENCE, encode=False)
-        except (discord.ClientException, OSError) as exc:
+        except Exception as exc:  # e.g. davey not ready mid-transition, or no mode negotiated yet
             log.debug("voice keepalive not sent: %s", exc)
 
     def _ensure_playing(self) -> None:

@@ -24,7 +24,7 @@ from realtime.audio import FRAME_BYTES
 DEFAULT_DEPTH: Final = 2  # frames primed before a talk spurt plays: 40 ms of reordering/jitter tolerance
 MAX_PACKETS: Final = 16  # 320 ms: more means a stall or a fast sender clock; trim back to depth + 1
 MAX_CONCEALED: Final = 2  # PLC frames after the last packet before the speaker counts as silent
-RESTART_DISTANCE: Final = 100  # a jump of 2 s or more (either way) is a new stream, not reordering
+RESTART_DISTANCE: Final = 100  # a jump of 2 s or more is a new stream (backwards: only between talk spurts)
 
 
 class SlotKind(Enum):
@@ -72,7 +72,10 @@ class JitterBuffer:
     def push(self, sequence: int, payload: bytes) -> Push:
         if self._last is not None:
             behind = sequence_delta(sequence, self._last)
-            if -RESTART_DISTANCE < behind <= 0:
+            busy = self._next is not None or bool(self._packets)
+            # Far behind while a talk spurt is queued or playing is one very stale packet: dropping the
+            # spurt for it would lose speech. Once idle, it is a sender that restarted its sequence.
+            if -RESTART_DISTANCE < behind <= 0 or (behind <= -RESTART_DISTANCE and busy):
                 return Push.LATE
             if abs(behind) >= RESTART_DISTANCE:
                 self.reset()

@@ -234,6 +234,8 @@ class VoiceReceiver:
         speaker = self._speakers.get(ssrc)
         if speaker is not None and speaker.ignored:
             counts["bot"] += 1
+            if self._pending:
+                self._pending.pop(ssrc, None)  # held before we knew it was a bot
             return
         cipher = self._current_cipher()
         if cipher is None:
@@ -275,7 +277,10 @@ class VoiceReceiver:
         held = self._pending.get(ssrc)
         if held is None:
             if len(self._pending) >= PENDING_SSRCS:
-                return
+                # The longest-waiting SSRC's owner is never coming (it left, or is a stream we do not
+                # track): make room rather than refuse every new speaker's first words until the next READY.
+                del self._pending[next(iter(self._pending))]
+                self._counts["pending_evicted"] += 1
             held = self._pending[ssrc] = deque(maxlen=PENDING_PACKETS)
         held.append((sequence, frame))
 

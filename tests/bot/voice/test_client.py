@@ -267,6 +267,8 @@ async def test_a_sleeping_player_keeps_the_udp_route_open() -> None:
     vc._player.start()
     keepalives: list[tuple[bytes, bool]] = []
     vc.send_audio_packet = lambda data, *, encode=True: keepalives.append((data, encode))  # type: ignore[method-assign]
+    connected = True
+    vc.is_connected = lambda: connected  # type: ignore[method-assign]
     try:
         assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
         vc._pace_player()
@@ -274,6 +276,10 @@ async def test_a_sleeping_player_keeps_the_udp_route_open() -> None:
         for _ in range(2 * KEEPALIVE_TICKS):  # ten seconds of ticks
             vc._pace_player()
         assert keepalives == [(OPUS_SILENCE, False)] * 2
+        connected = False  # mid-reconnect: no socket or key to send with
+        for _ in range(KEEPALIVE_TICKS):
+            vc._pace_player()
+        assert len(keepalives) == 2
     finally:
         vc._audio.close()
         vc._player.stop()
@@ -308,3 +314,16 @@ async def test_player_is_restarted_when_a_long_reconnect_ended_it() -> None:
     finally:
         await vc.stop_conversation()
         vc._connection._socket_reader.stop()
+
+
+async def test_a_voice_websocket_message_that_breaks_the_receiver_does_not_reach_discord_py(caplog) -> None:
+    """discord.py awaits the hook unguarded; an exception would silently end its voice-WebSocket poller."""
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+
+    def broken(msg: dict) -> None:
+        raise RuntimeError("libopus went away")
+
+    vc.receiver.on_ws_message = broken  # type: ignore[method-assign]
+    await vc._ws_hook(None, {"op": 5, "d": {"user_id": "1", "ssrc": 2, "speaking": 1}})  # type: ignore[arg-type]
+    assert "a voice WebSocket message could not be handled" in caplog.text
+    vc._connection._socket_reader.stop()

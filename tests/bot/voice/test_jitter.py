@@ -115,6 +115,24 @@ def test_a_big_jump_restarts_the_stream() -> None:
     assert played(drain(buffer, 1)) == [30_000]
 
 
+def test_a_very_stale_packet_mid_spurt_is_late_and_the_spurt_plays_on() -> None:
+    buffer = JitterBuffer(depth=2)
+    for seq in range(1000, 1008):
+        buffer.push(seq, payload(seq))
+    assert played(drain(buffer, 2)) == [1000, 1001]
+    assert buffer.push(850, payload(850)) is Push.LATE  # 150 behind: a straggler, not a new stream
+    assert played(drain(buffer, 6)) == [1002, 1003, 1004, 1005, 1006, 1007]
+
+
+def test_a_sender_that_restarts_its_sequence_backwards_is_heard_after_its_spurt() -> None:
+    buffer = JitterBuffer(depth=1)
+    for seq in range(5000, 5003):
+        buffer.push(seq, payload(seq))
+    drain(buffer, 3 + MAX_CONCEALED + 1)  # played, concealed, then silent: idle
+    assert buffer.push(7, payload(7)) is Push.ACCEPTED
+    assert played(drain(buffer, 1)) == [7]
+
+
 def test_decoder_matches_reference_in_order_and_fills_losses() -> None:
     packets = opus_encode(frames_of(vowel_pcm(0.6)))
     expected = reference_decode(packets)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.voice.receiver import VoiceReceiver
+from bot.voice.receiver import PENDING_SSRCS, VoiceReceiver
 from realtime.audio import FRAME_BYTES
 from tests.bot.voice.test_dave import StandInSession
 from tests.bot.voice.voice_packets import (
@@ -158,6 +158,20 @@ def test_unknown_ssrc_is_held_briefly_then_delivered_when_announced(speech) -> N
     receiver.on_ws_message(speaking(BOB, BOB_SSRC))
     frames = heard(run(receiver, [[sender.packet(p)] for p in packets[3:10]]), BOB)
     assert frames[:10] == expected[:10]
+
+
+def test_streams_whose_owner_never_comes_do_not_crowd_out_a_new_speaker(speech) -> None:
+    _, packets, expected = speech
+    receiver = make_receiver()
+    for n in range(PENDING_SSRCS):  # sixteen streams nobody ever announces
+        receiver.on_packet(PacketSender(0x9000 + n).packet(packets[0]))
+    sender = PacketSender(BOB_SSRC)
+    for packet in packets[:3]:
+        receiver.on_packet(sender.packet(packet))
+    receiver.on_ws_message(speaking(BOB, BOB_SSRC))
+    frames = heard(run(receiver, [[sender.packet(p)] for p in packets[3:10]]), BOB)
+    assert frames[:10] == expected[:10], "Bob's first words were held, not refused"
+    assert receiver.stats()["pending_evicted"] == 1
 
 
 def test_video_rtcp_own_garbage_and_ip_discovery_are_ignored(speech) -> None:
