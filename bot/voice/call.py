@@ -186,9 +186,13 @@ class VoiceCall:
             self.voice = await self.channel.connect(
                 cls=CapVoiceClient, self_deaf=False, timeout=VOICE_CONNECT_TIMEOUT_SECONDS, reconnect=True
             )
+            self.voice.on_cleanup(self._voice_gone)  # at once: a kick during the awaits below must be seen
             self._check_not_stopped()
             await self.recorder.start()  # only now: a call that never connected leaves no conversation row
             self._check_not_stopped()
+            if self.voice is None or not self.voice.is_connected():
+                # Kicked or the channel deleted meanwhile, or discord.py gave up its handshakes quietly.
+                raise discord.ClientException("the voice connection was lost")
         except RealtimeFatalError as exc:
             await self._teardown()
             raise CallError(f"the voice AI is unavailable: {exc}") from None
@@ -199,7 +203,6 @@ class VoiceCall:
         except BaseException:
             await self._teardown()
             raise
-        self.voice.on_cleanup(self._voice_gone)
         self.voice.start_conversation(self._feed, self.session.playback)
         self.started_at = self._clock()
         self.auto_leave.activity()
@@ -244,17 +247,23 @@ class VoiceCall:
         if voice is not None:
             with contextlib.suppress(Exception):
                 await voice.stop_conversation()
-            if voice.is_connected():
-                with contextlib.suppress(Exception):
-                    await voice.disconnect(force=True)
+        # What was said is stored before the voice disconnect, which may wait for Discord for many seconds
+        # (a shutdown's deadline could otherwise pass with the last lines unwritten).
         if self.session is not None:
             await self.session.aclose()
         if self.recorder is not None:
             await self.recorder.close()
+        if voice is not None:
+            # Always, connected or not: a connection in the middle of discord.py's reconnect reports
+            # is_connected() False, and left alone it rejoins the channel with no call attached.
+            with contextlib.suppress(Exception):
+                await voice.disconnect(force=True)
 
     def _voice_gone(self) -> None:
         """discord.py tore the voice connection down (kicked, channel deleted, reconnects exhausted)."""
-        if self._stopping is None:
+        if self.started_at is None:
+            self.voice = None  # still starting: start() sees it and gives up cleanly
+        elif self._stopping is None:
             self.voice = None
             self.stop("disconnected")
 

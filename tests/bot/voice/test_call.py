@@ -311,3 +311,53 @@ async def test_leaves_when_alone_and_when_discord_drops_the_connection(
     await call._stopping
     assert call.end_reason == "disconnected"
     channel.connect.return_value.disconnect.assert_not_awaited()
+
+
+async def test_leaving_mid_reconnect_still_disconnects_voice(database: Database) -> None:
+    """discord.py reports is_connected() False while it reconnects; left alone it would rejoin with no call."""
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    voice = channel.connect.return_value
+    voice.is_connected.return_value = False
+    await call.stop("idle")
+    voice.disconnect.assert_awaited_once_with(force=True)
+
+
+async def test_the_last_lines_are_stored_before_voice_disconnects(database: Database) -> None:
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    order: list[str] = []
+    session, recorder = call.session, call.recorder
+    assert isinstance(session, FakeSession) and recorder is not None
+    voice = channel.connect.return_value
+    voice.disconnect.side_effect = lambda **_: order.append("voice disconnect")
+    original_close = recorder.close
+
+    async def close_recorder() -> None:
+        await original_close()
+        order.append("transcript flushed")
+
+    recorder.close = close_recorder  # type: ignore[method-assign]
+    await call.stop("shutdown")
+    assert session.closed and order == ["transcript flushed", "voice disconnect"]
+
+
+async def test_a_kick_while_the_call_starts_ends_it_cleanly(database: Database,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    channel = make_channel()
+    voice = channel.connect.return_value
+    call = make_call(channel, database)
+    original_start = call_module.ConversationRecorder.start
+
+    async def kicked_while_recording(recorder) -> None:  # discord.py cleans up during this await
+        for callback in [c.args[0] for c in voice.on_cleanup.call_args_list]:
+            callback()
+        await original_start(recorder)
+
+    monkeypatch.setattr(call_module.ConversationRecorder, "start", kicked_while_recording)
+    with pytest.raises(CallError, match="could not connect to <#10>: the voice connection was lost"):
+        await call.start()
+    assert call.session is not None and call.session.closed
+    voice.start_conversation.assert_not_called()
