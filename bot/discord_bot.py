@@ -55,7 +55,10 @@ class CapBot(commands.AutoShardedBot):
                 self.failed_extensions[name] = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load extension %s", name)
         if self.owns_command_sync:
-            await self.sync_commands()
+            try:
+                await self.sync_commands()
+            except discord.HTTPException as exc:  # Discord 5xx/429: the commands synced last time still work
+                log.error("could not sync application commands (%s); continuing with the last synced set", exc)
         if self.settings.heartbeat_file is not None:
             self._heartbeat = asyncio.create_task(
                 beat(self.settings.heartbeat_file, lambda: gateway_alive(self)), name="cap-heartbeat"

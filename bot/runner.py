@@ -45,6 +45,10 @@ def preflight(
         raise CommandError("libopus not found: install the Debian package libopus0")
     if settings.shard_ids and settings.shard_count is None:
         raise CommandError("SHARD_IDS needs SHARD_COUNT")
+    outside = [i for i in settings.shard_ids or () if not 0 <= i < (settings.shard_count or 0)]
+    if outside:  # Discord would close the gateway with "invalid shard"
+        raise CommandError(f"SHARD_IDS: {outside[0]} is not a shard of SHARD_COUNT={settings.shard_count} "
+                           f"(ids run from 0 to {(settings.shard_count or 1) - 1})")
     return token
 
 

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     @field_validator("shard_ids", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
+        # pydantic-settings reads a list from the environment as JSON first, so SHARD_IDS=0 arrives as 0.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
         if isinstance(value, str) and value.strip() and not value.strip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -78,11 +78,11 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             await interaction.response.defer(ephemeral=True, thinking=True)
             await call.start()
         except CallError as exc:
-            self.calls.pop(guild.id, None)
+            self._call_ended(call)
             await self._reply_later(interaction, f"I couldn't join: {exc}")
             return
         except Exception:
-            self.calls.pop(guild.id, None)
+            self._call_ended(call)
             log.exception("joining %s failed", channel)
             await self._reply_later(interaction, "I couldn't join because of an internal error.")
             return
@@ -91,11 +91,16 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
     @app_commands.command(name="leave", description="Cap hangs up")
     async def leave(self, interaction: discord.Interaction) -> None:
         call = self.calls.get(interaction.guild_id or 0)
-        if call is None:
+        stray = interaction.guild.voice_client if interaction.guild is not None else None
+        if call is None and stray is None:
             await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        await call.stop("left")
+        if call is not None:
+            await call.stop("left")
+        else:  # a voice connection without a call (it outlived one): the way out must still work
+            with contextlib.suppress(Exception):
+                await stray.disconnect(force=True)  # type: ignore[union-attr]
         await interaction.followup.send("I left the call.", ephemeral=True)
 
     @app_commands.command(name="status", description="Cap's current call: time, turns, latency, tokens and cost")

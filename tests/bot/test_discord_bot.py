@@ -64,6 +64,19 @@ async def test_dev_guild_gets_the_commands_at_once() -> None:
         bot.database.close()
 
 
+async def test_a_failed_command_sync_is_logged_and_the_bot_starts(caplog) -> None:
+    bot = make_bot()
+    response = type("Response", (), {"status": 503, "reason": "Service Unavailable"})()
+    bot.tree.sync = AsyncMock(side_effect=discord.HTTPException(response, "upstream"))  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR):
+        await bot.setup_hook()
+    try:
+        assert {"Voice", "Leads"} <= set(bot.cogs)
+        assert "could not sync application commands" in caplog.text
+    finally:
+        bot.database.close()
+
+
 @pytest.mark.parametrize("shard_ids, syncs", [(None, True), ([0, 1], True), ([2, 3], False)])
 async def test_only_the_process_with_shard_0_syncs_commands(shard_ids: list[int] | None, syncs: bool) -> None:
     bot = make_bot(shard_count=4, shard_ids=shard_ids) if shard_ids else make_bot()

@@ -30,6 +30,7 @@ def test_preflight_returns_the_token_when_everything_is_there() -> None:
         ({}, "nacl", True, "PyNaCl is missing"),
         ({}, True, False, "libopus not found: install the Debian package libopus0"),
         ({"shard_ids": [0, 1]}, True, True, "SHARD_IDS needs SHARD_COUNT"),
+        ({"shard_ids": [2], "shard_count": 2}, True, True, "SHARD_IDS: 2 is not a shard of SHARD_COUNT=2"),
     ],
 )
 def test_each_preflight_failure_is_one_line(overrides, present, opus, message) -> None:

@@ -76,3 +76,11 @@ def test_env_example_lists_every_setting() -> None:
     listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", example, flags=re.MULTILINE))
     missing = {name.upper() for name in Settings.model_fields} - listed
     assert not missing, f".env.example lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("value, expected", [("0", [0]), (" 2 ", [2]), ("0,1", [0, 1]), ("[2, 3]", [2, 3]), ("", None)])
+def test_shard_ids_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str,
+                                       expected) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env from the work tree
+    monkeypatch.setenv("SHARD_IDS", value)
+    assert load_settings().shard_ids == expected  # one shard per process is the usual scale-out

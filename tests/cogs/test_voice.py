@@ -181,6 +181,16 @@ async def test_leave_and_status_without_a_call(cog: Voice) -> None:
         assert ephemeral_reply(interaction) == NOT_ON_A_CALL
 
 
+async def test_leave_ends_a_voice_connection_that_outlived_its_call(cog: Voice) -> None:
+    interaction = make_interaction(make_channel(10))
+    stray = MagicMock(spec=discord.VoiceClient)
+    stray.disconnect = AsyncMock()
+    interaction.guild.voice_client = stray
+    await cog.leave.callback(cog, interaction)
+    stray.disconnect.assert_awaited_once_with(force=True)
+    interaction.followup.send.assert_awaited_once_with("I left the call.", ephemeral=True)
+
+
 def test_status_text_without_latency_yet() -> None:
     text = format_status({"channel": "<#1>", "connected_seconds": 3725})
     assert "1:02:05" in text and "n/a" in text and "$0.0000" in text
