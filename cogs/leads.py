@@ -7,6 +7,7 @@ Discord; every query runs in a worker thread and is scoped to `interaction.guild
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import math
@@ -172,15 +173,24 @@ class Leads(
 
         return await asyncio.to_thread(job)
 
+    def may_manage(self, interaction: discord.Interaction) -> bool:
+        role_ids = [role.id for role in getattr(interaction.user, "roles", [])]
+        return may_manage_leads(interaction.permissions, role_ids, self.settings.leads_role_id)
+
     async def authorised_guild(self, interaction: discord.Interaction) -> int | None:
-        """The guild to work in, or None after telling the user (ephemerally) why not."""
+        """The guild to work in, or None after telling the user (ephemerally) why not.
+
+        When authorised the interaction is deferred (ephemeral) before any query: Discord drops an interaction
+        not answered within 3 s, and a slow database must still reach the user with its own message. Replies
+        then go through `interaction.followup`.
+        """
         if interaction.guild_id is None:
             await interaction.response.send_message(NOT_IN_GUILD, ephemeral=True)
             return None
-        role_ids = [role.id for role in getattr(interaction.user, "roles", [])]
-        if not may_manage_leads(interaction.permissions, role_ids, self.settings.leads_role_id):
+        if not self.may_manage(interaction):
             await interaction.response.send_message(REFUSED, ephemeral=True)
             return None
+        await interaction.response.defer(ephemeral=True, thinking=True)
         return interaction.guild_id
 
     @app_commands.command(name="export", description="Download this server's leads as a CSV or JSON file")
@@ -190,7 +200,6 @@ class Leads(
         guild_id = await self.authorised_guild(interaction)
         if guild_id is None:
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
 
         def build(session: Session) -> tuple[int, bytes | None]:
             # Rendered here in the worker thread too: a big guild's file takes a few hundred ms of CPU.
@@ -230,14 +239,14 @@ class Leads(
         guild_id = await self.authorised_guild(interaction)
         if guild_id is None:
             return
-        pager = LeadPager(self, interaction.user.id, guild_id, status, tier)
+        pager = LeadPager(self, interaction, guild_id, status, tier)
         try:
             embed = await pager.load(0)
         except SQLAlchemyError:
             log.exception("/leads list failed")
-            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return
-        await interaction.response.send_message(embed=embed, view=pager, ephemeral=True)
+        await interaction.followup.send(embed=embed, view=pager, ephemeral=True)
 
     async def _lead_for(self, interaction: discord.Interaction, lead_id: int, command: str) -> tuple[int, Lead] | None:
         """This guild's lead #lead_id, or None after telling the user why not (refused, store down, no such lead)."""
@@ -248,10 +257,10 @@ class Leads(
             lead = await self.run(lambda session: get_lead(session, guild_id, lead_id))
         except SQLAlchemyError:
             log.exception("/leads %s failed", command)
-            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return None
         if lead is None:
-            await interaction.response.send_message(f"No lead #{lead_id} in this server.", ephemeral=True)
+            await interaction.followup.send(f"No lead #{lead_id} in this server.", ephemeral=True)
             return None
         return guild_id, lead
 
@@ -260,7 +269,7 @@ class Leads(
     async def show(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
         found = await self._lead_for(interaction, lead_id, "show")
         if found is not None:
-            await interaction.response.send_message(embed=detail_embed(found[1]), ephemeral=True)
+            await interaction.followup.send(embed=detail_embed(found[1]), ephemeral=True)
 
     @app_commands.command(name="delete", description="Delete one lead (asks for confirmation)")
     @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
@@ -269,8 +278,8 @@ class Leads(
         if found is None:
             return
         guild_id, lead = found
-        view = ConfirmDelete(self, interaction.user.id, guild_id, lead_id)
-        await interaction.response.send_message(
+        view = ConfirmDelete(self, interaction, guild_id, lead_id)
+        await interaction.followup.send(
             f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? {DELETE_KEEPS} "
             "This cannot be undone.",
             view=view,
@@ -279,27 +288,46 @@ class Leads(
 
 
 class _OwnedView(discord.ui.View):
-    """A view only the user who opened it may press."""
+    """Buttons on an ephemeral reply: only its opener may press them, and only while still allowed to.
 
-    def __init__(self, owner_id: int, timeout: float) -> None:
+    Presses are deferred before any query (Discord's 3 s rule) and answered by editing the reply; on
+    timeout the buttons are disabled rather than left looking live.
+    """
+
+    def __init__(self, cog: Leads, opened_by: discord.Interaction, timeout: float) -> None:
         super().__init__(timeout=timeout)
-        self.owner_id = owner_id
+        self.cog = cog
+        self.opened_by = opened_by
+        self.owner_id = opened_by.user.id
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if interaction.user.id != self.owner_id:
             await interaction.response.send_message("These buttons are not yours.", ephemeral=True)
             return False
+        if not self.cog.may_manage(interaction):  # the role may have been taken away since
+            await interaction.response.send_message(REFUSED, ephemeral=True)
+            return False
         return True
+
+    async def on_timeout(self) -> None:
+        for item in self.children:
+            if isinstance(item, discord.ui.Button):
+                item.disabled = True
+        with contextlib.suppress(discord.HTTPException):  # the reply may be gone (dismissed)
+            await self.opened_by.edit_original_response(**self.timed_out_message())
+
+    def timed_out_message(self) -> dict[str, Any]:
+        return {"view": self}
 
 
 class LeadPager(_OwnedView):
     """Previous/next over one guild's filtered leads."""
 
     def __init__(
-        self, cog: Leads, owner_id: int, guild_id: int, status: str | None, tier: str | None
+        self, cog: Leads, opened_by: discord.Interaction, guild_id: int, status: str | None, tier: str | None
     ) -> None:
-        super().__init__(owner_id, VIEW_TIMEOUT_SECONDS)
-        self.cog, self.guild_id, self.status, self.tier = cog, guild_id, status, tier
+        super().__init__(cog, opened_by, VIEW_TIMEOUT_SECONDS)
+        self.guild_id, self.status, self.tier = guild_id, status, tier
         self.page = 0
         self.total = 0
 
@@ -325,13 +353,14 @@ class LeadPager(_OwnedView):
         return list_embed(leads, self.page, self.total, self.status, self.tier)
 
     async def _turn(self, interaction: discord.Interaction, page: int) -> None:
+        await interaction.response.defer()
         try:
             embed = await self.load(page)
         except SQLAlchemyError:
             log.exception("/leads list paging failed")
-            await interaction.response.send_message(STORE_DOWN, ephemeral=True)
+            await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return
-        await interaction.response.edit_message(embed=embed, view=self)
+        await interaction.edit_original_response(embed=embed, view=self)
 
     @discord.ui.button(label="Previous", style=discord.ButtonStyle.secondary)
     async def previous_page(
@@ -345,27 +374,31 @@ class LeadPager(_OwnedView):
 
 
 class ConfirmDelete(_OwnedView):
-    def __init__(self, cog: Leads, owner_id: int, guild_id: int, lead_id: int) -> None:
-        super().__init__(owner_id, CONFIRM_TIMEOUT_SECONDS)
-        self.cog, self.guild_id, self.lead_id = cog, guild_id, lead_id
+    def __init__(self, cog: Leads, opened_by: discord.Interaction, guild_id: int, lead_id: int) -> None:
+        super().__init__(cog, opened_by, CONFIRM_TIMEOUT_SECONDS)
+        self.guild_id, self.lead_id = guild_id, lead_id
+
+    def timed_out_message(self) -> dict[str, Any]:
+        return {"content": f"No answer: kept lead #{self.lead_id}.", "view": None}
 
     @discord.ui.button(label="Delete", style=discord.ButtonStyle.danger)
     async def confirm(
         self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmDelete]
     ) -> None:
         self.stop()
+        await interaction.response.defer()
         try:
             deleted = await self.cog.run(lambda session: delete_lead(session, self.guild_id, self.lead_id))
         except SQLAlchemyError:
             log.exception("/leads delete failed")
-            await interaction.response.edit_message(content=STORE_DOWN + " Nothing was deleted.", view=None)
+            await interaction.edit_original_response(content=STORE_DOWN + " Nothing was deleted.", view=None)
             return
         if deleted:
             log.info(
                 "lead %s of guild %s deleted by user %s", self.lead_id, self.guild_id, interaction.user.id
             )
         text = f"Lead #{self.lead_id} deleted." if deleted else f"Lead #{self.lead_id} was already gone."
-        await interaction.response.edit_message(content=text, view=None)
+        await interaction.edit_original_response(content=text, view=None)
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(

@@ -82,9 +82,16 @@ def add_leads(database: Database, guild: int, count: int, **fields: Any) -> list
 
 
 def sent(fake: MagicMock) -> dict[str, Any]:
-    """The kwargs (plus content) of the one send_message the command made."""
-    fake.response.send_message.assert_awaited_once()
-    args, kwargs = fake.response.send_message.await_args
+    """The kwargs (plus content) of the one reply the command made: a refusal straight away, or a followup
+    after an ephemeral defer that came before any query (Discord's 3 s rule)."""
+    if fake.response.send_message.await_count:
+        fake.response.send_message.assert_awaited_once()
+        fake.followup.send.assert_not_awaited()
+        args, kwargs = fake.response.send_message.await_args
+    else:
+        fake.response.defer.assert_awaited_once_with(ephemeral=True, thinking=True)
+        fake.followup.send.assert_awaited_once()
+        args, kwargs = fake.followup.send.await_args
     return {"content": args[0] if args else kwargs.get("content"), **kwargs}
 
 
@@ -236,8 +243,9 @@ async def test_list_pages_through_this_guilds_leads(cog: Leads, database: Databa
 
     click = interaction()
     await pager.next_page.callback(click)
-    click.response.edit_message.assert_awaited_once()
-    second = click.response.edit_message.await_args.kwargs["embed"]
+    click.response.defer.assert_awaited_once_with()
+    click.edit_original_response.assert_awaited_once()
+    second = click.edit_original_response.await_args.kwargs["embed"]
     assert "page 2/2" in second.footer.text and second.description.count("\n") == 2
     assert pager.next_page.disabled and not pager.previous_page.disabled
 
@@ -263,6 +271,25 @@ async def test_only_the_opener_may_turn_pages(cog: Leads, database: Database) ->
     stranger = interaction(user_id=OTHER_STAFF)
     assert await pager.interaction_check(stranger) is False
     assert sent(stranger)["ephemeral"] is True
+    demoted = interaction(manage=False)  # the opener, after losing Manage Server
+    assert await pager.interaction_check(demoted) is False
+    assert sent(demoted)["content"] == REFUSED
+    assert await pager.interaction_check(interaction()) is True
+
+
+async def test_buttons_are_disabled_when_they_time_out(cog: Leads, database: Database) -> None:
+    [lead_id] = add_leads(database, GUILD, PAGE_SIZE + 1)[:1]
+    fake = interaction()
+    await cog.list_command.callback(cog, fake)
+    pager: LeadPager = sent(fake)["view"]
+    await pager.on_timeout()
+    fake.edit_original_response.assert_awaited_once_with(view=pager)
+    assert pager.previous_page.disabled and pager.next_page.disabled
+
+    fake = interaction()
+    await cog.delete.callback(cog, fake, lead_id=lead_id)
+    await sent(fake)["view"].on_timeout()
+    fake.edit_original_response.assert_awaited_once_with(content=f"No answer: kept lead #{lead_id}.", view=None)
 
 
 async def test_show_is_scoped_to_the_guild(cog: Leads, database: Database) -> None:
@@ -291,7 +318,8 @@ async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) ->
         assert get_lead(session, GUILD, lead_id) is not None  # nothing happens before the click
     click = interaction()
     await view.confirm.callback(click)
-    click.response.edit_message.assert_awaited_once_with(content=f"Lead #{lead_id} deleted.", view=None)
+    click.response.defer.assert_awaited_once_with()
+    click.edit_original_response.assert_awaited_once_with(content=f"Lead #{lead_id} deleted.", view=None)
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is None
 
