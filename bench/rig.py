@@ -330,6 +330,7 @@ class CallRig:
         self._playback = session.playback
         self._paused_ticks = 0
         self.send_audio_packet = self.client.send_audio_packet
+        self.is_connected = self.client.is_connected
         # ... and VoiceCall's.
         self._spoken: Counter[int] = Counter()
         self.auto_leave = AutoLeave(300.0, 600.0)

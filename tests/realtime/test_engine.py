@@ -126,6 +126,21 @@ async def test_function_call_output_then_response_create(hello: list[bytes]) -> 
     assert server.schema_errors == []
 
 
+async def test_a_spoken_preamble_and_a_tool_call_in_one_response(hello: list[bytes]) -> None:
+    """The model often says "let me check" and calls the tool in the same response: both must happen."""
+    calls: list[tuple[str, ToolContext]] = []
+    spec = {"name": "echo", "arguments": '{"text": "hi"}', "preamble": True}
+    async with FakeRealtimeServer(function_calls=[spec], reply_transcripts=["Let me check.", "Here it is."]) as server:
+        output, transcripts, _ = await converse(server, hello + silence(1500), registry=echo_registry(calls))
+    assert [text for text, _ in calls] == ["hi"]
+    first, second = server.responses[:2]
+    assert [o["type"] for o in first["output"]] == ["message", "function_call"]
+    assert [o["type"] for o in second["output"]] == ["message"]  # the answer, after the tool's output
+    assert [e.text for e in transcripts if e.role == "cap"] == ["Let me check.", "Here it is."]
+    assert sum(loud(output)) >= 2 * 1500 // FRAME_MS * 0.95, "both 1.5 s replies played: preamble, then answer"
+    assert server.schema_errors == [] and server.own_schema_errors == []
+
+
 async def test_bad_tool_arguments_go_back_to_the_model(hello: list[bytes]) -> None:
     calls: list[tuple[str, ToolContext]] = []
     async with FakeRealtimeServer(function_calls=[{"name": "echo", "arguments": '{"txt": 1'}]) as server:

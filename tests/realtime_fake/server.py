@@ -602,16 +602,20 @@ class _Session:
                 await self._emit("response.done", response=failed)
                 self.server.responses.append(failed)
                 return
-            if spec is not None:
-                item, out_audio_ms = await self._stream_function_call(response, spec, previous), 0
-            else:
-                item, out_audio_ms = await self._stream_audio(response, previous)
+            output: list[Event] = []
+            out_audio_ms = 0
+            if spec is None or spec.get("preamble"):  # a preamble: "Let me check that." and the call, one response
+                audio_item, out_audio_ms = await self._stream_audio(response, previous)
+                output.append(audio_item)
+                previous = audio_item["id"]
+            if spec is not None and not (output and response.cancel_reason):  # a cut preamble ends the response
+                output.append(await self._stream_function_call(response, spec, previous, len(output)))
             status = "cancelled" if response.cancel_reason else "completed"
-            usage = self._usage(out_audio_ms, item)
+            usage = self._usage(out_audio_ms, output[-1])
             # Free the slot before response.done: the client may answer it with response.create at once.
             self.response = None
             done = await self._emit(
-                "response.done", response=self._response_object(response, status, [item], usage)
+                "response.done", response=self._response_object(response, status, output, usage)
             )
             self.server.responses.append(done["response"])
             self.responses_done += 1
@@ -661,7 +665,9 @@ class _Session:
         await self._emit("conversation.item.done", item=item, previous_item_id=previous)
         return item, self.audio_ms[item["id"]]
 
-    async def _stream_function_call(self, response: _Response, spec: Event, previous: str | None) -> Event:
+    async def _stream_function_call(
+        self, response: _Response, spec: Event, previous: str | None, output_index: int = 0
+    ) -> Event:
         name, arguments = spec["name"], spec.get("arguments", "{}")
         item = {
             "id": _new_id("item"),
@@ -675,10 +681,12 @@ class _Session:
         ids = {
             "response_id": response.id,
             "item_id": item["id"],
-            "output_index": 0,
+            "output_index": output_index,
             "call_id": item["call_id"],
         }
-        await self._emit("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        await self._emit(
+            "response.output_item.added", response_id=response.id, output_index=output_index, item=item
+        )
         await self._add_item(item, previous)
         step = max(1, len(arguments) // 3)
         for i in range(0, len(arguments), step):
@@ -688,7 +696,9 @@ class _Session:
         if self.server.cancel_function_call_response and not response.cancel_reason:
             response.cancel_reason = "turn_detected"
         item.update(status="incomplete" if response.cancel_reason else "completed", arguments=arguments)
-        await self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item)
+        await self._emit(
+            "response.output_item.done", response_id=response.id, output_index=output_index, item=item
+        )
         await self._emit("conversation.item.done", item=item, previous_item_id=previous)
         return item
 
@@ -759,7 +769,7 @@ class FakeRealtimeServer:
         self.realtime_factor = realtime_factor  # <= 0: no pacing at all
         self.function_calls = list(
             function_calls
-        )  # popped one per response: {"name", "arguments"[, "call_id"]}
+        )  # popped one per response: {"name", "arguments"[, "call_id", "preamble": True]}
         self.cancel_function_call_response = cancel_function_call_response
         self.fatal_on_connect = fatal_on_connect
         self.reject_connections = reject_connections
