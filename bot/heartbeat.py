@@ -29,14 +29,29 @@ def gateway_alive(client: discord.Client) -> bool:
 
 
 async def beat(path: Path, alive: Callable[[], bool], interval: float = HEARTBEAT_INTERVAL_SECONDS) -> None:
-    """Touch `path` every `interval` seconds while `alive()` says so (runs until cancelled)."""
-    while True:
-        if alive():
-            try:
-                await asyncio.to_thread(path.touch)  # off the loop: a slow disk must not stall voice
-            except OSError as exc:
-                log.warning("cannot write the heartbeat file %s: %s", path, exc)
-        await asyncio.sleep(interval)
+    """Touch `path` every `interval` seconds while `alive()` says so (runs until cancelled).
+
+    The file is removed when beating starts and when it stops: a bot restarted in the same container must
+    not pass for alive on its predecessor's last beat before it has connected, nor a closing one after.
+    """
+    _remove(path)
+    try:
+        while True:
+            if alive():
+                try:
+                    await asyncio.to_thread(path.touch)  # off the loop: a slow disk must not stall voice
+                except OSError as exc:
+                    log.warning("cannot write the heartbeat file %s: %s", path, exc)
+            await asyncio.sleep(interval)
+    finally:
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("cannot remove the heartbeat file %s: %s", path, exc)
 
 
 def heartbeat_age(path: Path, now: Callable[[], float] = time.time) -> float | None:

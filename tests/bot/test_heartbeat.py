@@ -27,14 +27,17 @@ def test_gateway_alive_needs_ready_open_and_a_measured_heartbeat() -> None:
 
 async def test_beats_only_while_alive(tmp_path: Path) -> None:
     path = tmp_path / "beat"
+    path.touch()  # the last beat of a bot that ran in this container before a restart
     alive = False
     task = asyncio.create_task(beat(path, lambda: alive, interval=0.01))
     await asyncio.sleep(0.05)
-    assert not path.exists()
+    assert not path.exists(), "not alive on a predecessor's beat"
     alive = True
     await asyncio.sleep(0.05)
-    task.cancel()
     assert path.exists() and heartbeat_age(path) is not None and heartbeat_age(path) < 5
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not path.exists(), "a closing bot stops passing for alive at once"
 
 
 def test_doctor_heartbeat_check(tmp_path: Path) -> None:
