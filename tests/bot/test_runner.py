@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 import discord
 import pytest
 
@@ -61,6 +62,20 @@ class RejectedLogin:
 
     async def start(self, token: str) -> None:
         raise discord.LoginFailure("Improper token has been passed.")
+
+
+class UnreachableDiscord(RejectedLogin):
+    """Stands in for CapBot: DNS fails for discord.com."""
+
+    async def start(self, token: str) -> None:
+        raise aiohttp.ClientConnectionError("Cannot connect to host discord.com:443")
+
+
+async def test_discord_unreachable_at_start_is_one_line_and_the_bot_is_closed() -> None:
+    bot = UnreachableDiscord()
+    with pytest.raises(CommandError, match=r"^cannot reach Discord: ClientConnectionError: Cannot connect to host"):
+        await _serve(bot, TOKEN)  # type: ignore[arg-type]
+    assert bot.closed
 
 
 async def test_a_rejected_token_is_one_line_and_the_bot_is_closed() -> None:
