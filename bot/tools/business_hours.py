@@ -15,6 +15,7 @@ from bot.settings import WEEKDAYS, Settings
 SLOT_STEP = timedelta(minutes=30)
 MIN_NOTICE = timedelta(minutes=15)  # the team needs a moment to see a booking
 SEARCH_DAYS = 14  # how far either side of the requested time to look for free slots
+MAX_AHEAD = timedelta(days=90)  # further out is more likely a wrong year from the model than a real plan
 
 Interval = tuple[datetime, datetime]
 
@@ -103,6 +104,9 @@ class BusinessHours:
             return "in_the_past", "That time has already passed."
         if start < now + MIN_NOTICE:
             return "too_soon", f"Calls need at least {int(MIN_NOTICE.total_seconds() // 60)} minutes' notice."
+        if start > now + MAX_AHEAD:
+            return "too_far_ahead", (f"Calls can be booked up to {MAX_AHEAD.days} days ahead; "
+                                     "check the date and the year with the caller.")
         if not self.contains(start):
             return "outside_business_hours", f"That is outside business hours ({self.summary()})."
         if overlaps(start, start + self.duration, busy):

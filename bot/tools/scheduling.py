@@ -18,6 +18,7 @@ from bot.storage.database import Database
 from bot.storage.models import MAX_ROW_ID, ScheduledCall, utcnow
 from bot.tools._common import caller_lead, in_transaction
 from bot.tools.business_hours import (
+    MAX_AHEAD,
     SEARCH_DAYS,
     BusinessHours,
     NonexistentTime,
@@ -79,7 +80,7 @@ def schedule_call_tool(
     async def handler(args: ScheduleCallArguments, context: ToolContext) -> dict[str, Any]:
         try:
             zone = ZoneInfo(args.timezone.strip()) if args.timezone and args.timezone.strip() else hours.zone
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, e.g. "US" or "Europe"
             raise ToolFailure(
                 "invalid_timezone",
                 f"{args.timezone!r} is not a time zone; use an IANA name like America/Chicago.",
@@ -101,8 +102,8 @@ def schedule_call_tool(
                 ) from None
             except (ValueError, OverflowError):  # OverflowError: a year like 0001 or 9999 leaves datetime's range
                 raise invalid_start from None
-        # Slots are offered around the time asked for, or around now when that time has passed.
-        target = max(start, now) if start else now
+        # Slots are offered around the time asked for, or around now when that time has passed or is too far out.
+        target = start if start is not None and now <= start <= now + MAX_AHEAD else now
         try:
             window = (max(now, target - timedelta(days=SEARCH_DAYS + 1)), target + timedelta(days=SEARCH_DAYS + 1))
         except OverflowError:

@@ -205,9 +205,12 @@ async def test_without_a_time_it_offers_the_next_slots_and_today(database: Datab
     [
         ({"start_time": "tomorrow at ten"}, "invalid_start_time"),
         ({"start_time": "2026-12-03T10:00", "timezone": "Mars/Olympus"}, "invalid_timezone"),
-        # beyond datetime's range once converted or searched around: an error the model can act on
-        ({"start_time": "9999-12-30T14:30"}, "invalid_start_time"),
-        ({"start_time": "9999-12-31T23:00", "timezone": "Pacific/Kiritimati"}, "invalid_start_time"),
+        ({"start_time": "2026-12-03T10:00", "timezone": "US"}, "invalid_timezone"),  # a folder of zones
+        # a wrong year, most likely: refused with slots near now
+        ({"start_time": "2027-12-03T10:00"}, "too_far_ahead"),
+        ({"start_time": "9999-12-30T14:30"}, "too_far_ahead"),
+        # beyond datetime's range once converted: an error the model can act on
+        ({"start_time": "9999-12-31T23:00", "timezone": "Pacific/Kiritimati"}, "too_far_ahead"),
         ({"start_time": "0001-01-01T00:00", "timezone": "Asia/Tokyo"}, "invalid_start_time"),
     ],
 )
@@ -228,3 +231,9 @@ async def test_custom_hours_and_length_from_settings(database: Database) -> None
     assert "07:00-12:00 America/Los_Angeles" in late["error"]["details"]["business_hours"]
     ok = await book(reg, start_time="2026-12-03T11:00")
     assert ok["booked"] and ok["duration_minutes"] == 60
+
+
+async def test_a_date_too_far_ahead_offers_slots_soon(database: Database) -> None:
+    result = await book(registry(database), start_time="2027-12-03T10:00")  # a year out: the model's slip
+    slots = result["error"]["details"]["suggested_slots"]
+    assert slots and all(slot["start_time"].startswith("2026-12-02") for slot in slots)
