@@ -48,7 +48,8 @@ class AnalyzeDealArguments(BaseModel):
     after_repair_value: float | None = Field(None, gt=0, description="Value after the rehab (ARV), USD.")
     closing_costs: float | None = Field(None, ge=0, description="Closing costs paid by the borrower, USD.")
     program: Program | None = Field(
-        None, description="Loan program to judge against; omit to let the tool pick."
+        None, description="Loan program to judge against; omit to use the one the caller chose (save_lead), "
+        "else the tool picks one from the figures."
     )
 
     def deal(self) -> DealInputs:
@@ -77,7 +78,11 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
             results = analyze(deal)
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise ToolFailure("invalid_arguments", f"These figures cannot be analyzed: {exc}.") from None
-        program = args.program or suggest_program(deal)
+        program, program_source = args.program, "asked"
+        if program is None:
+            program, program_source = await _lead_program(database, context), "the caller's lead"
+        if program is None:
+            program, program_source = suggest_program(deal), "suggested from the figures"
         verdict = judge(results, program, guidelines[program])
         fits = [p for p in PROGRAMS if p != program and judge(results, p, guidelines[p]).fits]
         rounded = results.rounded()
@@ -108,6 +113,7 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
 
         result: dict[str, Any] = {
             "program": program,
+            "program_source": program_source,
             "results": rounded,
             "verdict": verdict.as_dict(),
             "other_programs_that_fit": fits,
@@ -122,3 +128,17 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
         return result
 
     return Tool("analyze_deal", DESCRIPTION, AnalyzeDealArguments, handler)
+
+
+async def _lead_program(database: Database, context: ToolContext) -> Program | None:
+    """The program the caller already chose (save_lead), so an early analysis is judged against it."""
+
+    def read(session: Session) -> Program | None:
+        lead = caller_lead(session, context)
+        program = lead.loan_program if lead is not None else None
+        return program if program in PROGRAMS else None  # type: ignore[return-value]
+
+    try:
+        return await in_transaction(database, read, what="read the caller's lead")
+    except ToolFailure:  # the store is down: judge by the figures alone (saving will say so)
+        return None

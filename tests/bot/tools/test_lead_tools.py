@@ -164,6 +164,20 @@ async def test_analyze_deal_rejects_nonsense(registry) -> None:
     assert {p["field"] for p in result["error"]["details"]["problems"]} == {"purchase_price", "interest_rate"}
 
 
+async def test_an_early_analysis_is_judged_against_the_program_the_caller_chose(registry) -> None:
+    early = {"purchase_price": 300_000, "loan_amount": 240_000, "interest_rate": 7.5}  # no rent yet
+    guessed = await call(registry, "analyze_deal", early, caller(BOB))
+    assert guessed["program_source"] == "suggested from the figures" and guessed["program"] != "dscr_rental"
+    await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com",
+                                       "loan_program": "dscr_rental"}, caller())
+    chosen = await call(registry, "analyze_deal", early, caller())
+    assert (chosen["program"], chosen["program_source"]) == ("dscr_rental", "the caller's lead")
+    assert chosen["verdict"]["fits"] is None  # DSCR needs the rent; the 80 % LTV is within the program's limit
+    assert {c["metric"]: c["passed"] for c in chosen["verdict"]["checks"]} == {"dscr": None, "ltv": True}
+    asked = await call(registry, "analyze_deal", {**early, "program": "bridge"}, caller())
+    assert (asked["program"], asked["program_source"]) == ("bridge", "asked")
+
+
 async def test_analysis_figures_survive_a_storage_failure(registry, monkeypatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OperationalError("INSERT", {}, Exception("database is locked"))
