@@ -33,7 +33,7 @@ NOTE = (
 
 
 class AnalyzeDealArguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e400 is valid JSON, and infinite
 
     purchase_price: float = Field(gt=0, description="Purchase price in USD (for a refinance: current value).")
     loan_amount: float = Field(gt=0, description="Loan amount requested, USD.")

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.settings import Settings
 from realtime.tools import Tool, ToolContext, ToolFailure
@@ -209,6 +209,8 @@ class KnowledgeBase:
 
 
 class KnowledgeSearchArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     query: str = Field(min_length=1, max_length=500, description=(
         "The caller's question or its keywords, e.g. 'minimum credit score fix and flip'."))
     max_results: int = Field(4, ge=1, le=8, description="How many passages to return, 1 to 8.")

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session
 
 from bot.settings import Settings
@@ -75,9 +75,16 @@ REHAB_PROGRAMS = frozenset({"fix_and_flip", "ground_up_construction"})
 
 
 class SaveLeadArguments(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # 1e400 is valid JSON, and infinite
 
     full_name: str = Field(min_length=1, max_length=200, description="The caller's full name.")
+
+    @field_validator("full_name")
+    @classmethod
+    def _name_is_not_blank(cls, value: str) -> str:
+        if not value.strip():  # would overwrite the stored name with nothing
+            raise ValueError("the caller's name is blank; ask for it")
+        return value.strip()
     email: str | None = Field(None, max_length=320, description="Email address, as spelled by the caller.")
     phone: str | None = Field(
         None, max_length=40, description="Phone number; include the country code if not US."
@@ -121,7 +128,8 @@ def normalise_email(raw: str) -> str:
         reason = str(exc).rstrip(".")
         raise ToolFailure(
             "invalid_email",
-            f"That email address is not valid: {reason}. Ask the caller to spell it.",
+            f"That email address is not valid: {reason}. Nothing was saved: ask the caller to spell it, then "
+            "call save_lead again with every field from this call.",
             field="email",
         ) from None
 
@@ -135,8 +143,8 @@ def normalise_phone(raw: str, region: str) -> str:
     if number is None or not phonenumbers.is_valid_number(number):
         raise ToolFailure(
             "invalid_phone",
-            "That phone number is not valid. Ask the caller to repeat it, "
-            "with the country code if it is not a US number.",
+            "That phone number is not valid. Nothing was saved: ask the caller to repeat it (with the country "
+            "code if it is not a US number), then call save_lead again with every field from this call.",
             field="phone",
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

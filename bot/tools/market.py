@@ -237,7 +237,7 @@ def read_market_csv(path: Path) -> _MarketTable:
 
 
 class MarketResearchArgs(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid")
 
     market: str = Field(min_length=2, max_length=100, description=(
         'A US city with its state, like "Austin, TX", or a 5-digit ZIP code like "78704".'))

@@ -99,6 +99,25 @@ async def test_bad_contact_details_are_a_structured_error(registry, database, fi
     result = await call(registry, "save_lead", {"full_name": "Ann", field: value}, caller())
     assert result["ok"] is False and result["error"]["code"] == code
     assert result["error"]["details"]["field"] == field
+    assert "Nothing was saved" in result["error"]["message"]  # so the retry resends every field
+    assert leads_in(database, GUILD) == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "field"),
+    [
+        ("save_lead", {"full_name": "   ", "email": "ann@example.com"}, "full_name"),
+        ("save_lead", {"full_name": "Ann", "email": "ann@example.com", "loan_amount": float("inf")}, "loan_amount"),
+        ("analyze_deal", {**RENTAL, "monthly_rent": float("nan")}, "monthly_rent"),
+        ("search_knowledge_base", {"query": "DSCR", "filters": {"x": 1}}, "filters"),
+        ("research_market", {"market": "Austin, TX", "year": 2026}, "year"),
+    ],
+)
+async def test_arguments_the_tools_refuse(registry, database, tool: str, args: dict, field: str) -> None:
+    # A blank name would erase the stored one; 1e400 parses to infinity, which no column or JSON may hold.
+    result = await call(registry, tool, args, caller())
+    assert result["error"]["code"] == "invalid_arguments"
+    assert field in {problem["field"] for problem in result["error"]["details"]["problems"]}
     assert leads_in(database, GUILD) == []
 
 
