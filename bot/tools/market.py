@@ -166,6 +166,10 @@ class CsvMarketProvider:
             return hit
         query = parse_market(market)
         if query.zip and (hit := table.by_zip.get(query.zip)):
+            if query.city and query.city != city_key(hit.city):  # "Dallas, TX 78704": that ZIP is Austin's
+                named = [record.market for (city, state), record in table.by_city.items()
+                         if city == query.city and query.state in (None, state)]
+                raise AmbiguousMarket([hit.market, *named])
             return hit
         if not query.city:
             return None

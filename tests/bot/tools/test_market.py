@@ -79,6 +79,13 @@ def test_a_city_in_several_states_is_ambiguous(sample: CsvMarketProvider) -> Non
     assert caught.value.candidates == ["Portland, ME", "Portland, OR"]
 
 
+def test_a_zip_of_another_city_than_the_one_named_is_asked_about(sample: CsvMarketProvider) -> None:
+    with pytest.raises(AmbiguousMarket) as caught:
+        sample.lookup("Dallas, TX 78704")  # 78704 is in Austin: which did the caller mean?
+    assert caught.value.candidates == ["78704 (Austin, TX)", "Dallas, TX"]
+    assert sample.lookup("Austin, TX 78704").market == "78704 (Austin, TX)"  # consistent: the ZIP answers
+
+
 def test_every_sample_row_is_labelled_sample_and_dated(sample: CsvMarketProvider) -> None:
     markets = sample.markets()
     assert len(markets) >= 20
