@@ -73,7 +73,7 @@ async def _serve(bot: discord.Client, token: str) -> int:
                 raise CommandError("DISCORD_TOKEN was rejected by Discord (reset it in the Developer Portal)") from None
             except discord.PrivilegedIntentsRequired:
                 raise CommandError("Discord refused the requested intents") from None
-            except (aiohttp.ClientError, OSError, discord.GatewayNotFound, discord.HTTPException) as exc:
+            except (aiohttp.ClientError, discord.GatewayNotFound, discord.HTTPException) as exc:
                 # Discord unreachable or failing at start-up (once connected, discord.py reconnects itself):
                 # one line and a non-zero exit, so the container's restart policy tries again.
                 detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -25,8 +25,10 @@ fi
 
 if ! command -v pg_lsclusters >/dev/null || ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
   say "installing the Debian package postgresql"
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  # 3>&-: the package may start the server itself, which must not hold our caller's stdout pipe.
+  "${sudo_cmd[@]}" apt-get update -qq 3>&-
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends postgresql \
+    >/dev/null 3>&-
 fi
 
 as_postgres() {

@@ -123,7 +123,7 @@ class BusinessHours:
         candidates = []
         for offset in range((target_day + timedelta(days=SEARCH_DAYS) - first).days + 1):
             for slot in self.slots(first + timedelta(days=offset)):
-                if slot >= now + MIN_NOTICE and not overlaps(slot, slot + self.duration, busy):
+                if now + MIN_NOTICE <= slot <= now + MAX_AHEAD and not overlaps(slot, slot + self.duration, busy):
                     candidates.append(slot)
         candidates.sort(key=lambda slot: (abs(slot - target), slot))
         return sorted(candidates[:count])

@@ -237,3 +237,14 @@ async def test_a_date_too_far_ahead_offers_slots_soon(database: Database) -> Non
     result = await book(registry(database), start_time="2027-12-03T10:00")  # a year out: the model's slip
     slots = result["error"]["details"]["suggested_slots"]
     assert slots and all(slot["start_time"].startswith("2026-12-02") for slot in slots)
+
+
+async def test_slots_offered_near_the_horizon_can_all_be_booked(database: Database) -> None:
+    reg = registry(database)
+    # 07:00 on the 90th day is before opening; 09:00 that day would already be past the 90-day limit.
+    result = await book(reg, start_time="2027-03-02T07:00")
+    assert result["error"]["code"] == "outside_business_hours"
+    slots = result["error"]["details"]["suggested_slots"]
+    assert slots and all(slot["start_time"] < "2027-03-02" for slot in slots)
+    for slot in slots:
+        assert (await book(reg, start_time=slot["start_time"]))["booked"]
