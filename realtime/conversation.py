@@ -320,6 +320,8 @@ class Conversation:
                     self._outbox.append(protocol.item_truncate(item.item_id, item.heard_ms))
                 else:
                     self._outbox.append(protocol.item_delete(item.item_id))
+            elif item.reported:  # reported at the reconnect: later replays still get only the heard share
+                self._keep_heard_share(item, "".join(item.transcript).strip())
             self._settle(item)
 
     def _audible_items(self) -> list[_AudioItem]:
@@ -366,8 +368,11 @@ class Conversation:
         if item is None:
             response_id = event.get("response_id")
             item = self._items[item_id] = _AudioItem(item_id, response_id, self.epoch)
-            item.interrupted = response_id in self._cancelled_responses
             self._remember(item_id, "assistant", None)
+            if response_id in self._cancelled_responses:
+                # A new item of a reply the caller already cut: none of it will play, so none stays.
+                item.interrupted, item.heard_ms = True, 0
+                self._outbox.append(protocol.item_delete(item_id))
             if self._speech_stopped_at is not None:
                 self.metrics.reply_latency_ms.append((self.clock() - self._speech_stopped_at) * 1000)
                 self._speech_stopped_at = None
@@ -435,6 +440,14 @@ class Conversation:
         text = "".join(item.transcript).strip()
         if not text:
             return
+        self._keep_heard_share(item, text)
+        if item.heard_ms == 0:
+            return  # the caller heard none of it: nothing was said
+        self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
+                                                 interrupted=item.interrupted))
+
+    def _keep_heard_share(self, item: _AudioItem, text: str) -> None:
+        """What a later session is told Cap said: no more than the caller heard."""
         if item.heard_ms == 0:
             self._history.pop(item.item_id, None)  # deleted from the conversation: the caller heard none of it
         elif item.item_id in self._history:
@@ -442,8 +455,6 @@ class Conversation:
             share = 1.0 if item.heard_ms is None or not item.received_ms else item.heard_ms / item.received_ms
             heard_text = text if share >= 1.0 else text[: int(len(text) * share)].rstrip() + "…"
             self._remember(item.item_id, "assistant", heard_text)
-        self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
-                                                 interrupted=item.interrupted))
 
     def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}

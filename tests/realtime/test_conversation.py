@@ -531,6 +531,39 @@ def test_a_barge_in_after_the_whole_reply_arrived_cuts_the_log_and_the_replay(co
     assert replayed.endswith("…") and len(replayed) < 25
 
 
+def test_a_new_item_of_a_cut_reply_is_deleted_and_never_logged_or_replayed(conv: Conversation) -> None:
+    sent(conv)
+    start_reply(conv, ms=1000)
+    for _ in range(10):
+        conv.playback.read_frame()
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    sent(conv)
+    conv.handle_event(delta("item_b", tone_24k(100)))  # the server had already begun a second item
+    assert {"type": "conversation.item.delete", "item_id": "item_b"} in sent(conv)
+    conv.handle_event({"type": "response.output_audio_transcript.done", "item_id": "item_b",
+                       "response_id": "resp_1", "transcript": "Never heard words."})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_1", "status": "cancelled"}})
+    assert all(e.item_id != "item_b" for e in conv.transcripts_ready())
+    conv.on_disconnected()
+    conv.on_connected()
+    assert "Never heard words." not in json.dumps(sent(conv))
+
+
+def test_a_reply_cut_after_a_reconnect_is_replayed_only_as_heard(conv: Conversation) -> None:
+    start_reply(conv, ms=2000)
+    conv.handle_event({"type": "response.output_audio_transcript.done", "item_id": "item_a", "response_id": "resp_1",
+                       "transcript": "The rate is seven and a quarter percent for thirty years."})
+    for _ in range(10):
+        conv.playback.read_frame()
+    conv.on_disconnected()
+    conv.on_connected()  # still playing: reported and replayed whole, as the caller is about to hear it
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
+    conv.on_disconnected()
+    conv.on_connected()
+    (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+    assert replayed.endswith("…") and len(replayed) < 20
+
+
 def test_a_session_ending_mid_reply_still_logs_it_as_cut(conv: Conversation) -> None:
     whole_reply(conv, "Let me walk you through the documents we need.")
     for _ in range(50):
