@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,17 +35,29 @@ async def beat(path: Path, alive: Callable[[], bool], interval: float = HEARTBEA
     The file is removed when beating starts and when it stops: a bot restarted in the same container must
     not pass for alive on its predecessor's last beat before it has connected, nor a closing one after.
     """
+    # A touch still running in its thread when beating stops must not bring the file back: touching and the
+    # final removal take one lock, and nothing is touched after the removal.
+    lock = threading.Lock()
+    stopped = False
+
+    def touch() -> None:
+        with lock:
+            if not stopped:
+                path.touch()
+
     _remove(path)
     try:
         while True:
             if alive():
                 try:
-                    await asyncio.to_thread(path.touch)  # off the loop: a slow disk must not stall voice
+                    await asyncio.to_thread(touch)  # off the loop: a slow disk must not stall voice
                 except OSError as exc:
                     log.warning("cannot write the heartbeat file %s: %s", path, exc)
             await asyncio.sleep(interval)
     finally:
-        _remove(path)
+        with lock:
+            stopped = True
+            _remove(path)
 
 
 def _remove(path: Path) -> None:

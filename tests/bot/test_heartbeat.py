@@ -58,3 +58,19 @@ def test_heartbeat_is_checked_only_when_asked(tmp_path: Path, database) -> None:
     assert "heartbeat" not in names
     names = [result.name for result in doctor.run_checks(configured, offline=True, heartbeat=True)]
     assert names[-1] == "heartbeat"
+
+
+class SlowDiskPath(type(Path())):  # type: ignore[misc]
+    def touch(self, *args, **kwargs) -> None:  # type: ignore[override]
+        time.sleep(0.2)
+        super().touch(*args, **kwargs)
+
+
+async def test_a_touch_in_flight_when_the_bot_stops_does_not_bring_the_beat_back(tmp_path: Path) -> None:
+    path = SlowDiskPath(tmp_path / "beat")
+    task = asyncio.create_task(beat(path, lambda: True, interval=0.01))
+    await asyncio.sleep(0.05)  # the first touch is sleeping in its thread
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0.3)
+    assert not path.exists()
