@@ -41,6 +41,7 @@ CONFIRM_TIMEOUT_SECONDS = 60
 REFUSED = "You need the Manage Server permission (or the leads role) to use /leads."
 NOT_IN_GUILD = "/leads works only inside a server."
 STORE_DOWN = "The lead store is unavailable right now; try again in a moment."
+INTERNAL_ERROR = "Something went wrong on my side; nothing was changed. The error is in the bot's log."
 DELETE_KEEPS = (
     "Its deal analyses, booked calls and conversation transcripts are kept, only unlinked from it "
     "(an operator can remove those in the database)."
@@ -163,6 +164,16 @@ class Leads(
     @property
     def settings(self) -> Settings:
         return self.bot.settings  # type: ignore[attr-defined]
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """Anything unexpected still gets an answer, not an endless "thinking…" (discord.py logs the error)."""
+        with contextlib.suppress(discord.HTTPException):
+            if interaction.response.is_done():
+                await interaction.followup.send(INTERNAL_ERROR, ephemeral=True)
+            else:
+                await interaction.response.send_message(INTERNAL_ERROR, ephemeral=True)
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """One transaction in a worker thread (the voice engine shares this event loop)."""
@@ -297,7 +308,7 @@ class _OwnedView(discord.ui.View):
     def __init__(self, cog: Leads, opened_by: discord.Interaction, timeout: float) -> None:
         super().__init__(timeout=timeout)
         self.cog = cog
-        self.opened_by = opened_by
+        self.latest = opened_by  # edits go through the newest token: each is valid for 15 minutes only
         self.owner_id = opened_by.user.id
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
@@ -314,7 +325,7 @@ class _OwnedView(discord.ui.View):
             if isinstance(item, discord.ui.Button):
                 item.disabled = True
         with contextlib.suppress(discord.HTTPException):  # the reply may be gone (dismissed)
-            await self.opened_by.edit_original_response(**self.timed_out_message())
+            await self.latest.edit_original_response(**self.timed_out_message())
 
     def timed_out_message(self) -> dict[str, Any]:
         return {"view": self}
@@ -354,6 +365,7 @@ class LeadPager(_OwnedView):
 
     async def _turn(self, interaction: discord.Interaction, page: int) -> None:
         await interaction.response.defer()
+        self.latest = interaction  # its token edits this same message, and outlives the opener's
         try:
             embed = await self.load(page)
         except SQLAlchemyError:

@@ -287,6 +287,15 @@ async def test_buttons_are_disabled_when_they_time_out(cog: Leads, database: Dat
     assert pager.previous_page.disabled and pager.next_page.disabled
 
     fake = interaction()
+    await cog.list_command.callback(cog, fake)
+    pager = sent(fake)["view"]
+    click = interaction()
+    await pager.next_page.callback(click)
+    await pager.on_timeout()  # after paging: the opener's token may be over 15 minutes old
+    click.edit_original_response.assert_awaited_with(view=pager)
+    fake.edit_original_response.assert_not_awaited()
+
+    fake = interaction()
     await cog.delete.callback(cog, fake, lead_id=lead_id)
     await sent(fake)["view"].on_timeout()
     fake.edit_original_response.assert_awaited_once_with(content=f"No answer: kept lead #{lead_id}.", view=None)
@@ -363,3 +372,12 @@ async def test_a_database_outage_is_a_polite_ephemeral_reply(cog: Leads, command
         fake.followup.send.assert_awaited_once_with(STORE_DOWN, ephemeral=True)
     else:
         assert sent(fake) == {"content": STORE_DOWN, "ephemeral": True}
+
+
+@pytest.mark.parametrize("answered", [False, True])
+async def test_an_unexpected_error_still_gets_an_answer(cog: Leads, answered: bool) -> None:
+    fake = interaction()
+    fake.response.is_done.return_value = answered
+    await cog.cog_app_command_error(fake, discord.app_commands.AppCommandError("boom"))
+    reply = fake.followup.send if answered else fake.response.send_message
+    reply.assert_awaited_once_with(cogs.leads.INTERNAL_ERROR, ephemeral=True)
