@@ -77,11 +77,12 @@ class MarketDataError(Exception):
 
 
 class AmbiguousMarket(Exception):
-    """The name fits several markets (e.g. "Portland"); `candidates` are their labels."""
+    """The name fits several markets (e.g. "Portland"), or its ZIP and city disagree; `candidates` are labels."""
 
-    def __init__(self, candidates: list[str]) -> None:
+    def __init__(self, candidates: list[str], reason: str | None = None) -> None:
         super().__init__(", ".join(candidates))
         self.candidates = candidates
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -166,10 +167,11 @@ class CsvMarketProvider:
             return hit
         query = parse_market(market)
         if query.zip and (hit := table.by_zip.get(query.zip)):
-            if query.city and query.city != city_key(hit.city):  # "Dallas, TX 78704": that ZIP is Austin's
+            if (query.city and query.city != city_key(hit.city)) or (query.state and query.state != hit.state):
+                # "Dallas, TX 78704" or "Austin, MN 78704": that ZIP is Austin, TX's
                 named = [record.market for (city, state), record in table.by_city.items()
                          if city == query.city and query.state in (None, state)]
-                raise AmbiguousMarket([hit.market, *named])
+                raise AmbiguousMarket([hit.market, *named], reason=f"ZIP {query.zip} is in {hit.city}, {hit.state}")
             return hit
         if not query.city:
             return None
@@ -262,8 +264,10 @@ def market_tool(settings: Settings, provider: MarketDataProvider | None = None) 
         try:
             record = await asyncio.to_thread(source.lookup, args.market)  # file reads stay off the loop
         except AmbiguousMarket as exc:
+            why = f"{exc.reason}, not where {args.market!r} says" if exc.reason else \
+                f"{args.market!r} matches several markets"
             return {"found": False, "market": args.market, "candidates": exc.candidates,
-                    "message": f"{args.market!r} matches several markets ({'; '.join(exc.candidates)}). "
+                    "message": f"{why} (candidates: {'; '.join(exc.candidates)}). "
                                "Ask the caller which one they mean, then look it up again."}
         except MarketDataError as exc:
             log.error("research_market: %s", exc)

@@ -83,6 +83,9 @@ def test_a_zip_of_another_city_than_the_one_named_is_asked_about(sample: CsvMark
     with pytest.raises(AmbiguousMarket) as caught:
         sample.lookup("Dallas, TX 78704")  # 78704 is in Austin: which did the caller mean?
     assert caught.value.candidates == ["78704 (Austin, TX)", "Dallas, TX"]
+    with pytest.raises(AmbiguousMarket) as caught:
+        sample.lookup("Austin, MN 78704")
+    assert caught.value.reason == "ZIP 78704 is in Austin, TX"
     assert sample.lookup("Austin, TX 78704").market == "78704 (Austin, TX)"  # consistent: the ZIP answers
 
 
@@ -258,3 +261,9 @@ async def test_tool_uses_a_plugged_in_provider() -> None:
                                               "source": "Lender API", "as_of": "2026-07-01"}}
     assert result["sample_data"] is False and "note" not in result
     assert sorted(result["missing"]) == sorted(set(FIGURES) - {"cap_rate"})
+
+
+async def test_tool_explains_a_zip_that_is_not_where_the_caller_said() -> None:
+    result = await registry_for().call("research_market", {"market": "Springfield, IL 78704"}, CONTEXT)
+    assert result["found"] is False and result["candidates"] == ["78704 (Austin, TX)"]
+    assert result["message"].startswith("ZIP 78704 is in Austin, TX, not where 'Springfield, IL 78704' says")
