@@ -21,6 +21,7 @@ from discord.ext import commands
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from bot.storage.errors import db_error_line
 from bot.storage.export import ExportFormat, collect_records, export_filename, render_file
 from bot.storage.leads import count_leads, delete_lead, get_lead, list_leads
 from bot.storage.models import MAX_ROW_ID, Lead
@@ -220,8 +221,8 @@ class Leads(
 
         try:
             count, data = await self.run(build)
-        except SQLAlchemyError:
-            log.exception("/leads export failed")
+        except SQLAlchemyError as exc:
+            log.error("/leads export failed: %s", db_error_line(exc))
             await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return
         if data is None:
@@ -253,8 +254,8 @@ class Leads(
         pager = LeadPager(self, interaction, guild_id, status, tier)
         try:
             embed = await pager.load(0)
-        except SQLAlchemyError:
-            log.exception("/leads list failed")
+        except SQLAlchemyError as exc:
+            log.error("/leads list failed: %s", db_error_line(exc))
             await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return
         await interaction.followup.send(embed=embed, view=pager, ephemeral=True)
@@ -266,8 +267,8 @@ class Leads(
             return None
         try:
             lead = await self.run(lambda session: get_lead(session, guild_id, lead_id))
-        except SQLAlchemyError:
-            log.exception("/leads %s failed", command)
+        except SQLAlchemyError as exc:
+            log.error("/leads %s failed: %s", command, db_error_line(exc))
             await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return None
         if lead is None:
@@ -368,8 +369,8 @@ class LeadPager(_OwnedView):
         self.latest = interaction  # its token edits this same message, and outlives the opener's
         try:
             embed = await self.load(page)
-        except SQLAlchemyError:
-            log.exception("/leads list paging failed")
+        except SQLAlchemyError as exc:
+            log.error("/leads list paging failed: %s", db_error_line(exc))
             await interaction.followup.send(STORE_DOWN, ephemeral=True)
             return
         await interaction.edit_original_response(embed=embed, view=self)
@@ -401,8 +402,8 @@ class ConfirmDelete(_OwnedView):
         await interaction.response.defer()
         try:
             deleted = await self.cog.run(lambda session: delete_lead(session, self.guild_id, self.lead_id))
-        except SQLAlchemyError:
-            log.exception("/leads delete failed")
+        except SQLAlchemyError as exc:
+            log.error("/leads delete failed: %s", db_error_line(exc))
             await interaction.edit_original_response(content=STORE_DOWN + " Nothing was deleted.", view=None)
             return
         if deleted:

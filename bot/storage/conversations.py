@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session, col, select
 
 from bot.storage.database import Database
+from bot.storage.errors import db_error_line
 from bot.storage.leads import get_lead
 from bot.storage.models import Conversation, Turn, utcnow
 from realtime.transcript import TranscriptEntry
@@ -180,22 +181,19 @@ class ConversationRecorder:
                 )
                 await asyncio.sleep(delay)
                 continue
-            except Exception:
-                log.exception(
-                    "conversation %s: batch rejected; storing its lines one by one", self.conversation_id
-                )
+            except Exception as exc:
+                log.error("conversation %s: batch rejected (%s); storing its lines one by one",
+                          self.conversation_id, db_error_line(exc), exc_info=_traceback_unless_db(exc))
                 batch = batch[:1]
                 try:
                     await asyncio.to_thread(self._write, batch)
                 except TRANSIENT_ERRORS:
                     await asyncio.sleep(self._retry_delays[0])
                     continue
-                except Exception:
-                    log.exception(
-                        "conversation %s: dropping one %s entry the database refuses",
-                        self.conversation_id,
-                        batch[0].kind,
-                    )
+                except Exception as exc:
+                    log.error("conversation %s: dropping one %s entry the database refuses (%s)",
+                              self.conversation_id, batch[0].kind, db_error_line(exc),
+                              exc_info=_traceback_unless_db(exc))
             failures = 0
             for _ in batch:
                 self._pending.popleft()
@@ -232,3 +230,8 @@ class ConversationRecorder:
                     if conversation is not None:
                         conversation.ended_at = op.at
                         session.add(conversation)
+
+
+def _traceback_unless_db(exc: BaseException) -> bool:
+    """A bug deserves its traceback; a database refusal does not (its text quotes the row: a transcript)."""
+    return not isinstance(exc, SQLAlchemyError)

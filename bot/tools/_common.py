@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from bot.storage.conversations import get_conversation
 from bot.storage.database import Database
+from bot.storage.errors import db_error_line
 from bot.storage.leads import find_lead, get_lead
 from bot.storage.models import Conversation, DealAnalysis, Lead
 from bot.tools.context import is_identified_user, is_operator
@@ -44,12 +45,12 @@ async def in_transaction(
     for attempt in (1, 2):
         try:
             return await asyncio.to_thread(run)
-        except IntegrityError:
+        except IntegrityError as exc:
             if attempt == 2:
-                log.exception("%s: integrity error twice", what)
+                log.error("%s: integrity error twice: %s", what, db_error_line(exc))
                 break
-        except SQLAlchemyError:
-            log.exception("%s: database error", what)
+        except SQLAlchemyError as exc:
+            log.error("%s: database error: %s", what, db_error_line(exc))
             break
     raise ToolFailure(
         "storage_failed",
