@@ -482,6 +482,13 @@ def test_a_server_answer_to_the_callers_turn_covers_a_deferred_tool_answer(conv:
     assert [e["type"] for e in sent(conv)] == ["conversation.item.create"]  # no second reply
 
 
+def replayed_after_a_reconnect(conv: Conversation) -> list[str]:
+    """The texts a new session is told (what the caller and Cap said so far)."""
+    conv.on_disconnected()
+    conv.on_connected()
+    return [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+
+
 def test_replay_after_a_barge_in_keeps_only_what_was_heard(conv: Conversation) -> None:
     start_reply(conv, ms=2000)
     conv.handle_event({"type": "response.output_audio_transcript.delta", "item_id": "item_a",
@@ -491,9 +498,7 @@ def test_replay_after_a_barge_in_keeps_only_what_was_heard(conv: Conversation) -
     conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
     (entry,) = conv.transcripts_ready()
     assert entry.interrupted
-    conv.on_disconnected()
-    conv.on_connected()
-    (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+    (replayed,) = replayed_after_a_reconnect(conv)
     assert replayed.endswith("…") and len(replayed) < 25
 
 
@@ -525,9 +530,7 @@ def test_a_barge_in_after_the_whole_reply_arrived_cuts_the_log_and_the_replay(co
             "audio_end_ms": 500} in sent(conv)
     (entry,) = conv.transcripts_ready()
     assert entry.interrupted
-    conv.on_disconnected()
-    conv.on_connected()
-    (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+    (replayed,) = replayed_after_a_reconnect(conv)
     assert replayed.endswith("…") and len(replayed) < 25
 
 
@@ -558,9 +561,7 @@ def test_a_reply_cut_after_a_reconnect_is_replayed_only_as_heard(conv: Conversat
     conv.on_disconnected()
     conv.on_connected()  # still playing: reported and replayed whole, as the caller is about to hear it
     conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u1"})
-    conv.on_disconnected()
-    conv.on_connected()
-    (replayed,) = [e["item"]["content"][0]["text"] for e in sent(conv) if e["type"] == "conversation.item.create"]
+    (replayed,) = replayed_after_a_reconnect(conv)
     assert replayed.endswith("…") and len(replayed) < 20
 
 
