@@ -1,7 +1,10 @@
 """The DAVE step of receiving: end-to-end decrypt a caller's frame with the connection's current session.
 
-A DAVE-encrypted frame ends with the 2-byte magic marker 0xFAFA. Anything else is plain Opus (during
-protocol transitions, or when the call runs with `dave_protocol_version` 0) and passes straight through.
+A DAVE-encrypted frame ends with the 2-byte magic marker 0xFAFA. Anything else is plain Opus, which is
+legitimate during protocol transitions (discord.py turns the session's passthrough mode on for them), when
+the call runs with `dave_protocol_version` 0 (no ready session), and for Opus silence (never encrypted). A
+plain frame from a member of a ready group outside a transition is refused, as Discord's own clients do:
+otherwise the voice server could speak as any caller, which is what end-to-end encryption rules out.
 The session is read fresh for every frame through a callable, because discord.py replaces it (or
 re-initialises it) on every MLS epoch change. `decrypt` raises ValueError (e.g. NoDecryptorForUser)
 while the group has no key for that user yet: the frame is lost, the caller is not.
@@ -16,19 +19,27 @@ from typing import Final, Protocol
 import davey
 
 DAVE_MAGIC: Final = b"\xfa\xfa"
+OPUS_SILENCE: Final = b"\xf8\xff\xfe"
 _AUDIO: Final = davey.MediaType.audio
 
 
 class DaveSessionLike(Protocol):
     """What the receiver needs of `davey.DaveSession`."""
 
+    ready: bool
+
     def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes: ...
+
+    def get_user_ids(self) -> list[str]: ...
+
+    def can_passthrough(self, user_id: int) -> bool: ...
 
 
 class DaveFailure(Enum):
     """Why a DAVE frame could not be opened; each has a counter in the receiver's stats."""
 
     NO_SESSION = "dave_no_session"
+    PLAINTEXT = "dave_plaintext_refused"
     NO_KEY = "dave_no_key"
     FAILED = "dave_failed"
     ERROR = "dave_error"
@@ -46,6 +57,8 @@ class DaveDecryptor:
     def decrypt(self, user_id: int, frame: bytes) -> bytes | DaveFailure:
         """The Opus frame inside `frame` (unchanged when it is not DAVE-encrypted)."""
         if not frame.endswith(DAVE_MAGIC):
+            if frame != OPUS_SILENCE and self._refuses_plaintext(user_id):
+                return DaveFailure.PLAINTEXT
             self.passthrough += 1
             return frame
         session = self._session_source()
@@ -61,3 +74,14 @@ class DaveDecryptor:
             return DaveFailure.ERROR
         self.decrypted += 1
         return opus
+
+    def _refuses_plaintext(self, user_id: int) -> bool:
+        """A ready group, this user in it, and their decryptor not in passthrough (no transition running)."""
+        session = self._session_source()
+        if session is None or not getattr(session, "ready", False):
+            return False
+        try:
+            return str(user_id) in session.get_user_ids() and not session.can_passthrough(user_id)
+        except Exception as exc:  # a davey error must not cost the frame
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False

@@ -14,9 +14,18 @@ OPUS = b"\x78opus-frame"
 class StandInSession:
     """Stands in for a ready davey.DaveSession: 'encryption' is a XOR with a per-epoch byte + the marker."""
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, members: tuple[int, ...] = (), passthrough: bool = False) -> None:
         self.epoch = epoch
         self.calls: list[tuple[int, davey.MediaType]] = []
+        self.ready = True
+        self.members = members
+        self.passthrough = passthrough  # discord.py turns it on for a protocol transition
+
+    def get_user_ids(self) -> list[str]:
+        return [str(member) for member in self.members]
+
+    def can_passthrough(self, user_id: int) -> bool:
+        return self.passthrough and user_id in self.members
 
     def seal(self, opus: bytes) -> bytes:
         return bytes(b ^ self.epoch for b in opus) + DAVE_MAGIC
@@ -72,3 +81,16 @@ def test_no_session_and_unexpected_errors() -> None:
 
     assert DaveDecryptor(lambda: Broken()).decrypt(1, OPUS + DAVE_MAGIC) is DaveFailure.ERROR
     assert DaveDecryptor(lambda: Rejecting()).decrypt(1, OPUS + DAVE_MAGIC) is DaveFailure.FAILED
+
+
+def test_plain_opus_from_a_group_member_is_refused_outside_a_transition() -> None:
+    """Otherwise the voice server could speak as any caller: what end-to-end encryption rules out."""
+    session = StandInSession(1, members=(7, 8))
+    dave = DaveDecryptor(lambda: session)
+    assert dave.decrypt(7, OPUS) is DaveFailure.PLAINTEXT
+    assert dave.decrypt(7, b"\xf8\xff\xfe") == b"\xf8\xff\xfe"  # Opus silence is never encrypted
+    assert dave.decrypt(9, OPUS) == OPUS  # not in the group (yet): nothing to hold them to
+    session.passthrough = True  # a transition: plain frames are legitimate for its duration
+    assert dave.decrypt(7, OPUS) == OPUS
+    session.passthrough, session.ready = False, False  # the call went back to DAVE protocol 0
+    assert dave.decrypt(7, OPUS) == OPUS

@@ -297,6 +297,19 @@ def test_dave_frames_use_the_current_session_and_the_speakers_user_id(speech) ->
     assert receiver.stats()["dave_decrypted"] == len(packets)
 
 
+def test_plain_audio_claiming_a_dave_members_ssrc_is_not_heard(speech) -> None:
+    _, packets, _ = speech
+    conn = connection(dave_session=StandInSession(0x33, members=(ALICE, BOB)))
+    receiver = VoiceReceiver(conn)  # type: ignore[arg-type]
+    receiver.on_ws_message(speaking(ALICE, ALICE_SSRC))
+    sender = PacketSender(ALICE_SSRC)
+    forged = run(receiver, [[sender.packet(p)] for p in packets[:20]])  # unencrypted, outside a transition
+    assert not any(rms(frame) > 100 for frame in heard(forged, ALICE))
+    assert receiver.stats()["dave_plaintext_refused"] == 20
+    sealed = run(receiver, [[sender.packet(conn.dave_session.seal(p))] for p in packets[20:40]])
+    assert sum(rms(frame) > 100 for frame in heard(sealed, ALICE)) >= 18  # the real, encrypted stream is heard
+
+
 def test_dave_no_key_conceals_the_frame_and_listening_goes_on(speech) -> None:
     import davey
 
