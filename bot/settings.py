@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
+from websockets.exceptions import InvalidURI
+from websockets.uri import parse_uri
 
 from realtime.persona import DEFAULT_INSTRUCTIONS
 
@@ -42,7 +46,9 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """Every setting Cap reads; names are the environment variables in upper case."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_ignore_empty: `NAME=` (as .env.example writes every optional setting) means "the default", also for
+    # settings read as JSON (PROGRAM_GUIDELINES), which would otherwise fail to parse.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # OpenAI Realtime (GA interface only).
     openai_api_key: SecretStr | None = None
@@ -107,7 +113,19 @@ class Settings(BaseSettings):
     def _websocket_url(cls, value: str) -> str:
         if not value.startswith(("ws://", "wss://")):
             raise ValueError("must start with ws:// or wss://")
+        try:
+            parse_uri(value)
+        except (InvalidURI, ValueError) as exc:  # no host, a port over 65535, a broken IPv6 address ...
+            raise ValueError(f"not a usable WebSocket URL ({exc})") from None
         return value.rstrip("/")
+
+    @field_validator("openai_api_key", "discord_token")
+    @classmethod
+    def _printable_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # A stray newline or control character would break the HTTP header, and error texts could echo it.
+        if value is not None and not value.get_secret_value().strip().isprintable():
+            raise ValueError("contains a line break or control character (check the copy and paste)")
+        return value
 
     @field_validator("business_timezone")
     @classmethod
@@ -172,6 +190,11 @@ class Settings(BaseSettings):
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
+        if value is not None:
+            try:
+                value.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot be read as UTF-8 text: {value} ({type(exc).__name__})") from None
         return value
 
     @field_validator("knowledge_base_dir", "market_data_csv", "instructions_file", "heartbeat_file", mode="before")
@@ -211,4 +234,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise SettingsError(f"{name}: {first['msg']}") from None
+        raise SettingsError(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
+    except PydanticSettingsError as exc:  # a JSON setting (PROGRAM_GUIDELINES, SHARD_IDS) that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        raise SettingsError(f"{field[1].upper() if field else 'settings'}: not valid JSON") from None
+    except UnicodeDecodeError:
+        raise SettingsError(".env: not UTF-8 text") from None

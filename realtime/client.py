@@ -44,8 +44,9 @@ class RealtimeConnection:
             if status in FATAL_HTTP_STATUSES:
                 raise RealtimeFatalError(FATAL_HTTP_STATUSES[status], code=f"http_{status}") from None
             raise RealtimeError(f"Realtime handshake refused (HTTP {status})") from None
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise RealtimeError(f"cannot reach {config.url}: {redact(str(exc)) or type(exc).__name__}") from None
+        except (OSError, TimeoutError, InvalidHandshake, ValueError) as exc:  # ValueError: e.g. a port > 65535
+            detail = redact(str(exc).replace(config.api_key, "***")) if config.api_key else redact(str(exc))
+            raise RealtimeError(f"cannot reach {config.url}: {detail or type(exc).__name__}") from None
         return cls(websocket)
 
     async def send(self, event: dict[str, Any]) -> None:

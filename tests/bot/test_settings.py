@@ -37,7 +37,12 @@ def test_defaults_are_the_seeds_behaviour_on_the_ga_api() -> None:
     ("VAD_THRESHOLD", "loud"),
     ("VAD_SILENCE_DURATION_MS", "-5"),
     ("REALTIME_URL", "https://api.openai.com/v1/realtime"),
+    ("REALTIME_URL", "ws://"),
+    ("REALTIME_URL", "ws://127.0.0.1:99999/v1/realtime"),
+    ("REALTIME_URL", "ws://[::1/v1/realtime"),
     ("INSTRUCTIONS_FILE", "/nonexistent/prompt.txt"),
+    ("PROGRAM_GUIDELINES", "{bad"),
+    ("OPENAI_API_KEY", "sk-abc\x01def"),
 ])
 def test_a_malformed_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
@@ -45,6 +50,23 @@ def test_a_malformed_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPat
         load_settings()
     message = str(info.value)
     assert message.startswith(f"{name}: ") and "\n" not in message
+
+
+def test_files_that_are_not_utf8_are_one_line(tmp_path: Path) -> None:
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_bytes(b"You are Cap\xff\xfe")
+    with pytest.raises(SettingsError, match=r"^INSTRUCTIONS_FILE: cannot be read as UTF-8 text"):
+        load_settings(instructions_file=str(prompt))
+    (tmp_path / ".env").write_bytes(b"OPENAI_API_KEY=sk-\xff\n")  # cwd is tmp_path
+    with pytest.raises(SettingsError, match=r"^\.env: not UTF-8 text$"):
+        load_settings()
+
+
+def test_a_blank_optional_setting_means_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROGRAM_GUIDELINES", "")  # as .env.example writes optional settings
+    monkeypatch.setenv("DEV_GUILD_ID", "")
+    settings = load_settings()
+    assert settings.program_guidelines["dscr_rental"].min_dscr == 1.0 and settings.dev_guild_id is None
 
 
 def test_a_missing_key_is_named_only_when_needed() -> None:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from realtime.audio import FRAME_MS, SILENCE_FRAME
+from realtime.client import RealtimeConnection
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeError, RealtimeFatalError
 from realtime.file_transport import run_file_conversation
@@ -339,3 +340,13 @@ async def test_a_server_that_keeps_closing_meets_backoff_and_a_limit() -> None:
     await session.aclose()
     assert reason is not None and "keeps closing the connection" in reason
     assert ClosesAtOnce.opened == 4, "no tight reconnect loop"
+
+
+async def test_a_connection_error_never_shows_the_key() -> None:
+    """websockets may quote the bad header; only a pattern-based mask would let the key's tail through."""
+    async with FakeRealtimeServer() as server:
+        config = SessionConfig(api_key="sk-SECRETKEY\x01tailxyz", url=server.url)
+        with pytest.raises(RealtimeError) as caught:
+            await RealtimeConnection.open(config)
+    assert "invalid Authorization header" in str(caught.value)
+    assert "SECRETKEY" not in str(caught.value) and "tailxyz" not in str(caught.value)
