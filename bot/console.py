@@ -27,14 +27,24 @@ from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
 
+MAX_TAIL_SECONDS = 600.0
+MIN_RATE, MAX_RATE = 4_000, 384_000  # Hz; outside this a header is corrupt, not a recording
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("console", help="talk to Cap with a WAV file instead of Discord")
     parser.add_argument("--input", type=Path, required=True, help="caller audio: any 16-bit PCM WAV")
     parser.add_argument("--output", type=Path, required=True,
                         help="Cap's audio, 48 kHz stereo, time-aligned with the input")
-    parser.add_argument("--tail", type=float, default=20.0,
+    parser.add_argument("--tail", type=_tail_seconds, default=20.0,
                         help="seconds of silence to keep listening after the input ends (default 20)")
     parser.set_defaults(handler=run_console, log_level=logging.WARNING)
+
+
+def _tail_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= MAX_TAIL_SECONDS:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_TAIL_SECONDS:g} seconds")
+    return value
 
 
 def read_wav_frames(path: Path) -> list[bytes]:
@@ -49,12 +59,27 @@ def read_wav_frames(path: Path) -> list[bytes]:
             rate, channels = wav.getframerate(), wav.getnchannels()
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a folder, not a WAV file") from None
     except (wave.Error, EOFError) as exc:
-        raise CommandError(f"{path}: not a PCM WAV file ({exc})") from None
+        raise CommandError(f"{path}: not a PCM WAV file ({exc or 'too short'})") from None
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise CommandError(f"{path}: sample rate {rate} Hz is not one a microphone records ({MIN_RATE}-{MAX_RATE})")
     framer = Framer(FRAME_BYTES)
     frames = framer.push(to_discord_pcm(pcm, rate, channels))
     tail = framer.flush()
     return [*frames, tail] if tail else frames
+
+
+def check_output(path: Path) -> None:
+    """Created empty before the conversation: a path that cannot be written must fail before the (paid) call."""
+    if not path.parent.exists():
+        raise CommandError(f"{path.parent}: no such directory")
+    try:
+        with path.open("wb"):
+            pass
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot be written ({exc.strerror or type(exc).__name__})") from None
 
 
 def write_wav(path: Path, frames: list[bytes]) -> None:
@@ -74,14 +99,19 @@ def print_transcript(entry: TranscriptEntry) -> None:
 def run_console(args: argparse.Namespace, settings: Settings) -> int:
     config = make_session_config(settings)
     frames = read_wav_frames(args.input)
-    if not args.output.parent.exists():
-        raise CommandError(f"{args.output.parent}: no such directory")
-    database = open_database(settings_database(settings))
+    check_output(args.output)
+    written = False
     try:
-        output = asyncio.run(_converse(config, build_registry(settings, database), database, frames, args.tail))
+        database = open_database(settings_database(settings))
+        try:
+            output = asyncio.run(_converse(config, build_registry(settings, database), database, frames, args.tail))
+        finally:
+            database.close()
+        write_wav(args.output, output)
+        written = True
     finally:
-        database.close()
-    write_wav(args.output, output)
+        if not written:
+            args.output.unlink(missing_ok=True)  # no empty file left behind by a failed conversation
     return 0
 
 
@@ -113,6 +143,10 @@ async def _converse(config: SessionConfig, registry: ToolRegistry, database: Dat
         raise CommandError(fatal)
     summary = session.metrics.summary()
     print(f"-- {summary['turns']} turns, {summary['barge_ins']} barge-ins, median reply latency "
-          f"{summary['median_reply_latency_ms']} ms, {summary['total_tokens']} tokens, "
+          f"{_ms(summary['median_reply_latency_ms'])}, {summary['total_tokens']} tokens, "
           f"~${summary['estimated_cost_usd']:.4f}", file=sys.stderr)
     return output
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value} ms"

@@ -9,7 +9,9 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from bot.cli import main
 from bot.storage.conversations import conversation_turns, get_conversation
 from bot.storage.database import Database
 from bot.tools.context import CONSOLE_GUILD_ID
@@ -97,3 +99,39 @@ async def test_a_missing_key_names_the_setting(tmp_path: Path) -> None:
     code, _, stderr = await run_cli("console", "--input", str(FIXTURES / "hello.wav"),
                                     "--output", str(tmp_path / "o.wav"), env=env)
     assert code == 1 and stderr.strip().startswith("cap-bot: OPENAI_API_KEY: missing")
+
+
+def test_bad_paths_and_arguments_fail_before_the_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Each is one line, and none costs a conversation (nothing listens at REALTIME_URL)."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in console_env(tmp_path, "ws://127.0.0.1:9/v1/realtime").items():
+        monkeypatch.setenv(name, value)
+    one_hertz = tmp_path / "one_hertz.wav"
+    with wave.open(str(one_hertz), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(1)
+        wav.writeframes(b"\x00\x00" * 10)
+    hello = str(FIXTURES / "hello.wav")
+    cases = [
+        (["--input", hello, "--output", str(tmp_path)], "cannot be written"),  # a folder
+        (["--input", str(tmp_path), "--output", str(tmp_path / "o.wav")], "is a folder, not a WAV file"),
+        (["--input", str(one_hertz), "--output", str(tmp_path / "o.wav")], "sample rate 1 Hz"),
+    ]
+    for argv, words in cases:
+        assert main(["console", *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("cap-bot: ") and words in err and "\n" not in err
+    assert not (tmp_path / "o.wav").exists()
+    for tail in ("nan", "inf", "-1"):
+        with pytest.raises(SystemExit) as exited:
+            main(["console", "--input", hello, "--output", str(tmp_path / "o.wav"), "--tail", tail])
+        assert exited.value.code == 2 and "--tail" in capsys.readouterr().err
+
+
+async def test_a_failed_conversation_leaves_no_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.wav"
+    code, _, _ = await run_cli("console", "--input", str(FIXTURES / "hello.wav"), "--output", str(out),
+                               env=console_env(tmp_path, "ws://127.0.0.1:9/v1/realtime"))
+    assert code == 1 and not out.exists()
