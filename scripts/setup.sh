@@ -2,6 +2,9 @@
 # Idempotent set-up for a fresh Debian machine: system packages, then a virtualenv with Cap installed.
 # Usage: scripts/setup.sh [--dev]   (--dev adds the test tools and the packages the tests need)
 set -euo pipefail
+# Everything this script (and apt, pip) says goes to stderr: stdout belongs to the command run after it
+# (`scripts/run.sh leads export > leads.csv`, the console's transcript).
+exec 1>&2
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
