@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tools = subparsers.add_parser("tools", help="list Cap's function tools or call one")
     tools_sub = tools.add_subparsers(dest="tools_command", metavar="ACTION", required=True)
     listing = tools_sub.add_parser("list", help="print the tools as the model is given them (JSON)")
-    listing.set_defaults(handler=run_tools_list)
+    listing.set_defaults(handler=run_tools_list, log_level=logging.WARNING)
     call = tools_sub.add_parser("call", help="run one tool and print its JSON result")
     call.add_argument("name", help="tool name, e.g. analyze_deal")
     call.add_argument("--args", default="{}", help="the arguments as a JSON object (default {})")
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     call.add_argument(
         "--user", type=int, default=CONSOLE_USER_ID, help="caller's Discord user id (default: console)"
     )
-    call.set_defaults(handler=run_tools_call)
+    call.set_defaults(handler=run_tools_call, log_level=logging.WARNING)
 
     leads = subparsers.add_parser("leads", help="export the stored leads")
     leads_sub = leads.add_subparsers(dest="leads_command", metavar="ACTION", required=True)
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="csv", help="csv (Excel-safe) or json")
     export.add_argument("--guild", type=int, default=None, help="only this guild (default: every guild)")
     export.add_argument("--output", type=Path, default=None, help="file to write (default: stdout)")
-    export.set_defaults(handler=run_leads_export)
+    export.set_defaults(handler=run_leads_export, log_level=logging.WARNING)
 
 
 def run_tools_list(args: argparse.Namespace, settings: Settings) -> int:

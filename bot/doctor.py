@@ -339,7 +339,9 @@ def run_checks(
         return results + [skip(name, "needs valid settings") for name in names]
     results += [check_sharding(settings), check_database(settings)]
     if offline:
-        results.append(skip("realtime", "--offline"))
+        has_key = settings.openai_api_key is not None and settings.openai_api_key.get_secret_value().strip()
+        results.append(skip("realtime", "--offline (OPENAI_API_KEY is set)") if has_key else
+                       fail("realtime", "OPENAI_API_KEY is not set", "set OPENAI_API_KEY in .env"))
     else:
         results.append(asyncio.run(check_realtime(settings)))
     results.append(check_discord_token(settings))

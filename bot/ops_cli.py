@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from bot.cli_database import database_errors
@@ -14,19 +15,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     db = subparsers.add_parser("db", help="database schema: apply migrations, show the revision")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply every pending migration (DATABASE_URL)")
-    upgrade.set_defaults(handler=run_db_upgrade)
+    upgrade.set_defaults(handler=run_db_upgrade, log_level=logging.WARNING)
     current = db_sub.add_parser("current", help="print the database's schema revision and the newest one")
-    current.set_defaults(handler=run_db_current)
+    current.set_defaults(handler=run_db_current, log_level=logging.WARNING)
     revision = db_sub.add_parser("revision", help="developers: autogenerate the next migration from the models")
     revision.add_argument("-m", "--message", required=True, help="what changed, e.g. 'add lead.referrer'")
-    revision.set_defaults(handler=run_db_revision)
+    revision.set_defaults(handler=run_db_revision, log_level=logging.WARNING)
 
     doctor = subparsers.add_parser("doctor", help="check settings, voice libraries, database, OpenAI key, token")
     doctor.add_argument("--offline", action="store_true", help="no network checks (OpenAI Realtime, Discord)")
     doctor.add_argument("--quiet", action="store_true", help="print only what fails (for health checks)")
     doctor.add_argument("--heartbeat", action="store_true",
                         help="also check that the running bot reported a live Discord connection lately")
-    doctor.set_defaults(handler=run_doctor, settings_optional=True)
+    doctor.set_defaults(handler=run_doctor, settings_optional=True, log_level=logging.WARNING)
 
 
 def prepare_database(settings: Settings) -> migrate.UpgradeResult | None:

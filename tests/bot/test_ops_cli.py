@@ -57,11 +57,13 @@ def test_start_up_refuses_a_pending_schema_without_auto_migrate(url: str) -> Non
 
 
 def test_doctor_exit_status(url: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
-    assert main(["doctor", "--offline"]) == 1  # no token, no database yet
+    assert main(["doctor", "--offline"]) == 1  # no token, no key, no database yet
     out = capsys.readouterr().out
-    assert "✗ discord token" in out and "✗ database" in out and "– realtime" in out
+    assert "✗ discord token" in out and "✗ database" in out and "✗ realtime" in out
+    assert "OPENAI_API_KEY is not set" in out
     main(["db", "upgrade"])
     monkeypatch.setenv("DISCORD_TOKEN", "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe." + "x" * 38)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     capsys.readouterr()
     assert main(["doctor", "--offline", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
