@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.settings import Settings, SettingsError, load_settings
 from bot.storage import migrate
-from bot.storage.database import DatabaseURLError, create_database_engine, parse_database_url
+from bot.storage.database import DatabaseURLError, create_database_engine, parse_database_url, shown_url
 from bot.voice.libopus import load_libopus
 from realtime.errors import redact
 
@@ -128,7 +128,7 @@ def check_database(settings: Settings) -> CheckResult:
         url = parse_database_url(settings.database_url)
     except DatabaseURLError as exc:
         return fail("database", str(exc), "fix DATABASE_URL in .env or the environment")
-    shown = url.render_as_string(hide_password=True)
+    shown = shown_url(url)
     connect_args: dict[str, object] = {}
     if url.get_backend_name() == "sqlite":
         if url.database not in (None, "", ":memory:") and not Path(url.database).expanduser().is_file():

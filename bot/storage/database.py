@@ -44,6 +44,12 @@ def parse_database_url(url: str) -> URL:
         raise DatabaseURLError(f"DATABASE_URL is not a database URL; e.g. {URL_EXAMPLES}") from None
 
 
+def shown_url(url: URL) -> str:
+    """The URL for logs and reports: the password masked, also one passed as a query parameter."""
+    secret_keys = [key for key in url.query if any(word in key.lower() for word in ("pass", "secret", "key"))]
+    return url.set(query={**url.query, **dict.fromkeys(secret_keys, "hidden")}).render_as_string(hide_password=True)
+
+
 def create_database_engine(url: URL, **kwargs: Any) -> Engine:
     """create_engine, with the mistakes DATABASE_URL can hold raised as DatabaseURLError."""
     try:
@@ -102,7 +108,7 @@ class Database:
             engine.dispose()
             raise
         self._engine = engine
-        log.info("database ready: %s", engine.url.render_as_string(hide_password=True))
+        log.info("database ready: %s", shown_url(engine.url))
         return self
 
     @contextmanager

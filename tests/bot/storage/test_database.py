@@ -9,7 +9,14 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlmodel import Session, select
 
-from bot.storage.database import PG_OPTIONS, Database, _postgres_connect_args, make_engine
+from bot.storage.database import (
+    PG_OPTIONS,
+    Database,
+    _postgres_connect_args,
+    make_engine,
+    parse_database_url,
+    shown_url,
+)
 from bot.storage.models import Lead, Offer
 from bot.tools._common import in_transaction
 from realtime.tools import ToolFailure
@@ -127,3 +134,9 @@ def test_postgres_connections_time_out_and_keep_the_urls_own_options(postgres_ur
         engine.dispose()
     own = make_url("postgresql+psycopg://u@h/db?connect_timeout=2&options=-c%20lock_timeout=100")
     assert _postgres_connect_args(own) == {"options": f"{PG_OPTIONS} -c lock_timeout=100"}  # later -c wins
+
+
+def test_shown_urls_hide_the_password_also_as_a_query_parameter() -> None:
+    url = parse_database_url("postgresql+psycopg://cap:pw1@db:5432/cap?password=hunter2&sslmode=require")
+    shown = shown_url(url)
+    assert "pw1" not in shown and "hunter2" not in shown and "sslmode=require" in shown
