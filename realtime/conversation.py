@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BYTES_PER_MS_24K = 48  # 24 kHz mono s16le
 UPLINK_MAX_BYTES = 40 * BYTES_PER_MS_24K  # append at most 40 ms per event: low latency, few events
 REPLAY_LIMIT = 200  # utterances replayed into a new session; older ones are dropped
+TURN_SPEAKERS_LIMIT = 50  # caller turns still waiting for their transcript (normally one or two)
 # The server's copy of an item can be ~85 ms shorter than the audio we received (pipecat reports it),
 # and truncating past its end is an error: never claim the last 100 ms were heard.
 TRUNCATE_END_MARGIN_MS = 100
@@ -340,6 +341,8 @@ class Conversation:
         self._last_speakers = frozenset(self._speakers_now)
         self._speakers_now.clear()
         self._turn_speakers[item_id] = self._last_speakers
+        while len(self._turn_speakers) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came
+            del self._turn_speakers[next(iter(self._turn_speakers))]
         self._remember(item_id, "user", None)
 
     def _on_caller_transcript(self, event: dict[str, Any]) -> None:
