@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_TAIL_SECONDS = 600.0
 MIN_RATE, MAX_RATE = 4_000, 384_000  # Hz; outside this a header is corrupt, not a recording
+WAVE_FORMAT_PCM, WAVE_FORMAT_EXTENSIBLE = 1, 0xFFFE
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("console", help="talk to Cap with a WAV file instead of Discord")
@@ -50,25 +51,54 @@ def _tail_seconds(text: str) -> float:
 def read_wav_frames(path: Path) -> list[bytes]:
     """The WAV as 20 ms frames of 48 kHz stereo s16le, as Discord would deliver it (last frame padded)."""
     try:
-        with wave.open(str(path), "rb") as wav:
-            if wav.getsampwidth() != 2:
-                raise CommandError(f"{path}: only 16-bit PCM WAV is supported")
-            if wav.getnchannels() not in (1, 2):
-                raise CommandError(f"{path}: only mono or stereo WAV is supported")
-            pcm = wav.readframes(wav.getnframes())
-            rate, channels = wav.getframerate(), wav.getnchannels()
+        pcm, rate, channels, width = _read_wav(path)
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CommandError(f"{path}: is a folder, not a WAV file") from None
     except (wave.Error, EOFError) as exc:
         raise CommandError(f"{path}: not a PCM WAV file ({exc or 'too short'})") from None
+    if width != 2:
+        raise CommandError(f"{path}: only 16-bit PCM WAV is supported")
+    if channels not in (1, 2):
+        raise CommandError(f"{path}: only mono or stereo WAV is supported")
     if not MIN_RATE <= rate <= MAX_RATE:
         raise CommandError(f"{path}: sample rate {rate} Hz is not one a microphone records ({MIN_RATE}-{MAX_RATE})")
     framer = Framer(FRAME_BYTES)
     frames = framer.push(to_discord_pcm(pcm, rate, channels))
     tail = framer.flush()
     return [*frames, tail] if tail else frames
+
+
+def _read_wav(path: Path) -> tuple[bytes, int, int, int]:
+    """(pcm, rate, channels, bytes per sample)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return wav.readframes(wav.getnframes()), wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+    except wave.Error as exc:
+        if f"{WAVE_FORMAT_EXTENSIBLE}" not in str(exc):
+            raise
+    return _read_extensible_pcm(path)
+
+
+def _read_extensible_pcm(path: Path) -> tuple[bytes, int, int, int]:
+    """Python 3.11's wave refuses WAVE_FORMAT_EXTENSIBLE headers (3.12 reads them): walk the same RIFF chunks,
+    taking the PCM sub-format only."""
+    data = path.read_bytes()
+    chunks: dict[bytes, bytes] = {}
+    offset = 12
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        chunks.setdefault(data[offset : offset + 4], data[offset + 8 : offset + 8 + size])
+        offset += 8 + size + (size & 1)  # chunks are word-aligned
+    fmt, pcm = chunks.get(b"fmt "), chunks.get(b"data")
+    if fmt is None or pcm is None or len(fmt) < 26:
+        raise wave.Error("no fmt or data chunk")
+    sub_format = int.from_bytes(fmt[24:26], "little")
+    if sub_format != WAVE_FORMAT_PCM:
+        raise wave.Error(f"extensible WAV of sub-format {sub_format}, not PCM")
+    channels, rate = int.from_bytes(fmt[2:4], "little"), int.from_bytes(fmt[4:8], "little")
+    return pcm, rate, channels, int.from_bytes(fmt[14:16], "little") // 8
 
 
 def check_output(path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import sys
 import wave
 from pathlib import Path
@@ -135,3 +136,24 @@ async def test_a_failed_conversation_leaves_no_output_file(tmp_path: Path) -> No
     code, _, _ = await run_cli("console", "--input", str(FIXTURES / "hello.wav"), "--output", str(out),
                                env=console_env(tmp_path, "ws://127.0.0.1:9/v1/realtime"))
     assert code == 1 and not out.exists()
+
+
+def test_an_extensible_header_pcm_wav_reads_like_a_plain_one(tmp_path: Path) -> None:
+    """Python 3.11's wave refuses WAVE_FORMAT_EXTENSIBLE, which some recorders write for 16-bit PCM too."""
+    from bot.console import read_wav_frames
+
+    rate, channels = 16000, 1
+    pcm = (np.sin(np.arange(rate // 2) / 5) * 8000).astype("<i2").tobytes()
+    plain = tmp_path / "plain.wav"
+    with wave.open(str(plain), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+    pcm_guid = (1).to_bytes(2, "little") + bytes.fromhex("000000001000800000aa00389b71")
+    fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * 2 * channels, 2 * channels, 16, 22, 16, 4)
+    fmt += pcm_guid
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(pcm)) + pcm
+    extensible = tmp_path / "extensible.wav"
+    extensible.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert read_wav_frames(extensible) == read_wav_frames(plain)
