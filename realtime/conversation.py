@@ -164,11 +164,13 @@ class Conversation:
         self._caller_speaking = False
         for item in list(self._items.values()):
             if not item.reported:
-                # Its remaining deltas are gone; what arrived still plays (and can be cut). The new session
-                # must know what Cap is saying, so it is reported (and replayed below) now.
+                # Its remaining deltas are gone; what arrived still plays (and can be cut, then it is logged as
+                # cut). The new session must know what Cap is saying: its text is replayed below.
                 item.finished = item.transcript_done = True
-                self._playing_out.pop(item.item_id, None)
-                self._report_cap(item)
+                text = "".join(item.transcript).strip()
+                if text and not item.interrupted and item.item_id in self._history:
+                    self._remember(item.item_id, "assistant", text)
+                self._settle(item)
         self._outbox.append(protocol.session_update(self.config, self.tools, self._session_update_id))
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
@@ -321,8 +323,6 @@ class Conversation:
                     self._outbox.append(protocol.item_truncate(item.item_id, item.heard_ms))
                 else:
                     self._outbox.append(protocol.item_delete(item.item_id))
-            elif item.reported:  # reported at the reconnect: later replays still get only the heard share
-                self._keep_heard_share(item, "".join(item.transcript).strip())
             self._settle(item)
 
     def _audible_items(self) -> list[_AudioItem]:
