@@ -31,6 +31,15 @@ def format_status(status: dict[str, Any]) -> str:
         f"Reply latency (median): {f'{latency} ms' if latency is not None else 'n/a'}",
         f"Tokens: {status.get('total_tokens', 0):,} · Estimated cost: ${status.get('estimated_cost_usd', 0.0):.4f}",
     ]
+    if status.get("failed_responses"):
+        lines.append(f"Replies the service failed: {status['failed_responses']} (see the bot's log)")
+    voice = status.get("voice") or {}
+    if voice:
+        concealed = voice.get("fec", 0) + voice.get("plc", 0)
+        unopened = sum(count for name, count in voice.items()
+                       if name.startswith("dave_") and name not in ("dave_passthrough", "dave_decrypted"))
+        lines.append(f"Voice in: {voice.get('packets', 0):,} packets · {voice.get('decoded', 0):,} frames decoded · "
+                     f"{concealed:,} concealed · {unopened:,} DAVE frames not opened")
     return "\n".join(lines)
 
 

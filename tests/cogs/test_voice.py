@@ -194,3 +194,12 @@ async def test_leave_ends_a_voice_connection_that_outlived_its_call(cog: Voice) 
 def test_status_text_without_latency_yet() -> None:
     text = format_status({"channel": "<#1>", "connected_seconds": 3725})
     assert "1:02:05" in text and "n/a" in text and "$0.0000" in text
+
+
+def test_status_text_shows_how_the_callers_are_heard_and_failed_replies() -> None:
+    text = format_status({"channel": "<#1>", "connected_seconds": 5, "failed_responses": 2, "voice": {
+        "packets": 1500, "decoded": 1400, "fec": 3, "plc": 9, "dave_no_key": 4, "dave_plaintext_refused": 1,
+        "dave_decrypted": 1390, "dave_passthrough": 10}})
+    assert "Replies the service failed: 2" in text
+    assert "Voice in: 1,500 packets · 1,400 frames decoded · 12 concealed · 5 DAVE frames not opened" in text
+    assert "Voice in" not in format_status({"channel": "<#1>", "connected_seconds": 5})
