@@ -12,6 +12,7 @@ from bot.cli import CommandError
 from bot.settings import Settings
 from bot.storage import migrate
 from bot.storage.database import Database, DatabaseURLError
+from bot.storage.errors import first_message_line
 
 
 def settings_database(settings: Settings) -> Database:
@@ -33,9 +34,7 @@ def database_errors(url: str) -> Iterator[None]:
     except (DatabaseURLError, migrate.SchemaError) as exc:  # already one line naming the setting or the fix
         raise CommandError(str(exc)) from None
     except (ArgumentError, SQLAlchemyError, OSError, ValueError, ModuleNotFoundError) as exc:
-        detail = getattr(exc, "orig", None) or exc
-        lines = str(detail).strip().splitlines()
-        text = _without_password(lines[0] if lines else type(detail).__name__, url)
+        text = _without_password(first_message_line(exc), url)
         raise CommandError(f"DATABASE_URL: cannot use the database: {text}") from None
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from bot.settings import Settings, SettingsError, load_settings
 from bot.storage import migrate
 from bot.storage.database import DatabaseURLError, create_database_engine, parse_database_url, shown_url
+from bot.storage.errors import first_message_line
 from bot.voice.libopus import load_libopus
 from realtime.errors import redact
 
@@ -60,11 +61,6 @@ def fail(name: str, detail: str, fix: str) -> CheckResult:
 
 def skip(name: str, detail: str) -> CheckResult:
     return CheckResult(name, "skip", detail)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- settings ------------------------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def check_module(name: str, purpose: str, fix: str = VOICE_EXTRA) -> CheckResult
     try:
         module = importlib.import_module(name)
     except Exception as exc:  # ImportError, or a broken native extension
-        return fail(label, f"cannot import ({_first_line(exc)}); needed for {purpose}", fix)
+        return fail(label, f"cannot import ({first_message_line(exc)}); needed for {purpose}", fix)
     version = getattr(module, "__version__", None)
     return ok(label, f"{version or 'imported'} ({purpose})")
 
@@ -148,7 +144,7 @@ def check_database(settings: Settings) -> CheckResult:
     except (SQLAlchemyError, OSError) as exc:
         return fail(
             "database",
-            f"cannot connect to {shown}: {_first_line(getattr(exc, 'orig', None) or exc)}",
+            f"cannot connect to {shown}: {first_message_line(exc)}",
             "check DATABASE_URL and that the database server is running and reachable",
         )
     finally:
@@ -233,7 +229,7 @@ async def check_realtime(settings: Settings, *, timeout: float = NETWORK_TIMEOUT
     except (OSError, InvalidHandshake) as exc:
         return fail(
             "realtime",
-            _masked(f"cannot reach {settings.realtime_url}: {_first_line(exc)}", key),
+            _masked(f"cannot reach {settings.realtime_url}: {first_message_line(exc)}", key),
             "check REALTIME_URL and the network; use --offline to skip",
         )
 
@@ -295,7 +291,7 @@ async def check_discord_login(
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return fail(
             "discord login",
-            _masked(f"cannot reach Discord: {_first_line(exc)}", raw),
+            _masked(f"cannot reach Discord: {first_message_line(exc)}", raw),
             "check the network; use --offline to skip",
         )
 
