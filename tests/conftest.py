@@ -11,7 +11,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def load_frames(name: str) -> list[bytes]:
     """A fixture WAV as 20 ms frames of 48 kHz stereo s16le."""
-    from bot.console import read_wav_frames
+    from bot.cli.console import read_wav_frames
 
     return read_wav_frames(FIXTURES / name)
 

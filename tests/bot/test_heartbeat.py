@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from bot import doctor
+from bot.cli import doctor
 from bot.heartbeat import beat, gateway_alive, heartbeat_age
-from tests.bot.test_doctor import settings
+from tests.bot.cli.test_doctor import settings
 
 
 def fake_client(*, ready: bool = True, closed: bool = False, latency: float = 0.05) -> SimpleNamespace:

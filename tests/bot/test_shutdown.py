@@ -13,8 +13,8 @@ from unittest.mock import AsyncMock
 
 import pytest
 
+from bot.cli.run import _serve
 from bot.discord_bot import CapBot
-from bot.runner import _serve
 from bot.settings import load_settings
 from bot.shutdown import SHUTDOWN_REASON, ShutdownCoordinator, end_calls
 from bot.storage.conversations import conversation_turns

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.cli import CommandError
-from bot.cli_database import open_database, settings_database
+from bot.cli.database import open_database, settings_database
+from bot.cli.errors import CommandError
 from bot.settings import Settings
 from bot.storage.export import EXPORT_FORMATS, collect_records, render, render_file
 from bot.tools import build_registry

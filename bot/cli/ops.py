@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from bot.cli_database import database_errors
+from bot.cli.database import database_errors
 from bot.settings import Settings
 from bot.storage import migrate
 
@@ -71,7 +71,7 @@ def run_db_revision(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
-    from bot import doctor  # imports discord and websockets only when asked
+    from bot.cli import doctor  # imports discord and websockets only when asked
 
     settings_result, loaded = doctor.check_settings(lambda: settings) if settings else doctor.check_settings()
     results = doctor.run_checks(loaded, offline=args.offline, heartbeat=args.heartbeat,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import CommandError, main
-from bot.ops_cli import prepare_database
+from bot.cli.ops import prepare_database
 from bot.storage import migrate
 from tests.bot.tools.helpers import test_settings
 
@@ -99,7 +99,7 @@ def test_a_database_url_that_cannot_work_is_one_line(
     url: str, monkeypatch, capsys, bad_url: str, reason: str, argv: list[str]
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", bad_url)
-    monkeypatch.setattr("bot.runner.preflight", lambda settings: "token")  # `run` gets as far as the database
+    monkeypatch.setattr("bot.cli.run.preflight", lambda settings: "token")  # `run` gets as far as the database
     assert main(argv) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "S3cret" not in err

@@ -1,4 +1,4 @@
-"""The `cap-bot` command line: one sub-command per module, each a `register(subparsers)` function.
+"""The `cap-bot` command line: one sub-command per module of this package, each a `register(subparsers)` function.
 
 Every failure a user can cause ends as one line on stderr and a non-zero exit, never a traceback.
 """
@@ -11,25 +11,20 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bot.cli.errors import CommandError
 from bot.settings import SettingsError, load_settings
+
+__all__ = ["CommandError", "build_parser", "configure_logging", "main"]
 
 log = logging.getLogger("cap")
 
 # Modules that add sub-commands; each has `register(subparsers)` and sets `handler(args, settings) -> int`.
 COMMAND_MODULES = (
-    "bot.console",
-    "bot.admin_cli",
-    "bot.runner",
-    "bot.ops_cli",
+    "bot.cli.console",
+    "bot.cli.admin",
+    "bot.cli.run",
+    "bot.cli.ops",
 )
-
-
-class CommandError(Exception):
-    """A user-facing failure: printed as one line, exit status 1 (or `status`)."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import sys
 import wave
 from pathlib import Path
 
-from bot.cli import CommandError
-from bot.cli_database import open_database, settings_database
+from bot.cli.database import open_database, settings_database
+from bot.cli.errors import CommandError
 from bot.session_factory import make_session_config
 from bot.settings import Settings
 from bot.storage.conversations import ConversationRecorder

@@ -19,7 +19,7 @@ from bot.tools.context import CONSOLE_GUILD_ID
 from tests.conftest import FIXTURES
 from tests.realtime_fake import FakeRealtimeServer, tone_pcm
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 async def run_cli(*args: str, env: dict[str, str], limit_seconds: float = 60) -> tuple[int, str, str]:
@@ -140,7 +140,7 @@ async def test_a_failed_conversation_leaves_no_output_file(tmp_path: Path) -> No
 
 def test_an_extensible_header_pcm_wav_reads_like_a_plain_one(tmp_path: Path) -> None:
     """Python 3.11's wave refuses WAVE_FORMAT_EXTENSIBLE, which some recorders write for 16-bit PCM too."""
-    from bot.console import read_wav_frames
+    from bot.cli.console import read_wav_frames
 
     rate, channels = 16000, 1
     pcm = (np.sin(np.arange(rate // 2) / 5) * 8000).astype("<i2").tobytes()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from bot.cli import CommandError
+from bot.cli.errors import CommandError
 from bot.settings import Settings
 from bot.storage import migrate
 from bot.storage.database import Database, DatabaseURLError

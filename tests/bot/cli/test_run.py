@@ -7,7 +7,7 @@ import discord
 import pytest
 
 from bot.cli import CommandError, main
-from bot.runner import _serve, preflight
+from bot.cli.run import _serve, preflight
 from bot.settings import SettingsError, load_settings
 
 TOKEN = "MTIz.fake.token-value"

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import aiohttp
 import discord
 
-from bot.cli import CommandError
-from bot.ops_cli import prepare_database
+from bot.cli.errors import CommandError
+from bot.cli.ops import prepare_database
 from bot.settings import Settings
 from bot.shutdown import ShutdownCoordinator
 from bot.voice.libopus import load_libopus

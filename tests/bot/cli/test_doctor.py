@@ -12,8 +12,8 @@ from aiohttp import web
 from sqlalchemy import text
 from websockets.asyncio.server import ServerConnection, serve
 
-from bot import doctor
-from bot.doctor import CheckResult
+from bot.cli import doctor
+from bot.cli.doctor import CheckResult
 from bot.settings import Settings, SettingsError
 from bot.storage import migrate
 from bot.storage.database import Database, make_engine
