@@ -11,12 +11,13 @@ import base64
 import binascii
 import json
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from realtime import protocol
+from realtime.address import DEFAULT_NAMES, AddressGate
 from realtime.audio import FRAME_MS, SILENCE_FRAME, Downsampler, Framer, SpeechOnsetDetector, Upsampler
 from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
 from realtime.metrics import SessionMetrics
@@ -33,14 +34,17 @@ TURN_SPEAKERS_LIMIT = 50  # caller turns still waiting for their transcript (nor
 # and truncating past its end is an error: never claim the last 100 ms were heard.
 TRUNCATE_END_MARGIN_MS = 100
 # Digital silence (nobody transmitting: Discord sends nothing and the mixer fills zeros) goes up only for this
-# long beyond the server VAD's silence_duration_ms after the last sound (or a connect), so the server still
-# hears the pause that ends a turn; then the uplink stops, and an idle call costs no resampling, JSON or socket
-# writes (measured by bench/bench_idle.py). At least 1 s, so the local VAD's noise window is all silence too
-# and skipping more zeros leaves it exactly as feeding them would.
+# long beyond the longest pause that ends a turn (silence_duration_ms, or semantic_vad's 2-8 s) after the last
+# sound (or a connect), so the server still hears the pause that ends a turn; then the uplink stops, and an idle
+# call costs no resampling, JSON or socket writes (measured by bench/bench_idle.py). At least 1 s, so the local
+# VAD's noise window is all silence too and skipping more zeros leaves it exactly as feeding them would.
 UPLINK_SILENCE_TAIL_MS = 1000
 # A tool answer held back while the caller talked is asked for by us if the server has not answered their
 # turn this long after they stopped (e.g. the server's VAD dropped the turn).
 DEFERRED_RESPONSE_SECONDS = 1.5
+# Who spoke each uplinked 20 ms frame, kept this many frames back (60 s): a turn is attributed to whoever the
+# receive path heard most between the server VAD's audio_start_ms and audio_end_ms.
+SPEAKER_ACTIVITY_FRAMES = 3000
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ToolCall:
     arguments: str
     speakers: frozenset[int]
     epoch: int
+    caller: int | None = None  # of the turn's speakers, the one heard most: who "my phone is ..." belongs to
 
 
 @dataclass
@@ -94,7 +99,7 @@ class Conversation:
         self._onset = SpeechOnsetDetector()
         self._uplink = bytearray()
         self._silent_frames = 0  # consecutive digital-silence frames fed
-        self._silence_tail_frames = (config.vad_silence_duration_ms + UPLINK_SILENCE_TAIL_MS) // FRAME_MS
+        self._silence_tail_frames = (protocol.turn_end_silence_ms(config) + UPLINK_SILENCE_TAIL_MS) // FRAME_MS
         self._outbox: list[dict[str, Any]] = []
         self._tool_calls: list[ToolCall] = []
         self._transcripts: list[TranscriptEntry] = []
@@ -112,6 +117,17 @@ class Conversation:
         self._speakers_now: set[int] = set()
         self._turn_speakers: dict[str, frozenset[int]] = {}
         self._last_speakers: frozenset[int] = frozenset()
+        self._last_caller: int | None = None
+        self._turn_callers: dict[str, int | None] = {}
+        # Speaker attribution: (uplink position in ms, speakers) per uplinked frame someone spoke in; the server's
+        # VAD events give each turn's span on the same clock (the session's input audio, from 0 per socket).
+        self._uplinked_ms = 0
+        self._activity: deque[tuple[int, frozenset[int]]] = deque(maxlen=SPEAKER_ACTIVITY_FRAMES)
+        self._turn_spans: dict[str, list[int]] = {}
+        self.gate = AddressGate(config.reply_mode, names=config.assistant_names or DEFAULT_NAMES,  # type: ignore[arg-type]
+                                clock=clock)
+        self._update_count = 0  # session.update events sent on this socket
+        self._gate_opened_at: float | None = None  # when a transcript opened the gate, until Cap's reply starts
         self._history: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session.created": self._ignore,
@@ -161,6 +177,11 @@ class Conversation:
         self._cancelled_responses.clear()
         self._awaiting_outputs.clear()
         self._turn_speakers.clear()
+        self._turn_callers.clear()
+        self._turn_spans.clear()
+        self._activity.clear()
+        self._uplinked_ms = 0
+        self._update_count = 0
         self._caller_speaking = False
         for item in list(self._items.values()):
             if not item.reported:
@@ -171,7 +192,8 @@ class Conversation:
                 if text and not item.interrupted and item.item_id in self._history:
                     self._remember(item.item_id, "assistant", text)
                 self._settle(item)
-        self._outbox.append(protocol.session_update(self.config, self.tools, self._session_update_id))
+        self._outbox.append(protocol.session_update(self.config, self.tools, self._session_update_id,
+                                                    answer_turns=not self.gate.gated))
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
                 self._outbox.append(protocol.replay_message(role, text))
@@ -179,6 +201,28 @@ class Conversation:
     @property
     def _session_update_id(self) -> str:
         return f"cap_session_update_{self.epoch}"
+
+    def _is_our_session_update(self, event_id: object) -> bool:
+        return isinstance(event_id, str) and event_id.startswith(self._session_update_id)
+
+    # ----- who is in the channel, and whom Cap answers -----
+
+    def set_humans(self, count: int) -> None:
+        """The number of people in the channel; with two or more (adaptive mode) Cap answers only when addressed.
+        The server stops creating replies by itself then, and Cap asks for the ones the gate lets through."""
+        was_gated = self.gate.gated
+        self.gate.humans = count
+        if self.gate.gated != was_gated and self.connected and not self.config.listen_only:
+            self._update_count += 1
+            event_id = f"{self._session_update_id}_{self._update_count}"
+            self._outbox.append(protocol.turn_detection_update(self.config, event_id,
+                                                               answer_turns=not self.gate.gated))
+            log.info("%s: Cap now %s", "several people here" if self.gate.gated else "one caller",
+                     "answers only when addressed" if self.gate.gated else "answers every turn")
+
+    def ask(self, user_id: int) -> None:
+        """`/cap ask`: answer this user's next turn even when Cap was not named."""
+        self.gate.ask(user_id)
 
     def on_disconnected(self) -> None:
         self.connected = False
@@ -213,6 +257,9 @@ class Conversation:
         self.tick()
         if not self.connected:
             return
+        if speakers:
+            self._activity.append((self._uplinked_ms, frozenset(speakers)))
+        self._uplinked_ms += FRAME_MS
         self._uplink += self._downsampler.process(frame)
         while self._uplink:
             chunk = bytes(self._uplink[:UPLINK_MAX_BYTES])
@@ -283,7 +330,7 @@ class Conversation:
         code = error.get("code")
         if code in FATAL_ERROR_CODES:
             self.fatal_error = fatal_message(code, error.get("message"))
-        elif error.get("event_id") == self._session_update_id and error.get("type") == "invalid_request_error":
+        elif self._is_our_session_update(error.get("event_id")) and error.get("type") == "invalid_request_error":
             # Without its session Cap would run on the service's defaults: no persona, tools or transcripts.
             where = f" ({error['param']})" if error.get("param") else ""
             self.fatal_error = redact(f"the Realtime API rejected Cap's session settings{where}: "
@@ -301,6 +348,10 @@ class Conversation:
 
     def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._caller_speaking = True
+        if isinstance(event.get("item_id"), str) and isinstance(event.get("audio_start_ms"), int):
+            self._turn_spans[event["item_id"]] = [event["audio_start_ms"], -1]
+            while len(self._turn_spans) > TURN_SPEAKERS_LIMIT:
+                del self._turn_spans[next(iter(self._turn_spans))]
         self._paused_at = None
         if self._response_id is not None:
             self._cancelled_responses.add(self._response_id)  # the server cancels it; late deltas stay silent
@@ -334,13 +385,36 @@ class Conversation:
     def _on_speech_stopped(self, event: dict[str, Any]) -> None:
         self._caller_speaking = False
         self._speech_stopped_at = self.clock()
+        span = self._turn_spans.get(event.get("item_id", ""))
+        if span is not None and isinstance(event.get("audio_end_ms"), int):
+            span[1] = event["audio_end_ms"]
+
+    def _heard_in(self, item_id: str) -> Counter[int]:
+        """Frames each speaker was heard in during this turn's span (empty when the span is unknown)."""
+        span = self._turn_spans.pop(item_id, None)
+        heard: Counter[int] = Counter()
+        if span is None or span[1] < span[0]:
+            return heard
+        for at_ms, speakers in self._activity:
+            if span[0] <= at_ms < span[1]:
+                heard.update(speakers)
+        return heard
 
     def _on_committed(self, event: dict[str, Any]) -> None:
         item_id = event["item_id"]
         self.metrics.turns += 1
-        self._last_speakers = frozenset(self._speakers_now)
+        heard = self._heard_in(item_id)
+        if heard:
+            self._last_speakers = frozenset(heard)
+            self._last_caller = max(heard, key=lambda user_id: heard[user_id])  # a tie: who was heard first
+        else:  # no VAD span (a manual commit): everyone heard since the last turn, caller unknown if several
+            self._last_speakers = frozenset(self._speakers_now)
+            self._last_caller = next(iter(self._last_speakers)) if len(self._last_speakers) == 1 else None
         self._speakers_now.clear()
         self._turn_speakers[item_id] = self._last_speakers
+        self._turn_callers[item_id] = self._last_caller
+        while len(self._turn_callers) > TURN_SPEAKERS_LIMIT:
+            del self._turn_callers[next(iter(self._turn_callers))]
         while len(self._turn_speakers) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came
             del self._turn_speakers[next(iter(self._turn_speakers))]
         self._remember(item_id, "user", None)
@@ -349,10 +423,25 @@ class Conversation:
         item_id = event["item_id"]
         text = (event.get("transcript") or "").strip()
         speakers = self._turn_speakers.pop(item_id, self._last_speakers)
+        caller = self._turn_callers.pop(item_id, self._last_caller)
         if not text:
             return
         self._remember(item_id, "user", text)
-        self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=speakers))
+        self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=speakers,
+                                                 speaker=caller))
+        if self.gate.gated and not self.config.listen_only:
+            self._open_gate(item_id, text, frozenset({caller}) if caller is not None else speakers)
+
+    def _open_gate(self, item_id: str, text: str, speakers: frozenset[int]) -> None:
+        """Several people here: Cap answers this turn only when it was addressed (the server created no reply)."""
+        reason = self.gate.reason(text, speakers)
+        if reason is None:
+            self.metrics.unaddressed_turns += 1
+            log.debug("turn %s was not addressed to Cap: listening", item_id)
+            return
+        self.metrics.addressed_turns += 1
+        self._gate_opened_at = self.clock()
+        self._request_response()
 
     def _on_caller_transcript_failed(self, event: dict[str, Any]) -> None:
         self._turn_speakers.pop(event["item_id"], None)
@@ -379,6 +468,10 @@ class Conversation:
             if self._speech_stopped_at is not None:
                 self.metrics.reply_latency_ms.append((self.clock() - self._speech_stopped_at) * 1000)
                 self._speech_stopped_at = None
+            if self._gate_opened_at is not None:
+                # A gated answer waits for the caller's transcript: from its arrival to Cap's first audio.
+                self.metrics.gated_reply_ms.append((self.clock() - self._gate_opened_at) * 1000)
+                self._gate_opened_at = None
         if item.interrupted:
             return
         try:
@@ -448,6 +541,9 @@ class Conversation:
             return  # the caller heard none of it: nothing was said
         self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
                                                  interrupted=item.interrupted))
+        if not item.interrupted:  # a question Cap finished asking is for whoever it answered: no name needed
+            answered = frozenset({self._last_caller}) if self._last_caller is not None else self._last_speakers
+            self.gate.cap_said(text, answered)
 
     def _keep_heard_share(self, item: _AudioItem, text: str) -> None:
         """What a later session is told Cap said: no more than the caller heard."""
@@ -482,7 +578,7 @@ class Conversation:
                 self.metrics.tool_calls += 1
                 self._tool_calls.append(ToolCall(output["call_id"], output["name"],
                                                  output.get("arguments") or "{}", self._last_speakers,
-                                                 self.epoch))
+                                                 self.epoch, self._last_caller))
         elif status in ("failed", "incomplete"):
             self._on_response_not_completed(status, response.get("status_details") or {})
         if self._response_wanted and not self._awaiting_outputs:

@@ -89,6 +89,15 @@ class VoiceSession:
         self.conversation.feed_input(frame, speakers)
         self._dispatch()
 
+    def set_humans(self, count: int) -> None:
+        """How many people are in the channel (two or more: Cap answers only when addressed, in adaptive mode)."""
+        self.conversation.set_humans(count)
+        self._dispatch()
+
+    def ask(self, user_id: int) -> None:
+        """`/cap ask`: Cap answers this user's next turn."""
+        self.conversation.ask(user_id)
+
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
@@ -251,7 +260,8 @@ class VoiceSession:
                     log.exception("transcript callback failed")
 
     async def _run_tool(self, call: ToolCall) -> None:
-        context = self._context_factory(call.speakers)
+        # The turn's main speaker owns what the tool saves ("my phone is ..."), not whoever talked most all call.
+        context = self._context_factory(frozenset({call.caller}) if call.caller is not None else call.speakers)
         log.info("tool call %s", call.name)
         result = await self.registry.call(call.name, call.arguments, context)
         self.conversation.on_tool_result(call, result)

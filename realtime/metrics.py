@@ -20,9 +20,13 @@ class SessionMetrics:
     reconnects: int = 0
     tool_calls: int = 0
     failed_responses: int = 0  # replies the service ended failed or incomplete
+    addressed_turns: int = 0  # several people here: turns that named Cap (or answered it, or /cap ask)
+    unaddressed_turns: int = 0  # several people here: turns Cap only listened to
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
     # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
     reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    # Gated answers: from the caller's transcript (what the gate waits for) to Cap's first audio.
+    gated_reply_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     cost_usd: float = 0.0
 
     def add_usage(self, usage: dict[str, Any], prices_per_mtok: dict[str, float]) -> None:
@@ -67,6 +71,8 @@ class SessionMetrics:
             "reconnects": self.reconnects,
             "tool_calls": self.tool_calls,
             "failed_responses": self.failed_responses,
+            "addressed_turns": self.addressed_turns,
+            "unaddressed_turns": self.unaddressed_turns,
             "median_reply_latency_ms": round(latency) if latency is not None else None,
             "tokens": dict(self.tokens),
             "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"],

@@ -18,10 +18,19 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 REALTIME_SAMPLE_RATE = 24000
 AUDIO_FORMAT = {"type": "audio/pcm", "rate": REALTIME_SAMPLE_RATE}
+TurnDetection = Literal["server_vad", "semantic_vad"]
+Eagerness = Literal["low", "medium", "high", "auto"]
+# Listen mode: nobody hears Cap, so its replies are text notes that only serve to call the tools.
+LISTEN_INSTRUCTIONS = (
+    "You are in listen mode: nobody can hear you and you must not address anyone. People in the channel are "
+    "talking with each other (often a loan officer and a borrower). After each turn, if it gave new facts about "
+    "the borrower or the deal, record them with your tools (save_lead, analyze_deal, score_lead); never book a "
+    "call or make an offer unless someone asks for it. Then answer with one word: noted."
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,14 @@ class SessionConfig:
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300
     vad_silence_duration_ms: int = 500
+    # `semantic_vad` lets callers pause mid-number (a model judges whether they finished); the seed's server VAD
+    # stays the default. `vad_eagerness` is semantic_vad's own knob.
+    turn_detection: TurnDetection = "server_vad"
+    vad_eagerness: Eagerness = "auto"
+    # Who gets an answer when several people share the channel (realtime.address); "always" answers every turn.
+    reply_mode: str = "always"
+    assistant_names: tuple[str, ...] = ()  # empty: realtime.address.DEFAULT_NAMES
+    listen_only: bool = False  # Cap never speaks: text-only replies that fill the lead through the tools
     # The service caps a session at 60 minutes; recycle at a turn boundary before that.
     recycle_after_seconds: float = 50 * 60
     # How long a locally paused reply waits for the server to confirm an interruption.
@@ -52,27 +69,51 @@ class SessionConfig:
         return f"{self.url}?model={self.model}"
 
 
-def session_update(config: SessionConfig, tools: list[dict[str, Any]], event_id: str) -> dict[str, Any]:
+# semantic_vad waits at most this long after words that sound unfinished (the SDK's docstring: low, medium and high
+# have max timeouts of 8 s, 4 s and 2 s; auto is medium).
+SEMANTIC_VAD_MAX_WAIT_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}
+
+
+def turn_end_silence_ms(config: SessionConfig) -> int:
+    """The longest silence the service may need to hear before it ends a caller's turn."""
+    if config.turn_detection == "semantic_vad":
+        return SEMANTIC_VAD_MAX_WAIT_MS[config.vad_eagerness]
+    return config.vad_silence_duration_ms
+
+
+def turn_detection(config: SessionConfig, *, answer_turns: bool = True) -> dict[str, Any]:
+    """The session's turn detection. `answer_turns=False` keeps the VAD (turns, barge-in, transcripts) but leaves
+    asking for a reply to Cap (the address gate); in listen mode nothing Cap says can be interrupted."""
+    detection: dict[str, Any]
+    if config.turn_detection == "semantic_vad":
+        detection = {"type": "semantic_vad", "eagerness": config.vad_eagerness}
+    else:
+        detection = {"type": "server_vad", "threshold": config.vad_threshold,
+                     "prefix_padding_ms": config.vad_prefix_padding_ms,
+                     "silence_duration_ms": config.vad_silence_duration_ms}
+    detection["create_response"] = answer_turns
+    detection["interrupt_response"] = not config.listen_only
+    return detection
+
+
+def session_update(config: SessionConfig, tools: list[dict[str, Any]], event_id: str, *,
+                   answer_turns: bool = True) -> dict[str, Any]:
     """The seed's session (persona, server VAD, alloy, 24 kHz PCM16) in GA form. The service names the
     `event_id` in an error about this event: a rejected update would otherwise leave its defaults in place."""
+    instructions = config.instructions
+    if config.listen_only:
+        instructions = f"{instructions}\n\n{LISTEN_INSTRUCTIONS}".strip()
     return {
         "type": "session.update",
         "event_id": event_id,
         "session": {
             "type": "realtime",
-            "instructions": config.instructions,
-            "output_modalities": ["audio"],
+            "instructions": instructions,
+            "output_modalities": ["text"] if config.listen_only else ["audio"],
             "audio": {
                 "input": {
                     "format": dict(AUDIO_FORMAT),
-                    "turn_detection": {
-                        "type": "server_vad",
-                        "threshold": config.vad_threshold,
-                        "prefix_padding_ms": config.vad_prefix_padding_ms,
-                        "silence_duration_ms": config.vad_silence_duration_ms,
-                        "create_response": True,
-                        "interrupt_response": True,
-                    },
+                    "turn_detection": turn_detection(config, answer_turns=answer_turns or config.listen_only),
                     "transcription": {"model": config.transcription_model},
                 },
                 "output": {"format": dict(AUDIO_FORMAT), "voice": config.voice},
@@ -81,6 +122,13 @@ def session_update(config: SessionConfig, tools: list[dict[str, Any]], event_id:
             "tool_choice": "auto",
         },
     }
+
+
+def turn_detection_update(config: SessionConfig, event_id: str, *, answer_turns: bool) -> dict[str, Any]:
+    """Only the turn detection changes (someone joined or left the channel): a partial session.update."""
+    return {"type": "session.update", "event_id": event_id,
+            "session": {"type": "realtime",
+                        "audio": {"input": {"turn_detection": turn_detection(config, answer_turns=answer_turns)}}}}
 
 
 def input_audio_append(pcm24: bytes) -> dict[str, Any]:

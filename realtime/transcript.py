@@ -11,7 +11,8 @@ Role = Literal["caller", "cap"]
 
 @dataclass(frozen=True)
 class TranscriptEntry:
-    """One finished utterance. `speakers` holds the Discord user ids heard in a caller turn."""
+    """One finished utterance. `speakers` holds the Discord user ids heard in a caller turn; `speaker` is the one
+    heard most (who said it), None when unknown."""
 
     role: Role
     text: str
@@ -19,3 +20,4 @@ class TranscriptEntry:
     speakers: frozenset[int] = frozenset()
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     interrupted: bool = False
+    speaker: int | None = None

@@ -49,6 +49,11 @@ BYTES_PER_MS = SAMPLE_RATE * 2 // 1000  # 48
 VAD_WINDOW_MS = 10
 VAD_WINDOW_BYTES = VAD_WINDOW_MS * BYTES_PER_MS
 MIN_COMMIT_MS = 100  # the service refuses to commit a buffer holding less than 100 ms
+# semantic_vad: the service's model ends a turn soon after words that sound finished and waits up to 8/4/2 s
+# (eagerness low/medium(auto)/high, the SDK's docstring) after words that do not. This fake cannot judge words:
+# it assumes every pause it hears is one a person makes mid-sentence or mid-number, and ends the turn after this
+# much silence (a fraction of each maximum, so tests stay short), longer than the seed's 500 ms server VAD.
+SEMANTIC_VAD_SILENCE_MS = {"low": 2000, "medium": 1200, "auto": 1200, "high": 800}
 DEFAULT_MODEL = "gpt-realtime-2.1"
 _ALPHABET = string.ascii_letters + string.digits
 _FATAL_ERROR_TYPES = {"insufficient_quota": "insufficient_quota"}  # other codes: invalid_request_error
@@ -360,7 +365,10 @@ class _Session:
             self.vad.position_ms += pcm_ms(pcm)
             return
         rms_threshold = self.server.vad_rms_threshold * (td.get("threshold") or 0.5) / 0.5
-        silence_ms = td.get("silence_duration_ms") or 200
+        if td.get("type") == "semantic_vad":
+            silence_ms = SEMANTIC_VAD_SILENCE_MS[td.get("eagerness") or "auto"]
+        else:
+            silence_ms = td.get("silence_duration_ms") or 200
         now = asyncio.get_running_loop().time()
         for kind, ms in self.vad.feed(
             pcm, rms_threshold, silence_ms, self.server.suppress_speech_started_below_ms
@@ -574,7 +582,7 @@ class _Session:
             "status_details": details,
             "output": output,
             "conversation_id": self.conversation_id,
-            "output_modalities": ["audio"],
+            "output_modalities": list(self.record.session.get("output_modalities") or ["audio"]),
             "max_output_tokens": "inf",
             "metadata": None,
             "usage": usage,
@@ -605,7 +613,10 @@ class _Session:
             output: list[Event] = []
             out_audio_ms = 0
             if spec is None or spec.get("preamble"):  # a preamble: "Let me check that." and the call, one response
-                audio_item, out_audio_ms = await self._stream_audio(response, previous)
+                if self.record.session.get("output_modalities") == ["text"]:
+                    audio_item = await self._stream_text(response, previous)
+                else:
+                    audio_item, out_audio_ms = await self._stream_audio(response, previous)
                 output.append(audio_item)
                 previous = audio_item["id"]
             if spec is not None and not (output and response.cancel_reason):  # a cut preamble ends the response
@@ -664,6 +675,24 @@ class _Session:
         await self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item)
         await self._emit("conversation.item.done", item=item, previous_item_id=previous)
         return item, self.audio_ms[item["id"]]
+
+    async def _stream_text(self, response: _Response, previous: str | None) -> Event:
+        """A text-only reply (session output_modalities ["text"]): the reply transcript as output_text."""
+        item = {"id": _new_id("item"), "object": "realtime.item", "type": "message", "status": "in_progress",
+                "role": "assistant", "content": []}
+        ids = {"response_id": response.id, "item_id": item["id"], "output_index": 0, "content_index": 0}
+        await self._emit("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        await self._add_item(item, previous)
+        await self._emit("response.content_part.added", **ids, part={"type": "text", "text": ""})
+        text = next(self.server._reply_transcripts)
+        for word in re.findall(r"\S+\s*", text):
+            await self._emit("response.output_text.delta", **ids, delta=word)
+        await self._emit("response.output_text.done", **ids, text=text)
+        await self._emit("response.content_part.done", **ids, part={"type": "text", "text": text})
+        item.update(status="completed", content=[{"type": "output_text", "text": text}])
+        await self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item)
+        await self._emit("conversation.item.done", item=item, previous_item_id=previous)
+        return item
 
     async def _stream_function_call(
         self, response: _Response, spec: Event, previous: str | None, output_index: int = 0
