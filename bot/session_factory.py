@@ -6,7 +6,8 @@ from bot.settings import Settings
 from realtime.protocol import SessionConfig
 
 
-def make_session_config(settings: Settings) -> SessionConfig:
+def make_session_config(settings: Settings, *, listen_only: bool = False) -> SessionConfig:
+    """`listen_only`: Cap never speaks in this call (`/cap join mode:listen`)."""
     return SessionConfig(
         api_key=settings.require_openai_key(),
         url=settings.realtime_url,
@@ -17,6 +18,10 @@ def make_session_config(settings: Settings) -> SessionConfig:
         vad_threshold=settings.vad_threshold,
         vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
         vad_silence_duration_ms=settings.vad_silence_duration_ms,
+        turn_detection=settings.turn_detection,
+        vad_eagerness=settings.vad_eagerness,
+        reply_mode=settings.reply_mode,
+        listen_only=listen_only,
         recycle_after_seconds=settings.session_recycle_minutes * 60,
         connect_attempts=settings.realtime_connect_attempts,
         prices_per_mtok={

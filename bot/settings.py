@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
     vad_prefix_padding_ms: int = Field(300, ge=0, le=5000)
     vad_silence_duration_ms: int = Field(500, ge=0, le=10000)
+    # semantic_vad lets callers pause mid-number (a model judges whether they finished; eagerness low waits most).
+    turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    # Whom Cap answers: every turn (always), only when addressed once two or more people are in the channel
+    # (adaptive), or only when addressed (name).
+    reply_mode: Literal["always", "adaptive", "name"] = "adaptive"
     instructions_file: Path | None = None
     tool_timeout_seconds: float = Field(10.0, gt=0)
     # Sessions are capped at 60 minutes by the service; recycle at a turn boundary before that.

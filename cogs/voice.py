@@ -27,10 +27,14 @@ def format_status(status: dict[str, Any]) -> str:
     latency = status.get("median_reply_latency_ms")
     lines = [
         f"**On a call in** {status['channel']} for {connected}",
+        *([f"Replies: {status['reply_mode']}"] if status.get("reply_mode") else []),
         f"Turns: {status.get('turns', 0)} · Barge-ins: {status.get('barge_ins', 0)}",
         f"Reply latency (median): {f'{latency} ms' if latency is not None else 'n/a'}",
         f"Tokens: {status.get('total_tokens', 0):,} · Estimated cost: ${status.get('estimated_cost_usd', 0.0):.4f}",
     ]
+    if status.get("addressed_turns") or status.get("unaddressed_turns"):
+        lines.append(f"With several people: {status.get('addressed_turns', 0)} turns for Cap · "
+                     f"{status.get('unaddressed_turns', 0)} only listened to")
     if status.get("failed_responses"):
         lines.append(f"Replies the service failed: {status['failed_responses']} (see the bot's log)")
     voice = status.get("voice") or {}
@@ -64,7 +68,10 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
         return getattr(voice_client, "channel", None)
 
     @app_commands.command(name="join", description="Cap joins your voice channel and talks with you")
-    async def join(self, interaction: discord.Interaction) -> None:
+    @app_commands.describe(mode="talk: Cap answers (default); listen: Cap only takes notes and fills the lead")
+    @app_commands.choices(mode=[app_commands.Choice(name="talk", value="talk"),
+                                app_commands.Choice(name="listen", value="listen")])
+    async def join(self, interaction: discord.Interaction, mode: str = "talk") -> None:
         guild = interaction.guild
         caller = interaction.user
         if guild is None or not isinstance(caller, discord.Member):
@@ -81,6 +88,7 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             settings=self.bot.settings,  # type: ignore[attr-defined]
             database=self.bot.database,  # type: ignore[attr-defined]
             on_end=self._call_ended,
+            listen_only=mode == "listen",
         )
         self.calls[guild.id] = call  # claimed before any await: a second /cap join now sees it busy
         try:
@@ -95,7 +103,11 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             log.exception("joining %s failed", channel)
             await self._reply_later(interaction, "I couldn't join because of an internal error.")
             return
-        await self._reply_later(interaction, f"I'm on {channel.mention}. Say hello!")
+        if mode == "listen":
+            await self._reply_later(interaction, f"I'm listening on {channel.mention}: I won't speak; I'll take "
+                                                 "notes and fill in the lead.")
+        else:
+            await self._reply_later(interaction, f"I'm on {channel.mention}. Say hello!")
 
     @app_commands.command(name="leave", description="Cap hangs up")
     async def leave(self, interaction: discord.Interaction) -> None:
@@ -111,6 +123,20 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             with contextlib.suppress(Exception):
                 await stray.disconnect(force=True)  # type: ignore[union-attr]
         await interaction.followup.send("I left the call.", ephemeral=True)
+
+    @app_commands.command(name="ask", description="Cap answers your next question without being named")
+    async def ask(self, interaction: discord.Interaction) -> None:
+        call = self.calls.get(interaction.guild_id or 0)
+        if call is None or call.started_at is None:
+            await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
+            return
+        if call.listen_only:
+            await interaction.response.send_message("I'm only listening on this call; I won't answer.",
+                                                    ephemeral=True)
+            return
+        call.ask(interaction.user.id)
+        await interaction.response.send_message("Go ahead, I'm listening: I'll answer what you say next.",
+                                                ephemeral=True)
 
     @app_commands.command(name="status", description="Cap's current call: time, turns, latency, tokens and cost")
     async def status(self, interaction: discord.Interaction) -> None:

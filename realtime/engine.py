@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from realtime.address import AddressGate
 from realtime.client import RealtimeConnection
 from realtime.conversation import Conversation, ToolCall
 from realtime.errors import RealtimeError, RealtimeFatalError
@@ -97,6 +98,11 @@ class VoiceSession:
     def ask(self, user_id: int) -> None:
         """`/cap ask`: Cap answers this user's next turn."""
         self.conversation.ask(user_id)
+
+    @property
+    def gate(self) -> AddressGate:
+        """Whom Cap answers (mode, people present): for /cap status."""
+        return self.conversation.gate
 
     @property
     def closed(self) -> bool:

@@ -142,6 +142,7 @@ class VoiceCall:
         session_factory: Callable[..., VoiceSession] = VoiceSession,
         clock: Callable[[], float] = time.monotonic,
         on_end: Callable[[VoiceCall], None] | None = None,
+        listen_only: bool = False,
     ) -> None:
         self.guild = channel.guild
         self.channel = channel
@@ -151,6 +152,7 @@ class VoiceCall:
         self._session_factory = session_factory
         self._clock = clock
         self._on_end = on_end
+        self.listen_only = listen_only  # `/cap join mode:listen`: Cap transcribes and fills the lead, never speaks
         self.auto_leave = AutoLeave(settings.alone_timeout_seconds, settings.idle_timeout_seconds, clock)
         self.voice: CapVoiceClient | None = None
         self.session: VoiceSession | None = None
@@ -176,11 +178,12 @@ class VoiceCall:
                 self._registry_factory = build_registry
             registry = ObservedRegistry(self._registry_factory(self.settings, self.database), self._on_tool_result)
             self.session = self._session_factory(
-                make_session_config(self.settings),
+                make_session_config(self.settings, listen_only=self.listen_only),
                 registry,
                 context_factory=self._tool_context,
                 on_transcript=self._on_transcript,
             )
+            self.session.set_humans(_humans_in(self.channel))  # before it connects: the first session is right
             await self.session.start()
             self._check_not_stopped()
             self.voice = await self.channel.connect(
@@ -276,7 +279,9 @@ class VoiceCall:
                 fatal = await session.wait_closed()
                 self.stop(f"The voice AI stopped: {fatal}" if fatal else "left")
                 return
-            self.auto_leave.observe_humans(_humans_in(self.current_channel))
+            humans = _humans_in(self.current_channel)
+            self.auto_leave.observe_humans(humans)
+            session.set_humans(humans)  # a second person joined or left: whom Cap answers changes
             if not session.idle:
                 self.auto_leave.activity()
             reason = self.auto_leave.reason()
@@ -308,6 +313,22 @@ class VoiceCall:
         if not pool:
             return None
         return max(pool, key=lambda user_id: (self._spoken[user_id], -user_id))
+
+    def ask(self, user_id: int) -> None:
+        """`/cap ask`: Cap answers this member's next turn without being named."""
+        if self.session is not None:
+            self.session.ask(user_id)
+
+    @property
+    def reply_mode(self) -> str:
+        """How Cap decides to answer now, for /cap status."""
+        if self.listen_only:
+            return "listen"
+        session = self.session
+        if session is None:
+            return self.settings.reply_mode
+        gate = session.gate
+        return f"{gate.mode} ({'answers when addressed' if gate.gated else 'answers every turn'})"
 
     def _display_name(self, user_id: int | None) -> str | None:
         if user_id is None:
@@ -374,6 +395,7 @@ class VoiceCall:
         return {
             "channel": self.current_channel.mention,
             "connected_seconds": connected,
+            "reply_mode": self.reply_mode,
             **summary,
             "voice": self.voice.stats() if self.voice is not None else {},
         }
@@ -383,6 +405,8 @@ def format_transcript_line(entry: TranscriptEntry, name_of: Callable[[int | None
     """'**Alice:** text' for a caller turn, '**Cap:** text' for Cap; markdown in the text is escaped."""
     if entry.role == "cap":
         who = "Cap"
+    elif entry.speaker is not None:  # the one heard most in the turn said it
+        who = name_of(entry.speaker) or "Caller"
     else:
         names = sorted(filter(None, (name_of(user_id) for user_id in entry.speakers)))
         who = ", ".join(names) or "Caller"

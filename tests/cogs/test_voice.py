@@ -118,6 +118,11 @@ class FakeCall:
         self.kwargs = kwargs
         self.started_at: float | None = None
         self.stopped: list[str] = []
+        self.listen_only = bool(kwargs.get("listen_only"))
+        self.asked: list[int] = []
+
+    def ask(self, user_id: int) -> None:
+        self.asked.append(user_id)
 
     async def start(self) -> None:
         if self.error is not None:
@@ -203,3 +208,35 @@ def test_status_text_shows_how_the_callers_are_heard_and_failed_replies() -> Non
     assert "Replies the service failed: 2" in text
     assert "Voice in: 1,500 packets · 1,400 frames decoded · 12 concealed · 5 DAVE frames not opened" in text
     assert "Voice in" not in format_status({"channel": "<#1>", "connected_seconds": 5})
+
+
+async def test_join_in_listen_mode_and_ask(cog: Voice, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(voice_cog, "VoiceCall", FakeCall)
+    channel = make_channel(10)
+    interaction = make_interaction(channel)
+    await cog.join.callback(cog, interaction, mode="listen")
+    call = cog.calls[GUILD_ID]
+    assert call.kwargs["listen_only"] is True and call.listen_only
+    assert "I won't speak" in interaction.followup.send.call_args.args[0]
+    ask = make_interaction(channel)
+    await cog.ask.callback(cog, ask)
+    assert "only listening" in ephemeral_reply(ask) and call.asked == []
+    call.listen_only = False
+    ask = make_interaction(channel)
+    await cog.ask.callback(cog, ask)
+    assert "answer what you say next" in ephemeral_reply(ask)
+    assert call.asked == [ask.user.id]
+
+
+async def test_ask_without_a_call(cog: Voice) -> None:
+    interaction = make_interaction(make_channel(10))
+    await cog.ask.callback(cog, interaction)
+    assert ephemeral_reply(interaction) == NOT_ON_A_CALL
+
+
+def test_status_text_shows_whom_cap_answers() -> None:
+    text = format_status({"channel": "<#1>", "connected_seconds": 5,
+                          "reply_mode": "adaptive (answers when addressed)", "addressed_turns": 2,
+                          "unaddressed_turns": 7})
+    assert "Replies: adaptive (answers when addressed)" in text
+    assert "With several people: 2 turns for Cap · 7 only listened to" in text

@@ -157,3 +157,44 @@ def test_an_extensible_header_pcm_wav_reads_like_a_plain_one(tmp_path: Path) -> 
     extensible = tmp_path / "extensible.wav"
     extensible.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     assert read_wav_frames(extensible) == read_wav_frames(plain)
+
+
+def write_number_read_with_pauses(path: Path) -> float:
+    """Six 300 ms 'digits' with 600 ms between them (how people read a phone number or a loan amount), as a
+    48 kHz stereo WAV; returns when the last digit ends, in seconds."""
+    rate, parts, t = 48000, [np.zeros(int(0.2 * 48000))], 0.2
+    for digit in range(6):
+        n = np.arange(int(0.3 * rate))
+        parts.append(0.3 * 32767 * np.sin(2 * np.pi * (250 + 20 * digit) * n / rate))
+        t += 0.3
+        if digit < 5:
+            parts.append(np.zeros(int(0.6 * rate)))
+            t += 0.6
+    mono = np.concatenate(parts).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.repeat(mono, 2).tobytes())
+    return t
+
+
+@pytest.mark.parametrize(("turn_detection", "turns"), [("semantic_vad", 1), ("server_vad", 6)])
+async def test_console_semantic_vad_lets_a_caller_read_a_number_with_pauses(
+        tmp_path: Path, turn_detection: str, turns: int) -> None:
+    """semantic_vad: one turn, answered after the last digit; the seed's server VAD: a turn per digit."""
+    number = tmp_path / "number.wav"
+    last_digit_ends = write_number_read_with_pauses(number)
+    async with FakeRealtimeServer(reply_audio=tone_pcm(0.3),
+                                  user_transcripts=["five one two, five five five"]) as server:
+        env = {**console_env(tmp_path, server.url), "TURN_DETECTION": turn_detection, "VAD_EAGERNESS": "low"}
+        code, _, stderr = await run_cli("console", "--input", str(number), "--output", str(tmp_path / "o.wav"),
+                                        "--tail", "6", env=env)
+    assert code == 0, stderr
+    assert len(server.sent_of("input_audio_buffer.committed")) == turns
+    if turns == 1:
+        with wave.open(str(tmp_path / "o.wav")) as wav:
+            pcm = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 960, 2)
+        first_reply_s = int(np.argmax(np.abs(pcm).max(axis=(1, 2)) > 500)) * 0.02
+        assert first_reply_s > last_digit_ends  # Cap waited for the whole number
+    assert server.schema_errors == []

@@ -17,6 +17,7 @@ from bot.storage.conversations import conversation_turns
 from bot.storage.database import Database
 from bot.voice.call import AutoLeave, CallError, VoiceCall, format_transcript_line
 from bot.voice.client import CapVoiceClient
+from realtime.address import AddressGate
 from realtime.audio import SILENCE_FRAME
 from realtime.errors import RealtimeFatalError
 from realtime.metrics import SessionMetrics
@@ -69,6 +70,13 @@ def test_transcript_lines_name_the_speakers_and_escape_markdown() -> None:
     assert format_transcript_line(cap, names) == "**Cap:** Sure. *(interrupted)*"
 
 
+def test_a_turn_two_people_spoke_in_is_posted_under_the_one_who_said_it() -> None:
+    names = {ALICE: "Alice", BOB: "Bob"}.get
+    overlapped = TranscriptEntry(role="caller", text="My number is 512 555 0143", item_id="i",
+                                 speakers=frozenset({ALICE, BOB}), speaker=BOB)
+    assert format_transcript_line(overlapped, names) == "**Bob:** My number is 512 555 0143"
+
+
 class FakeSession:
     """Stands in for realtime.engine.VoiceSession: records input, lets tests emit transcripts and tools."""
 
@@ -83,6 +91,15 @@ class FakeSession:
         self.closed = False
         self.idle = True
         self.fatal: str | None = None
+        self.humans: list[int] = []  # every set_humans() value
+        self.gate = AddressGate(config.reply_mode)
+        self.asked: list[int] = []
+
+    def set_humans(self, count: int) -> None:
+        self.humans.append(count)
+
+    def ask(self, user_id: int) -> None:
+        self.asked.append(user_id)
 
     async def start(self) -> None:
         if self.fail_with is not None:
@@ -141,7 +158,8 @@ def make_channel() -> MagicMock:
     return channel
 
 
-def make_call(channel: MagicMock, database: Database, clock: Clock | None = None, **overrides: Any) -> VoiceCall:
+def make_call(channel: MagicMock, database: Database, clock: Clock | None = None, listen_only: bool = False,
+              **overrides: Any) -> VoiceCall:
     settings = load_settings(openai_api_key="sk-test", **overrides)
     return VoiceCall(
         channel,
@@ -151,6 +169,7 @@ def make_call(channel: MagicMock, database: Database, clock: Clock | None = None
         session_factory=FakeSession,
         clock=clock or Clock(),
         on_end=ended.append,
+        listen_only=listen_only,
     )
 
 
@@ -361,3 +380,46 @@ async def test_a_kick_while_the_call_starts_ends_it_cleanly(database: Database,
         await call.start()
     assert call.session is not None and call.session.closed
     voice.start_conversation.assert_not_called()
+
+
+async def test_the_session_knows_how_many_people_are_in_the_channel(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two people (Alice and Bob): the session is told before it connects; a third and a bot change it."""
+    monkeypatch.setattr(call_module, "WATCH_INTERVAL_SECONDS", 0.01)
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    try:
+        assert session.humans[0] == 2
+        channel.members = [*channel.members, MagicMock(spec=discord.Member, bot=True),
+                           MagicMock(spec=discord.Member, bot=False)]
+        for _ in range(200):
+            if session.humans[-1] == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert session.humans[-1] == 3  # bots are not people Cap talks to
+        call.ask(BOB)
+        assert session.asked == [BOB]
+    finally:
+        await call.stop("left")
+
+
+async def test_listen_mode_configures_a_session_that_never_speaks(database: Database) -> None:
+    channel = make_channel()
+    call = make_call(channel, database, listen_only=True)
+    await call.start()
+    try:
+        assert isinstance(call.session, FakeSession) and call.session.config.listen_only is True
+        assert call.status()["reply_mode"] == "listen"
+    finally:
+        await call.stop("left")
+    talking = make_call(make_channel(), database)
+    await talking.start()
+    try:
+        assert talking.session.config.listen_only is False
+        assert talking.session.config.reply_mode == "adaptive"  # the setting's default
+    finally:
+        await talking.stop("left")
