@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from bot.voice.receiver import VoiceReceiver
+from bot.voice.receiver import PENDING_PACKETS, VoiceReceiver
 from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
 from tests.bot.voice.test_receiver import ALICE, ALICE_SSRC, BOB, BOB_SSRC, connection, speaking
 from tests.bot.voice.voice_packets import (
@@ -58,7 +58,7 @@ def frame_lag(expected: list[bytes], heard: list[bytes], start: int, count: int 
 
 
 def outcome_total(stats: dict[str, int]) -> int:
-    from bot.voice.receiver import PACKET_OUTCOMES
+    from bot.voice.receiver import PACKET_OUTCOMES  # imported here: the name is new with issue 10
 
     return sum(stats.get(name, 0) for name in PACKET_OUTCOMES)
 
@@ -81,6 +81,21 @@ def test_an_utterance_that_ends_before_its_speaking_is_heard_as_soon_as_speaking
     # Bob's next utterance starts on time: nothing stale is queued in front of it.
     later = play(receiver, {0: [bob.packet(packets[10])], 1: [bob.packet(packets[11])]}, 3)
     assert BOB in later[0]
+
+
+def test_held_dave_frames_are_opened_with_the_announced_users_key(hello) -> None:
+    from tests.bot.voice.test_dave import StandInSession
+
+    packets, expected = hello
+    conn = connection(dave_session=StandInSession(0x5A, members=(BOB,)))
+    receiver = VoiceReceiver(conn)  # type: ignore[arg-type]
+    bob = PacketSender(BOB_SSRC)
+    play(receiver, {t: [bob.packet(conn.dave_session.seal(p))] for t, p in enumerate(packets[:8])}, 10)
+    assert conn.dave_session.calls == []  # nobody to decrypt for before SPEAKING
+    receiver.on_ws_message(speaking(BOB, BOB_SSRC))
+    heard = [tick[BOB] for tick in play(receiver, {}, 10) if BOB in tick]
+    assert heard[:8] == expected[:8]
+    assert {user for user, _ in conn.dave_session.calls} == {BOB}
 
 
 # ---- 2. a caller who leaves ----------------------------------------------------------------------------------
@@ -219,13 +234,21 @@ def test_every_datagram_lands_in_exactly_one_outcome(hello) -> None:
         batch.append(struct.pack(">BBHII", 0x80, 0x21, t, 0, 0x7007) + bytes(30))  # another payload type
         schedule[t] = batch
     play(receiver, schedule, 20)
-    receiver.on_ws_message(speaking(BOB, BOB_SSRC))  # Bob's first 20 were held; 10 of them no longer fit
+    receiver.on_ws_message(speaking(BOB, BOB_SSRC))  # Bob's first 20 were held: handed over now
     play(receiver, {t - 20: b for t, b in schedule.items() if t >= 20}, 30)
+    for p in packets[40:55]:  # the ghost's owner never comes: only the newest PENDING_PACKETS are kept
+        receiver.on_packet(ghost.packet(p))
+    receiver.on_packet(alice.packet(packets[40]))  # queued, not yet played, when Alice leaves
     receiver.on_ws_message({"op": 13, "d": {"user_id": str(ALICE)}})
+    receiver.on_packet(alice.packet(packets[41]))  # in flight after she left
     stats = receiver.stats()
-    assert stats["packets"] == 40 * 4 + len(range(0, 40, 7))
+    assert stats["packets"] == 40 * 4 + len(range(0, 40, 7)) + 15 + 2
     assert stats["other_payload_type"] == 40
     assert stats.get("video", 0) == 0, "garbage with another payload type is not video"
+    assert stats["held_overflow"] == 40 + 15 - PENDING_PACKETS
+    assert stats["unplayed"] == 1
+    assert stats["departed"] == 1
+    assert stats["delivered"] == 40 + 6 + 1 + 40, "a held packet is delivered once, when its owner is known"
     assert outcome_total(stats) == stats["packets"], {k: v for k, v in stats.items() if v}
 
 
