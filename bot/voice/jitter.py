@@ -14,11 +14,13 @@ arrival tick is recorded. The rules:
   mid-spurt). If a later packet arrives instead, the concealed frames stood in for the lost slots and the
   later packet plays exactly where it belongs. After MAX_CONCEALED such frames the speaker is silent.
 - A hole with later packets queued: conceal every lost slot in place (FEC from the next packet when it
-  is there, else PLC), so a loss never shifts the timing.
+  is there, else PLC), so a loss never shifts the timing - unless the buffer holds less than the target
+  delay: then it waits for the due packet instead (PLC without using up the slot), growing to the target.
 - Shrinking: when every recent packet waited at least a tick longer than needed and the target is
   still queued, `SpeakerDecoder` drops a quiet decoded frame (a pause): the delay shrinks only in
   silence, never by cutting speech or by moving concealed losses.
-- Growing: underrun concealment (above) and a new talk spurt primed to the current target.
+- Growing: underrun concealment and waiting below the target (above), and each new talk spurt primed
+  to the current target.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ class JitterBuffer:
         self._waits: deque[int] = deque(maxlen=SHED_WINDOW)  # ticks each recent packet waited beyond need
         self.trimmed = 0
         self.lost = 0  # slots concealed because their packet never came (in time)
+        self.grown = 0  # frames concealed while waiting for a due packet to grow the delay to the target
 
     @property
     def playing(self) -> bool:
@@ -202,6 +205,12 @@ class JitterBuffer:
                     return None
                 self._stall += 1
                 return Slot(SlotKind.PLC)
+            if self._ahead(due) < self.target - 1:
+                # Later packets are here but the buffer is shallower than the measured jitter needs: wait
+                # for the due one (conceal without using up its slot), so the delay grows to the target.
+                self._stall = 0
+                self.grown += 1
+                return Slot(SlotKind.PLC)
             gap = sequence_delta(self._oldest(), due)
             covered = min(self._stall, gap)  # the underrun frames stood in for the first lost slots
             if covered:
@@ -260,6 +269,10 @@ class JitterBuffer:
     def _lose(self, first: int, count: int) -> None:
         self.lost += count
         self._use((first + count - 1) & 0xFFFF)
+
+    def _ahead(self, due: int) -> int:
+        """How many slots past `due` the newest queued packet is: the delay the buffer holds right now."""
+        return max(sequence_delta(seq, due) for seq in self._packets)
 
     def _oldest(self) -> int:
         reference = self._next if self._next is not None else next(iter(self._packets))

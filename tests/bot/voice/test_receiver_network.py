@@ -170,6 +170,24 @@ def test_a_clean_stream_plays_each_packet_on_the_tick_it_arrives(hello) -> None:
     assert [tick.get(ALICE) for tick in ticks[: len(packets)]] == expected, "one frame of delay, not two"
 
 
+def test_packets_45_ms_late_behind_their_successors_are_waited_for_once_the_buffer_adapts(hello) -> None:
+    packets, _ = hello
+    receiver = new_receiver()
+    receiver.on_ws_message(speaking(ALICE, ALICE_SSRC))
+    alice = PacketSender(ALICE_SSRC)
+    stream = (packets * 4)[:200]
+    schedule: dict[int, list[bytes]] = {}
+    for i, datagram in enumerate(alice.packet(p) for p in stream):  # every other packet 45 ms late
+        arrival_ms = i * 20 + 2 + (45 if i % 2 else 0)
+        schedule.setdefault(int(np.ceil(arrival_ms / 20)), []).append(datagram)
+    adapting = play(receiver, {t: b for t, b in schedule.items() if t < 50}, 50)
+    assert adapting
+    early = receiver.stats().get("late", 0)
+    play(receiver, {t - 50: b for t, b in schedule.items() if t >= 50}, 160)
+    late = receiver.stats().get("late", 0) - early
+    assert late <= 0.05 * 150, f"{late} of the last 150 packets dropped as late"
+
+
 def test_the_target_delay_grows_with_jitter_and_shrinks_back_when_the_network_calms(hello) -> None:
     packets, _ = hello
     receiver = new_receiver()
