@@ -24,8 +24,8 @@ from typing import Any, Final, Protocol
 
 from bot.voice.crypto import DecryptFailure, TransportDecryptor, UnsupportedModeError
 from bot.voice.dave import DaveDecryptor, DaveFailure
-from bot.voice.jitter import MAX_DELAY, JitterBuffer, Push, SpeakerDecoder
-from bot.voice.rtp import OPUS_PAYLOAD_TYPE, Reject, parse_header
+from bot.voice.jitter import MAX_DELAY, RESTART_DISTANCE, JitterBuffer, Push, SpeakerDecoder
+from bot.voice.rtp import OPUS_PAYLOAD_TYPE, Reject, parse_header, sequence_delta
 from realtime.audio import mix_frames
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class _Speaker:
     decoder: SpeakerDecoder | None
     # (sequence, RTP timestamp, Opus frame, arrival tick)
     inbox: deque[tuple[int, int, bytes, int]] = field(default_factory=lambda: deque(maxlen=INBOX_PACKETS))
+    last_sequence: int | None = None  # socket thread: tells this stream's stragglers from a new owner's
 
 
 class VoiceReceiver:
@@ -146,7 +147,8 @@ class VoiceReceiver:
         self._video_by_user: dict[int, set[int]] = {}  # so they go when the user leaves
         self._pending: dict[int, deque[tuple[int, int, bytes, int]]] = {}  # under _held_lock
         self._held_lock = threading.Lock()
-        self._departed: dict[int, float] = {}  # SSRC -> until when; loop thread writes, socket thread reads
+        # SSRC -> (until when, the departed stream's last sequence); loop thread writes, socket thread reads
+        self._departed: dict[int, tuple[float, int | None]] = {}
         self._ticks = 0  # 20 ms ticks so far (loop writes, socket thread reads): packets' arrival times
         self.connected_users: set[int] = set()
         self._counts: Counter[str] = Counter()  # socket thread
@@ -226,7 +228,7 @@ class VoiceReceiver:
         until = self._clock() + DEPARTED_SECONDS
         for ssrc, speaker in list(self._speakers.items()):
             if speaker.user_id == user_id:
-                self._departed[ssrc] = until
+                self._departed[ssrc] = (until, speaker.last_sequence)
                 self._retire(ssrc)
 
     def reset(self) -> None:
@@ -312,7 +314,7 @@ class VoiceReceiver:
         if speaker is not None and speaker.ignored:
             counts["bot"] += 1
             return
-        if speaker is None and self._departed and self._departed.get(ssrc, 0.0) > self._clock():
+        if speaker is None and self._departed and self._is_straggler(ssrc, header.sequence):
             counts["departed"] += 1
             return
         cipher = self._current_cipher()
@@ -332,7 +334,19 @@ class VoiceReceiver:
                 held = self._pending.pop(ssrc, None)
             for sequence, timestamp, early, early_arrival in held or ():
                 self._deliver(speaker, sequence, timestamp, early, early_arrival, counts)
+        speaker.last_sequence = header.sequence
         self._deliver(speaker, header.sequence, header.timestamp, frame, arrived, counts)
+
+    def _is_straggler(self, ssrc: int, sequence: int) -> bool:
+        """A departed user's packet still in flight: their SSRC, soon after, continuing their sequence.
+
+        A new owner of the SSRC starts a sequence of its own, so its first words are held, not dropped.
+        """
+        departed = self._departed.get(ssrc)
+        if departed is None or departed[0] <= self._clock():
+            return False
+        last = departed[1]
+        return last is None or abs(sequence_delta(sequence, last)) < RESTART_DISTANCE
 
     def _deliver(
         self, speaker: _Speaker, sequence: int, timestamp: int, frame: bytes, arrived: int, counts: Counter[str]

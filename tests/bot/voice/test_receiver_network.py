@@ -110,10 +110,11 @@ def test_a_departed_callers_stragglers_are_not_heard_as_the_next_owner_of_the_ss
     receiver.on_ws_message({"op": 13, "d": {"user_id": str(BOB)}})
     stragglers = [bob.packet(p) for p in packets[5:8]]  # still in flight when Bob left
     play(receiver, {0: stragglers}, 2)
-    receiver.on_ws_message(speaking(CAROL, BOB_SSRC))  # Discord reuses the SSRC for Carol
-    carol = PacketSender(BOB_SSRC, sequence=5000)
+    carol = PacketSender(BOB_SSRC, sequence=5000)  # Discord reuses the SSRC for Carol: a sequence of her own
     voice = opus_encode(frames_of(vowel_pcm(0.4, f0=210, seed=3)))
-    ticks = play(receiver, {t: [carol.packet(p)] for t, p in enumerate(voice)}, len(voice) + 4)
+    play(receiver, {t: [carol.packet(p)] for t, p in enumerate(voice[:3])}, 3)  # before her SPEAKING: held
+    receiver.on_ws_message(speaking(CAROL, BOB_SSRC))
+    ticks = play(receiver, {t: [carol.packet(p)] for t, p in enumerate(voice[3:])}, len(voice) + 4)
     heard = [tick[CAROL] for tick in ticks if CAROL in tick]
     assert heard[: len(voice)] == reference_decode(voice), "only Carol's own voice, from her first word"
     assert receiver.stats()["departed"] == 3
