@@ -250,6 +250,7 @@ class VoiceReceiver:
             jitter = speaker.decoder.jitter
             self._retired["jitter_trimmed"] += jitter.trimmed
             self._retired["jitter_lost"] += jitter.lost
+            self._retired["jitter_grown"] += jitter.grown
             self._retired["unplayed"] += len(jitter) + len(speaker.inbox)
             speaker.inbox.clear()
 
@@ -445,6 +446,7 @@ class VoiceReceiver:
                 totals.update(speaker.decoder.stats)
                 totals["jitter_trimmed"] += jitter.trimmed
                 totals["jitter_lost"] += jitter.lost
+                totals["jitter_grown"] += jitter.grown
                 in_flight += len(jitter)
                 target = max(target, jitter.target)
         totals["in_flight"] = in_flight
