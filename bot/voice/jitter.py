@@ -224,7 +224,7 @@ class JitterBuffer:
             return Slot(SlotKind.PLC, None, due)
 
     def may_shed(self) -> bool:
-        """Every recent packet waited at least a tick longer than the target needs: the delay may shrink."""
+        """Each of the last SHED_WINDOW packets waited a tick or more: one frame less would make none late."""
         waits = self._waits
         return len(waits) == SHED_WINDOW and waits[-1] >= 1 and min(waits) >= 1
 
