@@ -4,7 +4,8 @@ Run as `.venv/bin/python bench/run_all.py` (3-5 minutes; progress goes to stderr
 figure stands beside a reference measured in the same run and the goal it is held to. Cap's side runs pinned
 to core 0; the fake Realtime service and the fake voice relay run as separate processes on the other cores
 (on a one-core machine they share core 0 and the figures include them). The pieces run on their own too:
-bench_audio.py, bench_idle.py, bench_concurrency.py, bench_latency.py (and bench_voice.py for the receive path).
+bench_audio.py, bench_idle.py, bench_concurrency.py, bench_latency.py, bench_jitter.py (and bench_voice.py for the
+receive path's costs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import bench_audio
 import bench_concurrency
 import bench_idle
+import bench_jitter
 import bench_latency
 import rig
 from discord import opus
@@ -61,6 +63,8 @@ def main() -> None:
     rows += bench_concurrency.measure(log=progress)
     progress("4-6. barge-in, reply start, uplink lag ...")
     rows += bench_latency.measure()
+    progress("7. hearing callers: jitter buffer on clean, jittery and lossy streams, held audio ...")
+    rows += bench_jitter.measure()
     print(f"Measured by `bench/run_all.py` in {time.perf_counter() - started:.0f} s on {machine()}.\n")
     rig.print_rows(rows)
 

@@ -6,12 +6,16 @@ speaker's bounded inbox. The event loop calls `on_ws_message` (the voice WebSock
 SSRC) and, every 20 ms, `pull_frames`, which moves inboxes into the jitter buffers and decodes. Decoding
 on the tick keeps the socket thread light and keeps each decoder on one thread.
 Rule for shared state: only the event loop adds or removes speakers and SSRC mappings; the socket thread
-only reads those dicts and appends to inboxes (deque appends and pops are atomic in CPython).
+only reads those dicts and appends to inboxes (deque appends and pops are atomic in CPython). Packets of
+an SSRC whose owner is not announced yet are held under `_held_lock` and handed over the moment SPEAKING
+maps the SSRC (on the event loop), so a short answer that ends before its SPEAKING is still heard.
+Every datagram ends in exactly one of PACKET_OUTCOMES (`stats()` adds up to `packets`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -20,16 +24,46 @@ from typing import Any, Final, Protocol
 
 from bot.voice.crypto import DecryptFailure, TransportDecryptor, UnsupportedModeError
 from bot.voice.dave import DaveDecryptor, DaveFailure
-from bot.voice.jitter import DEFAULT_DEPTH, Push, SpeakerDecoder
-from bot.voice.rtp import OPUS_PAYLOAD_TYPE, Reject, parse_header
+from bot.voice.jitter import MAX_DELAY, RESTART_DISTANCE, JitterBuffer, Push, SpeakerDecoder
+from bot.voice.rtp import OPUS_PAYLOAD_TYPE, Reject, parse_header, sequence_delta
 from realtime.audio import mix_frames
 
 log = logging.getLogger(__name__)
 
-INBOX_PACKETS: Final = 50  # 1 s per speaker between socket thread and tick; beyond it the oldest go
-PENDING_PACKETS: Final = 10  # 200 ms kept per SSRC whose owner is not announced yet (DAVE needs the user)
+INBOX_PACKETS: Final = 100  # 2 s per speaker between socket thread and tick; beyond it the oldest go
+PENDING_PACKETS: Final = 50  # 1 s kept per SSRC whose owner is not announced yet (DAVE needs the user)
 PENDING_SSRCS: Final = 16
+HELD_MAX_AGE_TICKS: Final = PENDING_PACKETS  # held audio older than this is stale when SPEAKING comes
+DEPARTED_SECONDS: Final = 5.0  # a departed user's packets still in flight are dropped for this long
 LOG_INTERVAL_SECONDS: Final = 30.0
+
+# Where each datagram ends up: `stats()` counts every one in exactly one of these.
+PACKET_OUTCOMES: Final = (
+    *(reject.value for reject in Reject),
+    "video",
+    "other_payload_type",
+    "own",
+    "bot",
+    "no_transport_key",
+    "unsupported_mode",
+    *(failure.value for failure in DecryptFailure),
+    *(failure.value for failure in DaveFailure),
+    "departed",  # sent by a user after CLIENT_DISCONNECT, still in flight
+    "held_overflow",  # more than PENDING_PACKETS held before the owner was known
+    "held_stale",  # held longer than HELD_MAX_AGE_TICKS when the owner was announced
+    "pending_evicted",  # held for an SSRC pushed out by PENDING_SSRCS newer unknown SSRCs
+    "held_dropped",  # held when a new voice session began
+    "inbox_overflow",
+    Push.DUPLICATE.value,
+    Push.LATE.value,
+    "jitter_trimmed",
+    "decoded",  # played
+    "shed",  # a quiet packet dropped to shrink the delay
+    "decode_errors",
+    "unplayed",  # still queued when its speaker left
+    "in_flight",  # held, in an inbox or in a jitter buffer right now
+    "internal_error",
+)
 
 # Voice gateway opcodes the receiver listens to (discord.py's DiscordVoiceWebSocket names most of them).
 OP_READY: Final = 2
@@ -82,7 +116,9 @@ class _Speaker:
     user_id: int
     ignored: bool  # another bot, with IGNORE_BOTS on
     decoder: SpeakerDecoder | None
-    inbox: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=INBOX_PACKETS))
+    # (sequence, RTP timestamp, Opus frame, arrival tick)
+    inbox: deque[tuple[int, int, bytes, int]] = field(default_factory=lambda: deque(maxlen=INBOX_PACKETS))
+    last_sequence: int | None = None  # socket thread: tells this stream's stragglers from a new owner's
 
 
 class VoiceReceiver:
@@ -94,13 +130,14 @@ class VoiceReceiver:
         *,
         is_bot: Callable[[int], bool] = lambda _user_id: False,
         ignore_bots: bool = True,
-        depth: int = DEFAULT_DEPTH,
+        max_delay: int = MAX_DELAY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._transport = transport
         self._is_bot = is_bot
         self._ignore_bots = ignore_bots
-        self._depth = depth
+        self._max_delay = max_delay
+        self._clock = clock
         self._dave = DaveDecryptor(lambda: self._transport.dave_session)
         self._cipher: TransportDecryptor | None = None
         self._cipher_key: object = None
@@ -108,7 +145,11 @@ class VoiceReceiver:
         self._speakers: dict[int, _Speaker] = {}  # by SSRC; loop thread writes, socket thread reads
         self._video_ssrcs: set[int] = set()  # read per packet (socket thread)
         self._video_by_user: dict[int, set[int]] = {}  # so they go when the user leaves
-        self._pending: dict[int, deque[tuple[int, bytes]]] = {}  # socket thread only
+        self._pending: dict[int, deque[tuple[int, int, bytes, int]]] = {}  # under _held_lock
+        self._held_lock = threading.Lock()
+        # SSRC -> (until when, the departed stream's last sequence); loop thread writes, socket thread reads
+        self._departed: dict[int, tuple[float, int | None]] = {}
+        self._ticks = 0  # 20 ms ticks so far (loop writes, socket thread reads): packets' arrival times
         self.connected_users: set[int] = set()
         self._counts: Counter[str] = Counter()  # socket thread
         self._tick_counts: Counter[str] = Counter()  # event loop
@@ -173,16 +214,21 @@ class VoiceReceiver:
                 self._retire(other_ssrc)
         if current is not None:
             self._retire(ssrc)
+        self._departed.pop(ssrc, None)
         ignored = self._ignore_bots and self._safe_is_bot(user_id)
-        self._speakers[ssrc] = _Speaker(user_id, ignored, None if ignored else SpeakerDecoder(self._depth))
+        speaker = _Speaker(user_id, ignored, None if ignored else SpeakerDecoder(self._new_jitter()))
+        self._speakers[ssrc] = speaker
+        self._flush_held(ssrc, speaker)
 
     def forget_user(self, user_id: int) -> None:
-        """A user left the channel: drop their SSRCs, buffers and decoder."""
+        """A user left the channel: drop their SSRCs, buffers and decoder, and their packets still in flight."""
         self.connected_users.discard(user_id)
         if self._video_by_user.pop(user_id, None) is not None:
             self._video_ssrcs = set().union(*self._video_by_user.values())
+        until = self._clock() + DEPARTED_SECONDS
         for ssrc, speaker in list(self._speakers.items()):
             if speaker.user_id == user_id:
+                self._departed[ssrc] = (until, speaker.last_sequence)
                 self._retire(ssrc)
 
     def reset(self) -> None:
@@ -191,14 +237,45 @@ class VoiceReceiver:
             self._retire(ssrc)
         self._video_ssrcs = set()
         self._video_by_user = {}
-        self._pending = {}
+        with self._held_lock:
+            self._tick_counts["held_dropped"] += sum(len(held) for held in self._pending.values())
+            self._pending = {}
+        self._departed = {}
         self.connected_users = set()
 
     def _retire(self, ssrc: int) -> None:
         speaker = self._speakers.pop(ssrc, None)
         if speaker is not None and speaker.decoder is not None:
             self._retired.update(speaker.decoder.stats)
-            self._retired["jitter_trimmed"] += speaker.decoder.jitter.trimmed
+            jitter = speaker.decoder.jitter
+            self._retired["jitter_trimmed"] += jitter.trimmed
+            self._retired["jitter_lost"] += jitter.lost
+            self._retired["jitter_grown"] += jitter.grown
+            self._retired["unplayed"] += len(jitter) + len(speaker.inbox)
+            speaker.inbox.clear()
+
+    def _new_jitter(self) -> JitterBuffer:
+        jitter = JitterBuffer(max_delay=self._max_delay)
+        jitter.now = self._ticks  # arrival ticks of held packets are on the receiver's clock
+        return jitter
+
+    def _flush_held(self, ssrc: int, speaker: _Speaker) -> None:
+        """Hand the packets held for `ssrc` to its newly announced owner now, not when its next packet comes.
+
+        Runs on the event loop, so DAVE opens these frames here rather than on the socket thread.
+        """
+        with self._held_lock:
+            held = self._pending.pop(ssrc, None)
+        if not held:
+            return
+        counts = self._tick_counts
+        for sequence, timestamp, frame, arrived in held:
+            if speaker.ignored:
+                counts["bot"] += 1
+            elif self._ticks - arrived > HELD_MAX_AGE_TICKS:
+                counts["held_stale"] += 1
+            else:
+                self._deliver(speaker, sequence, timestamp, frame, arrived, counts)
 
     def _safe_is_bot(self, user_id: int) -> bool:
         try:
@@ -225,8 +302,11 @@ class VoiceReceiver:
             counts[header.value] += 1
             return
         ssrc = header.ssrc
-        if header.payload_type != OPUS_PAYLOAD_TYPE or ssrc in self._video_ssrcs:
+        if ssrc in self._video_ssrcs:
             counts["video"] += 1
+            return
+        if header.payload_type != OPUS_PAYLOAD_TYPE:
+            counts["other_payload_type"] += 1
             return
         if ssrc == self._transport.ssrc:
             counts["own"] += 1
@@ -234,8 +314,9 @@ class VoiceReceiver:
         speaker = self._speakers.get(ssrc)
         if speaker is not None and speaker.ignored:
             counts["bot"] += 1
-            if self._pending:
-                self._pending.pop(ssrc, None)  # held before we knew it was a bot
+            return
+        if speaker is None and self._departed and self._is_straggler(ssrc, header.sequence):
+            counts["departed"] += 1
             return
         cipher = self._current_cipher()
         if cipher is None:
@@ -245,19 +326,35 @@ class VoiceReceiver:
             counts[frame.value] += 1
             self._log(logging.DEBUG, frame.value, "dropped voice packets: %s", frame.value)
             return
+        arrived = self._ticks
         if speaker is None:
-            self._hold(ssrc, header.sequence, frame)
+            self._hold(ssrc, header.sequence, header.timestamp, frame, arrived)
             return
-        pending = self._pending.pop(ssrc, None) if self._pending else None
-        if pending:
-            for sequence, held in pending:
-                self._deliver(speaker, sequence, held)
-        self._deliver(speaker, header.sequence, frame)
+        if self._pending:  # held just as SPEAKING was handled: hand those over first, in order
+            with self._held_lock:
+                held = self._pending.pop(ssrc, None)
+            for sequence, timestamp, early, early_arrival in held or ():
+                self._deliver(speaker, sequence, timestamp, early, early_arrival, counts)
+        speaker.last_sequence = header.sequence
+        self._deliver(speaker, header.sequence, header.timestamp, frame, arrived, counts)
 
-    def _deliver(self, speaker: _Speaker, sequence: int, frame: bytes) -> None:
+    def _is_straggler(self, ssrc: int, sequence: int) -> bool:
+        """A departed user's packet still in flight: their SSRC, soon after, continuing their sequence.
+
+        A new owner of the SSRC starts a sequence of its own, so its first words are held, not dropped.
+        """
+        departed = self._departed.get(ssrc)
+        if departed is None or departed[0] <= self._clock():
+            return False
+        last = departed[1]
+        return last is None or abs(sequence_delta(sequence, last)) < RESTART_DISTANCE
+
+    def _deliver(
+        self, speaker: _Speaker, sequence: int, timestamp: int, frame: bytes, arrived: int, counts: Counter[str]
+    ) -> None:
         opus = self._dave.decrypt(speaker.user_id, frame)
         if isinstance(opus, DaveFailure):
-            self._counts[opus.value] += 1
+            counts[opus.value] += 1
             self._log(
                 logging.INFO,
                 opus.value,
@@ -267,22 +364,25 @@ class VoiceReceiver:
             )
             return
         if len(speaker.inbox) == INBOX_PACKETS:
-            self._counts["inbox_overflow"] += 1
-        speaker.inbox.append((sequence, opus))
-        self._counts["delivered"] += 1
+            counts["inbox_overflow"] += 1  # the deque drops its oldest
+        speaker.inbox.append((sequence, timestamp, opus, arrived))
+        counts["delivered"] += 1
 
-    def _hold(self, ssrc: int, sequence: int, frame: bytes) -> None:
-        self._counts["unknown_ssrc"] += 1
+    def _hold(self, ssrc: int, sequence: int, timestamp: int, frame: bytes, arrived: int) -> None:
+        counts = self._counts
+        counts["unknown_ssrc"] += 1  # an event, not an outcome: the packet is delivered or dropped later
         self._log(logging.DEBUG, "unknown_ssrc", "voice packets from SSRC %s before its owner is known", ssrc)
-        held = self._pending.get(ssrc)
-        if held is None:
-            if len(self._pending) >= PENDING_SSRCS:
-                # The longest-waiting SSRC's owner is never coming (it left, or is a stream we do not
-                # track): make room rather than refuse every new speaker's first words until the next READY.
-                del self._pending[next(iter(self._pending))]
-                self._counts["pending_evicted"] += 1
-            held = self._pending[ssrc] = deque(maxlen=PENDING_PACKETS)
-        held.append((sequence, frame))
+        with self._held_lock:
+            held = self._pending.get(ssrc)
+            if held is None:
+                if len(self._pending) >= PENDING_SSRCS:
+                    # The longest-waiting SSRC's owner is never coming (it left, or is a stream we do not
+                    # track): make room rather than refuse every new speaker's first words until the next READY.
+                    counts["pending_evicted"] += len(self._pending.pop(next(iter(self._pending))))
+                held = self._pending[ssrc] = deque(maxlen=PENDING_PACKETS)
+            if len(held) == PENDING_PACKETS:
+                counts["held_overflow"] += 1  # the deque drops its oldest
+            held.append((sequence, timestamp, frame, arrived))
 
     def _current_cipher(self) -> TransportDecryptor | None:
         key, mode = self._transport.secret_key, self._transport.mode
@@ -306,14 +406,15 @@ class VoiceReceiver:
     def pull_frames(self) -> dict[int, bytes]:
         """One 20 ms PCM frame per human currently speaking, keyed by user id (decodes on this thread)."""
         frames: dict[int, bytes] = {}
+        now = self._ticks
         for speaker in list(self._speakers.values()):
             decoder = speaker.decoder
             if decoder is None:
                 continue
             inbox = speaker.inbox
             while inbox:
-                sequence, opus = inbox.popleft()
-                outcome = decoder.push(sequence, opus)
+                sequence, timestamp, opus, arrived = inbox.popleft()
+                outcome = decoder.push(sequence, timestamp, opus, now - arrived)
                 if outcome is not Push.ACCEPTED:
                     self._tick_counts[outcome.value] += 1
             frame = decoder.next_frame()
@@ -321,6 +422,7 @@ class VoiceReceiver:
                 if speaker.user_id in frames:  # two SSRCs of one user in a handover: mix them
                     frame = mix_frames([frames[speaker.user_id], frame])
                 frames[speaker.user_id] = frame
+        self._ticks = now + 1
         return frames
 
     # ---- either thread -------------------------------------------------------------------------------------
@@ -331,14 +433,24 @@ class VoiceReceiver:
         return {ssrc: speaker.user_id for ssrc, speaker in list(self._speakers.items())}
 
     def stats(self) -> dict[str, int]:
-        """Counters for every packet outcome and drop reason, plus decode/jitter totals."""
+        """Counters for every packet outcome (PACKET_OUTCOMES add up to `packets`), plus decode/jitter totals."""
         totals: Counter[str] = Counter(self._counts)
         totals.update(self._tick_counts)
         totals.update(self._retired)
+        in_flight = sum(len(held) for held in list(self._pending.values()))
+        target = 0
         for speaker in list(self._speakers.values()):
+            in_flight += len(speaker.inbox)
             if speaker.decoder is not None:
+                jitter = speaker.decoder.jitter
                 totals.update(speaker.decoder.stats)
-                totals["jitter_trimmed"] += speaker.decoder.jitter.trimmed
+                totals["jitter_trimmed"] += jitter.trimmed
+                totals["jitter_lost"] += jitter.lost
+                totals["jitter_grown"] += jitter.grown
+                in_flight += len(jitter)
+                target = max(target, jitter.target)
+        totals["in_flight"] = in_flight
+        totals["jitter_target_frames"] = target  # the deepest speaker's target delay right now
         totals["dave_passthrough"] = self._dave.passthrough
         totals["dave_decrypted"] = self._dave.decrypted
         totals["speakers"] = len(self._speakers)

@@ -90,9 +90,15 @@ def test_reordered_duplicated_and_padded_packets_still_decode_exactly(speech) ->
             arrivals[i].append(datagram)  # and some arrive twice
     receiver = make_receiver()
     frames = heard(run(receiver, arrivals), ALICE)
-    assert frames[: len(expected)] == expected
+    # The buffer starts at one frame of delay; the first reordered packet grows it by one concealed frame,
+    # and from then on every packet plays in order.
+    assert frames[:2] == expected[:2]
+    assert correlation(b"".join(expected), b"".join(frames[1 : len(expected) + 1]), max_lag=0) > 0.95
     stats = receiver.stats()
-    assert stats["duplicate"] + stats.get("late", 0) == len(range(0, len(packets), 6))
+    assert stats["duplicate"] == len(range(0, len(packets), 6))
+    assert stats.get("late", 0) == 0
+    assert stats["decoded"] == len(packets)
+    assert stats["plc"] == 1 + 3  # the growth, and the concealment after the last packet
     assert stats.get("bad_padding", 0) == 0
 
 
@@ -104,7 +110,11 @@ def test_lost_packets_are_concealed_and_timing_kept(speech) -> None:
     receiver = make_receiver()
     frames = heard(run(receiver, arrivals), ALICE)
     assert len(frames) >= len(packets)
-    assert receiver.stats()["fec"] == len(range(5, len(packets), 10))
+    stats = receiver.stats()
+    # At one frame of delay the next packet is not there yet when a loss is due: PLC, in place.
+    assert stats["jitter_lost"] == len(range(5, len(packets), 10))
+    assert stats["decoded"] == len(packets) - stats["jitter_lost"]
+    assert correlation(b"".join(expected), b"".join(frames[: len(expected)]), max_lag=0) > 0.9
     assert correlation(b"".join(expected), b"".join(frames[: len(expected)])) > 0.9
     assert correlation(pcm, b"".join(frames)) > 0.8
 
@@ -205,7 +215,8 @@ def test_video_rtcp_own_garbage_and_ip_discovery_are_ignored(speech) -> None:
     frames = heard(run(receiver, arrivals), ALICE)
     assert frames[: len(expected)] == expected
     stats = receiver.stats()
-    assert stats["video"] >= 2
+    assert stats["video"] >= 1
+    assert stats["other_payload_type"] >= 1
     assert stats["rtcp"] >= 1
     assert stats["own"] == 1
     assert stats["not_rtp"] >= 1
@@ -240,7 +251,7 @@ def test_disconnect_and_new_session_clean_up(speech) -> None:
     assert receiver.speakers == {ALICE_SSRC: ALICE}
     assert receiver.connected_users == {ALICE}
     receiver.on_packet(PacketSender(BOB_SSRC).packet(packets[0]))
-    assert receiver.stats()["unknown_ssrc"] == 1  # Bob's packets are no longer attributed to him
+    assert receiver.stats()["departed"] == 1  # Bob's packets are no longer attributed to him
     receiver.on_ws_message({"op": 2, "d": {"ssrc": CAP_SSRC, "ip": "1.2.3.4", "port": 5, "modes": [MODE]}})
     assert receiver.speakers == {}
     receiver.on_ws_message({"op": 5, "d": None})  # malformed: ignored

@@ -55,9 +55,13 @@ def frames_of(pcm: bytes) -> list[bytes]:
     return frames
 
 
-def opus_encode(frames: list[bytes]) -> list[bytes]:
+def opus_encode(frames: list[bytes], frame_ms: int = 20) -> list[bytes]:
+    """Opus packets of `frame_ms` (10/20/40/60) each, from 20 ms PCM frames (a partial tail is zero-padded)."""
     encoder = opus.Encoder(application="voip", bitrate=64, fec=True, expected_packet_loss=0.2)
-    return [encoder.encode(frame, FRAME_SAMPLES_DISCORD) for frame in frames]
+    pcm = b"".join(frames)
+    size = FRAME_BYTES * frame_ms // 20
+    chunks = [pcm[i : i + size].ljust(size, b"\0") for i in range(0, len(pcm), size)]
+    return [encoder.encode(chunk, FRAME_SAMPLES_DISCORD * frame_ms // 20) for chunk in chunks]
 
 
 def reference_decode(packets: list[bytes]) -> list[bytes]:
@@ -89,9 +93,18 @@ class PacketSender:
         self._sender = _DiscordSender(secret_key)
 
     def packet(
-        self, payload: bytes, *, extension: bytes | None = EXTENSION_BODY, padding: int = 0, sequence: int | None = None
+        self,
+        payload: bytes,
+        *,
+        extension: bytes | None = EXTENSION_BODY,
+        padding: int = 0,
+        sequence: int | None = None,
+        samples: int = FRAME_SAMPLES_DISCORD,
     ) -> bytes:
-        """The next packet carrying `payload` (Opus or a DAVE frame); advances sequence and timestamp."""
+        """The next packet carrying `payload` (Opus or a DAVE frame); advances sequence and timestamp.
+
+        `samples` is the payload's duration at 48 kHz (960 for Discord's usual 20 ms frames).
+        """
         seq = self.sequence if sequence is None else sequence
         first = 0x80 | (0x10 if extension is not None else 0) | (0x20 if padding else 0)
         header = struct.pack(">BBHII", first, 0x78, seq & 0xFFFF, self.timestamp & 0xFFFFFFFF, self.ssrc)
@@ -104,7 +117,7 @@ class PacketSender:
             body += bytes(padding - 1) + bytes([padding])
         if sequence is None:
             self.sequence = (self.sequence + 1) & 0xFFFF
-            self.timestamp += FRAME_SAMPLES_DISCORD
+            self.timestamp += samples
         return self._sender.encrypt(header, body)
 
     def stream(self, payloads: list[bytes], **options) -> list[tuple[int, bytes]]:
