@@ -1,0 +1,70 @@
+"""Knowledge-search quality on bench/knowledge_questions.toml: top-3 hit rate and out-of-scope refusals.
+
+Run as `.venv/bin/python bench/bench_knowledge.py [-v]` (a second; -v lists every miss). The questions were
+written before the search was tuned (issue 11); tests/bot/tools/test_knowledge_questions.py holds the score
+to the goal (90 % and no answer to an out-of-scope question).
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.tools.knowledge import SHIPPED_KNOWLEDGE_DIR, KnowledgeBase
+
+QUESTIONS_FILE = Path(__file__).with_name("knowledge_questions.toml")
+TOP = 3
+
+
+@dataclass(frozen=True)
+class Outcome:
+    question: str
+    expect: tuple[str, ...]
+    got: tuple[str, ...]  # "file#section" of the top passages
+
+    @property
+    def in_scope(self) -> bool:
+        return bool(self.expect)
+
+    @property
+    def passed(self) -> bool:
+        if not self.in_scope:
+            return not self.got
+        return any(got.startswith(expect) for got in self.got[:TOP] for expect in self.expect)
+
+
+def run(knowledge_base: KnowledgeBase | None = None) -> list[Outcome]:
+    knowledge_base = knowledge_base or KnowledgeBase(SHIPPED_KNOWLEDGE_DIR)
+    questions = tomllib.loads(QUESTIONS_FILE.read_text(encoding="utf-8"))["question"]
+    outcomes = []
+    for item in questions:
+        hits = knowledge_base.search(item["q"], limit=TOP)
+        got = tuple(f"{hit.passage.source}#{hit.passage.section}" for hit in hits)
+        outcomes.append(Outcome(item["q"], tuple(item["expect"]), got))
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> tuple[float, int, int]:
+    """(top-3 hit rate of in-scope questions, out-of-scope questions refused, out-of-scope questions)."""
+    in_scope = [o for o in outcomes if o.in_scope]
+    out_of_scope = [o for o in outcomes if not o.in_scope]
+    rate = sum(o.passed for o in in_scope) / len(in_scope)
+    return rate, sum(o.passed for o in out_of_scope), len(out_of_scope)
+
+
+def main() -> None:
+    outcomes = run()
+    rate, refused, total = summary(outcomes)
+    in_scope = sum(o.in_scope for o in outcomes)
+    print(f"top-{TOP} hit rate: {rate:.1%} of {in_scope} borrower questions (goal 90 %)")
+    print(f"out-of-scope refused: {refused} of {total} (goal: all)")
+    if "-v" in sys.argv:
+        for outcome in outcomes:
+            if not outcome.passed:
+                print(f"MISS {outcome.question!r}\n  expected {outcome.expect}\n  got      {outcome.got}")
+
+
+if __name__ == "__main__":
+    main()
