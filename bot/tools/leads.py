@@ -338,7 +338,7 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
                 offer = _reuse_or_issue(session, context.guild_id, lead.id, terms, now)
                 out["pricing_tier"] = pricing.tier
                 out["offer"] = offer_dict(offer, offer.id)
-                out["term_sheet"] = term_sheet(offer, program.name)
+                out["term_sheet"] = term_sheet(offer, program)
             return out
 
         return await in_transaction(database, run, what="score the lead")

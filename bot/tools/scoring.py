@@ -184,16 +184,16 @@ class OfferTerms:
     expires_at: datetime
 
 
-def term_sheet(offer: Any, program_name: str) -> str:
+def term_sheet(offer: Any, program: Program) -> str:
     """One short paragraph for an OfferTerms or a stored Offer (same attribute names)."""
     years = offer.term_months / 12
     long_term = offer.term_months >= 60 and offer.term_months % 12 == 0  # short loans are quoted in months
     term = f"{years:g}-year" if long_term else f"{offer.term_months}-month"
     expires = offer.expires_at
     return (
-        f"Indicative {program_name} terms: up to {dollars(offer.amount)} at up to {percent(offer.max_ltv)} "
+        f"Indicative {program.name} terms: up to {dollars(offer.amount)} at up to {percent(offer.max_ltv)} "
         f"loan-to-value, a rate of {offer.rate_min:g}% to {offer.rate_max:g}%, {plural(offer.points, 'point')}, "
-        f"{term} term; valid until {expires:%B} {expires.day}, {expires.year}. "
+        f"{term} term, {program.prepayment}; valid until {expires:%B} {expires.day}, {expires.year}. "
         "Subject to underwriting, appraisal and documentation; not an approval."
     )
 

@@ -124,3 +124,12 @@ def test_states_and_the_smallest_property_are_the_published_ones() -> None:
     about = (SHIPPED_KNOWLEDGE_DIR / "about-capital-bridge.md").read_text(encoding="utf-8")
     assert f"Properties worth less than ${POLICY.min_property_value:,.0f}" in about
     assert f"We currently lend in {len(POLICY.states) - 1} states and Washington, DC" in about
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_prepayment_is_the_published_one(program: str) -> None:
+    said, section = PROGRAMS[program].prepayment, program_section(program)
+    if said.startswith("no "):
+        assert "No prepayment penalty." in section
+    else:
+        assert "5-4-3-2-1 step-down" in said and "5-4-3-2-1 step-down" in section

@@ -83,10 +83,10 @@ def test_tier_a_offer_on_a_rental() -> None:
     assert offer.max_ltv == 0.80
     assert (offer.rate_min, offer.rate_max, offer.points, offer.term_months) == (6.75, 7.75, 1.0, 360)
     assert offer.expires_at == NOW + timedelta(days=14)
-    sheet = term_sheet(offer, "DSCR rental")
+    sheet = term_sheet(offer, POLICY.programs["dscr_rental"])
     assert sheet.startswith("Indicative DSCR rental terms: up to $300,000 at up to 80% loan-to-value, "
                             "a rate of 6.75% to 7.75%, 1 point,")
-    assert "30-year term" in sheet and "December 15, 2026" in sheet
+    assert "30-year term, a 5-4-3-2-1 step-down prepayment penalty;" in sheet and "December 15, 2026" in sheet
 
 
 def test_tier_b_and_first_time_investors_get_less_leverage_and_pay_more() -> None:
@@ -111,7 +111,8 @@ def test_flip_offer_is_capped_by_ltc_and_arv() -> None:
     offer = terms("fix_and_flip", flip, Borrower.of(760, 3))
     # caps: asked 255,000; 90 % of the price + the rehab 280,000; 90 % LTC 270,000; 75 % ARV 255,000
     assert offer.amount == 255_000
-    assert offer.term_months == 12 and "12-month term" in term_sheet(offer, "fix-and-flip")
+    assert offer.term_months == 12
+    assert "12-month term, no prepayment penalty" in term_sheet(offer, POLICY.programs["fix_and_flip"])
 
 
 def test_first_time_flippers_get_85_percent_of_price_and_cost_and_70_percent_of_arv() -> None:
