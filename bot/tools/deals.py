@@ -1,4 +1,4 @@
-"""The analyze_deal tool: the deal math from finance.py, judged against the program guidelines, stored."""
+"""The analyze_deal tool: the deal math from finance.py, judged against the lender policy, stored."""
 
 from __future__ import annotations
 
