@@ -48,6 +48,25 @@ _TABLE: tuple[tuple[str, str], ...] = (
 )
 _COMPILED = tuple((re.compile(pattern), words) for pattern, words in _TABLE)
 
+# Consumer finance a business-purpose lender does not do: a question about these gets "nothing found",
+# even though its words ("credit", "refinance", "loan") are all over the documents.
+_OUT_OF_SCOPE = re.compile(
+    r"\bcredit cards?\b|\b(?:car|auto|student|personal|payday|boat|rv|business)[- ]loans?\b|\bsba\b"
+    r"|\b(?:checking|savings)(?: or \w+)? accounts?\b|\bcredit card debt\b|\bcrypto\w*|\bbitcoin\b"
+)
+# Spoken numbers say as little about which passage answers as digits do (see KnowledgeBase.search).
+_NUMBER_TEXT = (
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
+    "million couple few several"
+)
+NUMBER_WORDS = frozenset(_NUMBER_TEXT.split())
+
+
+def out_of_scope(folded_question: str) -> bool:
+    """Whether the question is about consumer finance the lender does not offer."""
+    return bool(_OUT_OF_SCOPE.search(folded_question))
+
 
 def expand(folded_question: str) -> str:
     """The question with borrower phrasing replaced by the documents' words.

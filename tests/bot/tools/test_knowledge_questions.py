@@ -54,3 +54,14 @@ def test_hard_money_is_not_gift_money(shipped: KnowledgeBase) -> None:
 def test_minimum_loan_amount_finds_the_faq_answer(shipped: KnowledgeBase) -> None:
     sections = [hit.passage.section for hit in shipped.search("what's the minimum loan amount", 3)]
     assert any("smallest and largest loan" in section for section in sections), sections
+
+
+@pytest.mark.parametrize(
+    "question", ["can you refinance my personal credit card debt", "do you do SBA loans", "I need a car loan"]
+)
+def test_consumer_finance_gets_nothing_found(shipped: KnowledgeBase, question: str) -> None:
+    assert shipped.search(question, 3) == []
+
+
+def test_spoken_numbers_do_not_sink_a_question(shipped: KnowledgeBase) -> None:
+    assert shipped.search("I own twelve rentals, can I put them under one blanket loan", 3)
