@@ -20,6 +20,13 @@ SHIPPED_POLICY_FILE = Path(str(resources.files("bot").joinpath("data", "lender_p
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Ratio = float  # a fraction: 0.75 is 75 %
+# Deal features the documents give their own limits for; analyze_deal's `features` argument.
+Feature = Literal["short_term_rental", "foreign_national", "non_warrantable_condo"]
+FEATURE_WORDS: dict[str, str] = {
+    "short_term_rental": "short-term rentals",
+    "foreign_national": "foreign national borrowers",
+    "non_warrantable_condo": "non-warrantable condos",
+}
 
 
 class PolicyError(Exception):
@@ -41,6 +48,16 @@ class LeverageTier(_Strict):
     min_deals: int | None = Field(None, ge=0, le=1000)
 
 
+class Overlay(_Strict):
+    """Tighter rules for deals with one feature (a short-term rental...), or `allowed = false`: not offered."""
+
+    feature: Feature
+    allowed: bool = True
+    max_ltv: Ratio | None = Field(None, gt=0, le=1)
+    min_dscr: float | None = Field(None, gt=0, le=5)
+    min_credit: int | None = Field(None, ge=300, le=850)
+
+
 class Program(_Strict):
     name: str = Field(min_length=1)  # as said to a caller: "fix-and-flip"
     min_credit: int = Field(ge=300, le=850)
@@ -57,6 +74,7 @@ class Program(_Strict):
     points_a: float = Field(ge=0, le=10)
     points_b: float = Field(ge=0, le=10)
     leverage: tuple[LeverageTier, ...] = Field(min_length=1)
+    overlays: tuple[Overlay, ...] = ()
 
     @model_validator(mode="after")
     def _consistent(self) -> Program:

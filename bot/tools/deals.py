@@ -8,6 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
+from bot.policy import Feature
 from bot.settings import Settings
 from bot.storage.database import Database
 from bot.storage.deals import add_analysis
@@ -69,6 +70,11 @@ class AnalyzeDealArguments(BaseModel):
         False, description="True when the price is for land or a lot and the budget is to build."
     )
     property_count: int = Field(1, ge=1, le=1000, description="How many properties the loan covers.")
+    features: list[Feature] = Field(
+        default_factory=list, max_length=3,
+        description="What the caller said applies: a short-term rental (Airbnb, VRBO), a foreign national "
+        "borrower, a non-warrantable condo.",
+    )
     property_state: str | None = Field(
         None, min_length=2, max_length=2, description="The property's state, two letters, e.g. TX."
     )
@@ -138,7 +144,7 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise ToolFailure("invalid_arguments", f"These figures cannot be analyzed: {exc}.") from None
         deal = Deal(deal_inputs, results, cash_out=purpose == "cash_out_refinance", refinance=purpose != "purchase",
-                    properties=args.property_count)
+                    properties=args.property_count, features=frozenset(args.features))
         borrower = Borrower.of(
             args.credit_score if args.credit_score is not None else lead.credit,
             args.experience_deals if args.experience_deals is not None else lead.deals,

@@ -209,7 +209,8 @@ def analysis_deal(analysis: DealAnalysis) -> Deal:
         existing_loan_balance=inputs.get("existing_loan_balance"),
     )
     return Deal(deal_inputs, analyze(deal_inputs), cash_out=purpose == "cash_out_refinance",
-                refinance=purpose != "purchase", properties=int(inputs.get("property_count") or 1))
+                refinance=purpose != "purchase", properties=int(inputs.get("property_count") or 1),
+                features=frozenset(inputs.get("features") or ()))
 
 
 def offer_dict(offer: Offer | OfferTerms, offer_id: int | None) -> dict[str, Any]:

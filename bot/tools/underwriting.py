@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bot.policy import LenderPolicy, LeverageTier, Program
+from bot.policy import FEATURE_WORDS, LenderPolicy, LeverageTier, Overlay, Program
 from bot.tools.finance import DealInputs, DealResults
 
 Status = Literal["ok", "blocks", "unknown"]
@@ -153,6 +153,11 @@ class Deal:
     cash_out: bool = False
     refinance: bool = False
     properties: int = 1
+    features: frozenset[str] = frozenset()  # policy.Feature values: "short_term_rental" ...
+
+    def overlays(self, program: Program) -> list[Overlay]:
+        """The program's extra rules for this deal's features."""
+        return [overlay for overlay in program.overlays if overlay.feature in self.features]
 
 
 # --- the leverage grid ----------------------------------------------------------------------------------
@@ -182,6 +187,9 @@ def _tier_limits(tier: LeverageTier, program: Program, deal: Deal) -> Limits:
     max_ltv = tier.max_ltv
     if deal.cash_out and program.cash_out_max_ltv is not None:
         max_ltv = min(max_ltv, program.cash_out_max_ltv)
+    for overlay in deal.overlays(program):
+        if overlay.max_ltv is not None:
+            max_ltv = min(max_ltv, overlay.max_ltv)
     return Limits(max_ltv, tier.max_ltc, tier.max_arv_ltv)
 
 
@@ -269,48 +277,59 @@ def _topics(conditions: list[str]) -> str:
 def underwrite(policy: LenderPolicy, program_id: str, deal: Deal, borrower: Borrower) -> Verdict:
     """Every rule of one program applied to a deal and a borrower."""
     program = policy.programs[program_id]
-    name = program.name
+    overlays = deal.overlays(program)
+    # The strictest rule of the program and its overlays, said as "DSCR rental loans for short-term rentals".
+    said = " and ".join(FEATURE_WORDS[o.feature] for o in overlays if o.allowed)
+    name = f"{program.name} ({said})" if said else program.name
+    loans = f"{program.name} loans for {said}" if said else f"{program.name} loans"
     findings: list[Finding] = []
     questions: list[str] = []
+    min_credit = max([program.min_credit, *(o.min_credit for o in overlays if o.min_credit is not None)])
+    dscr_floors = [program.min_dscr, *(o.min_dscr for o in overlays)]
+    min_dscr = max((floor for floor in dscr_floors if floor is not None), default=None)
 
-    credit_ok = borrower.credit_at_least(program.min_credit)
+    for overlay in overlays:
+        if not overlay.allowed:
+            findings.append(Finding("feature", "blocks",
+                                    f"{program.name} loans are not available for {FEATURE_WORDS[overlay.feature]}"))
+
+    credit_ok = borrower.credit_at_least(min_credit)
     if credit_ok is False:
         findings.append(Finding("credit_minimum", "blocks",
-                                f"{borrower.credit_words()} is under the {program.min_credit} minimum "
-                                f"for {name} loans"))
+                                f"{borrower.credit_words()} is under the {min_credit} minimum for {loans}"))
     elif credit_ok is None:
         if borrower.credit is None:
-            questions.append(f"Ask for the caller's credit score: {name} loans need {program.min_credit} or more.")
+            questions.append(f"Ask for the caller's credit score: {loans} need {min_credit} or more.")
         else:
             questions.append(f"Ask for the caller's exact credit score: {borrower.credit_words()} may be under "
-                             f"the {program.min_credit} minimum for {name} loans.")
-        findings.append(Finding("credit_minimum", "unknown", f"{name} loans need a {program.min_credit} credit score"))
+                             f"the {min_credit} minimum for {loans}.")
+        findings.append(Finding("credit_minimum", "unknown", f"{loans} need a {min_credit} credit score"))
 
     if program.min_deals:
         need = plural(program.min_deals, "completed investment deal")
         if borrower.deals is None:
-            questions.append(f"Ask how many investment deals the caller has completed: {name} loans need {need}.")
-            findings.append(Finding("experience", "unknown", f"{name} loans need {need}"))
+            questions.append(f"Ask how many investment deals the caller has completed: {loans} need {need}.")
+            findings.append(Finding("experience", "unknown", f"{loans} need {need}"))
         elif borrower.deals < program.min_deals:
-            findings.append(Finding("experience", "blocks", f"{name} loans need {need} in the last 36 months"))
+            findings.append(Finding("experience", "blocks", f"{loans} need {need} in the last 36 months"))
 
     if deal.properties < program.min_properties:
         findings.append(Finding("property_count", "blocks",
-                                f"{name} loans are for {program.min_properties} or more properties, "
+                                f"{loans} are for {program.min_properties} or more properties, "
                                 f"and this deal has {deal.properties}"))
 
     if deal.cash_out and program.cash_out_max_ltv is None:
-        findings.append(Finding("cash_out", "blocks", f"{name} loans do not offer a cash-out refinance"))
+        findings.append(Finding("cash_out", "blocks", f"{loans} do not offer a cash-out refinance"))
 
     loan, price = deal.inputs.loan_amount, deal.inputs.purchase_price
     if loan < program.min_loan:
         findings.append(Finding("min_loan", "blocks",
                                 f"a {dollars(loan)} loan is under the {dollars(program.min_loan)} minimum for "
-                                f"{name} loans"))
+                                f"{loans}"))
     if loan > program.max_loan:
         findings.append(Finding("max_loan", "blocks",
                                 f"a {dollars(loan)} loan is over the {dollars(program.max_loan)} maximum for "
-                                f"{name} loans"))
+                                f"{loans}"))
     if price < policy.min_property_value and program_id != "ground_up_construction":  # a lot may be cheap
         findings.append(Finding("min_property_value", "blocks",
                                 f"a property worth {dollars(price)} is under the {dollars(policy.min_property_value)} "
@@ -319,13 +338,13 @@ def underwrite(policy: LenderPolicy, program_id: str, deal: Deal, borrower: Borr
         findings.append(Finding("state", "blocks", f"we do not lend in {borrower.state}"))
 
     checks: list[Check] = []
-    if program.min_dscr is not None:
-        dscr_check = Check("dscr", deal.results.dscr, program.min_dscr, "min")
+    if min_dscr is not None:
+        dscr_check = Check("dscr", deal.results.dscr, min_dscr, "min")
         checks.append(dscr_check)
         if dscr_check.passed is None:
-            questions.append(f"Ask for the monthly rent (and taxes and insurance): {name} loans need a DSCR of "
-                             f"{program.min_dscr:.2f} or more.")
-            findings.append(Finding("dscr", "unknown", f"{name} loans need a DSCR of {program.min_dscr:.2f}"))
+            questions.append(f"Ask for the monthly rent (and taxes and insurance): {loans} need a DSCR of "
+                             f"{min_dscr:.2f} or more.")
+            findings.append(Finding("dscr", "unknown", f"{loans} need a DSCR of {min_dscr:.2f}"))
         else:
             findings.append(Finding("dscr", "ok" if dscr_check.passed else "blocks", _dscr_words(dscr_check)))
 

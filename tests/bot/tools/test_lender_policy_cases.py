@@ -275,3 +275,31 @@ async def test_8_a_zone_cap_cannot_place_is_a_question(database) -> None:
     result = await scheduler(database).call(
         "schedule_call", {"start_time": "2026-12-03T14:00", "timezone": "IST"}, caller())
     assert result["error"]["code"] == "invalid_timezone" and "ask the caller" in result["error"]["message"]
+
+
+# --- the documents' special cases: short-term rentals, foreign nationals, non-warrantable condos ------------
+
+
+async def test_a_short_term_rental_is_held_to_75_percent_and_dscr_1_25(registry) -> None:
+    await lead_with(registry, credit_score=760, experience_deals=5, loan_program="dscr_rental")
+    airbnb = {**RENTAL_80, "features": ["short_term_rental"]}  # 80 % LTV, DSCR 1.29: fine as a long-term rental
+    analysis = await call(registry, "analyze_deal", airbnb)
+    assert analysis["verdict"]["fits"] is False and "75%" in analysis["verdict"]["text"]
+    thin = await call(registry, "analyze_deal", {**airbnb, "loan_amount": 300_000, "monthly_rent": 2_300})
+    assert thin["verdict"]["fits"] is False and "1.25" in thin["verdict"]["text"]  # DSCR 1.21
+
+
+async def test_a_foreign_national_gets_dscr_rental_only_at_65_percent(registry) -> None:
+    await lead_with(registry, credit_score=760, experience_deals=5)
+    abroad = {**RENTAL_80, "loan_amount": 280_000, "features": ["foreign_national"]}
+    rental = await call(registry, "analyze_deal", abroad)
+    assert rental["verdict"]["fits"] is False and "65%" in rental["verdict"]["text"]
+    flip = await call(registry, "analyze_deal", {**FLIP, "features": ["foreign_national"]})
+    assert flip["verdict"]["fits"] is False and "foreign national" in flip["verdict"]["text"]
+
+
+async def test_a_non_warrantable_condo_is_held_to_70_percent(registry) -> None:
+    await lead_with(registry, credit_score=760, experience_deals=5)
+    condo = {**RENTAL_80, "loan_amount": 290_000, "features": ["non_warrantable_condo"]}  # 72.5 %
+    analysis = await call(registry, "analyze_deal", condo)
+    assert analysis["verdict"]["fits"] is False and "70%" in analysis["verdict"]["text"]

@@ -133,3 +133,18 @@ def test_prepayment_is_the_published_one(program: str) -> None:
         assert "No prepayment penalty." in section
     else:
         assert "5-4-3-2-1 step-down" in said and "5-4-3-2-1 step-down" in section
+
+
+def test_the_special_cases_are_the_published_ones() -> None:
+    overlays = {o.feature: o for o in PROGRAMS["dscr_rental"].overlays}
+    short_term = overlays["short_term_rental"]
+    assert (short_term.min_dscr, short_term.max_ltv, short_term.min_credit) == (1.25, 0.75, 680)
+    assert "minimum DSCR 1.25, maximum 75% LTV and a 680 credit score" in program_section("dscr_rental")
+    abroad = overlays["foreign_national"]
+    faq = (SHIPPED_KNOWLEDGE_DIR / "faq.md").read_text(encoding="utf-8")
+    assert (abroad.max_ltv, abroad.min_dscr) == (0.65, 1.25)
+    assert "on the DSCR rental program only, at up to 65% LTV with a minimum DSCR of 1.25" in faq
+    for program in set(PROGRAMS) - {"dscr_rental"}:
+        assert any(o.feature == "foreign_national" and not o.allowed for o in PROGRAMS[program].overlays), program
+    assert overlays["non_warrantable_condo"].max_ltv == 0.70
+    assert "Non-warrantable condos: up to 70% LTV." in program_section("dscr_rental")
