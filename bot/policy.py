@@ -67,7 +67,17 @@ class Program(_Strict):
     min_loan: float = Field(gt=0)
     max_loan: float = Field(gt=0)
     cash_out_max_ltv: Ratio | None = Field(None, gt=0, le=1)  # None: no cash-out on this program
+    # Before this many months of ownership a cash-out loan is measured on price plus documented renovation.
+    cash_out_seasoning_months: int = Field(0, ge=0, le=120)
     term_months: int = Field(ge=1, le=480)
+    # A longer term when the rehab budget is more than this share of the price.
+    heavy_rehab_term_months: int | None = Field(None, ge=1, le=480)
+    heavy_rehab_share: Ratio | None = Field(None, gt=0)
+    # Liquidity the borrower needs besides the cash to close: months of payments, a share of the rehab
+    # budget, a share of the total project cost.
+    reserve_months: float = Field(0, ge=0, le=60)
+    reserve_rehab_share: Ratio = Field(0, ge=0, le=1)
+    reserve_cost_share: Ratio = Field(0, ge=0, le=1)
     prepayment: str
     rate_a: tuple[float, float]
     rate_b: tuple[float, float]

@@ -66,6 +66,9 @@ class AnalyzeDealArguments(BaseModel):
     existing_loan_balance: float | None = Field(
         None, ge=0, description="For a refinance: what is owed on the property now, USD."
     )
+    months_owned: int | None = Field(
+        None, ge=0, le=1200, description="For a refinance: how many months the caller has owned the property."
+    )
     land_and_construction: bool = Field(
         False, description="True when the price is for land or a lot and the budget is to build."
     )
@@ -144,7 +147,8 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
         except (ValueError, ZeroDivisionError, OverflowError) as exc:
             raise ToolFailure("invalid_arguments", f"These figures cannot be analyzed: {exc}.") from None
         deal = Deal(deal_inputs, results, cash_out=purpose == "cash_out_refinance", refinance=purpose != "purchase",
-                    properties=args.property_count, features=frozenset(args.features))
+                    properties=args.property_count, features=frozenset(args.features),
+                    months_owned=args.months_owned)
         borrower = Borrower.of(
             args.credit_score if args.credit_score is not None else lead.credit,
             args.experience_deals if args.experience_deals is not None else lead.deals,

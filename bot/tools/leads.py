@@ -27,7 +27,7 @@ from bot.tools.scoring import (
     score,
     term_sheet,
 )
-from bot.tools.underwriting import Borrower, Deal, Verdict, pricing_tier, underwrite
+from bot.tools.underwriting import Borrower, Deal, Verdict, liquidity_check, pricing_tier, underwrite
 from realtime.tools import Tool, ToolContext, ToolFailure
 
 PropertyType = Literal[
@@ -210,7 +210,7 @@ def analysis_deal(analysis: DealAnalysis) -> Deal:
     )
     return Deal(deal_inputs, analyze(deal_inputs), cash_out=purpose == "cash_out_refinance",
                 refinance=purpose != "purchase", properties=int(inputs.get("property_count") or 1),
-                features=frozenset(inputs.get("features") or ()))
+                features=frozenset(inputs.get("features") or ()), months_owned=inputs.get("months_owned"))
 
 
 def offer_dict(offer: Offer | OfferTerms, offer_id: int | None) -> dict[str, Any]:
@@ -319,10 +319,16 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
             if analysis is None or program is None or program_id is None:
                 blockers.append("no deal analyzed yet: run analyze_deal with the deal's figures")
             else:
-                verdict = underwrite(policy, program_id, analysis_deal(analysis), borrower)
+                deal = analysis_deal(analysis)
+                verdict = underwrite(policy, program_id, deal, borrower)
                 blockers.extend(verdict.blockers)
                 questions.extend(verdict.questions)
-            qualifies = verdict is not None and verdict.fits is True and verdict.limits is not None
+                cash = liquidity_check(program, deal, lead.liquidity)
+                if cash.status == "blocks":
+                    blockers.append(cash.text)
+                elif cash.status == "unknown":
+                    questions.append(cash.text)  # worth asking; it does not hold the indicative offer back
+            qualifies = verdict is not None and verdict.fits is True and verdict.limits is not None and not blockers
             lead.score, lead.tier = result.score, result.tier
             if lead.status in ("new", "qualified", "nurture"):
                 lead.status = "qualified" if qualifies else "nurture"

@@ -220,6 +220,13 @@ def offer_terms(program_id: str, program: Program, limits: Limits, pricing: Pric
         rate_min=rate_min,
         rate_max=rate_max,
         points=program.points_a if tier_a else program.points_b,
-        term_months=program.term_months,
+        term_months=_term_months(program, facts),
         expires_at=now + timedelta(days=OFFER_VALID_DAYS),
     )
+
+
+def _term_months(program: Program, facts: DealFacts) -> int:
+    """The program's term, or its longer one when the rehab is heavy (more than a share of the price)."""
+    heavy = program.heavy_rehab_term_months is not None and program.heavy_rehab_share is not None and (
+        facts.rehab_budget > program.heavy_rehab_share * facts.purchase_price)
+    return program.heavy_rehab_term_months if heavy and program.heavy_rehab_term_months else program.term_months

@@ -154,6 +154,7 @@ class Deal:
     refinance: bool = False
     properties: int = 1
     features: frozenset[str] = frozenset()  # policy.Feature values: "short_term_rental" ...
+    months_owned: int | None = None  # a refinance: how long the borrower has owned the property
 
     def overlays(self, program: Program) -> list[Overlay]:
         """The program's extra rules for this deal's features."""
@@ -320,6 +321,19 @@ def underwrite(policy: LenderPolicy, program_id: str, deal: Deal, borrower: Borr
 
     if deal.cash_out and program.cash_out_max_ltv is None:
         findings.append(Finding("cash_out", "blocks", f"{loans} do not offer a cash-out refinance"))
+    elif deal.cash_out and program.cash_out_seasoning_months:
+        months = program.cash_out_seasoning_months
+        if deal.months_owned is None:
+            questions.append(f"Ask how long the caller has owned the property: a cash-out refinance uses today's "
+                             f"value after {months} months, before that the purchase price plus documented "
+                             "renovation cost.")
+            findings.append(Finding("seasoning", "unknown", f"the value used depends on {months} months of ownership"))
+        elif deal.months_owned < months:
+            questions.append(f"Ask what the caller paid for the property and spent on documented renovation: with "
+                             f"under {months} months of ownership that total, not today's value, is what the loan "
+                             "is measured against; analyze again with it as the value.")
+            findings.append(Finding("seasoning", "unknown",
+                                    f"with under {months} months of ownership the value is the price plus renovation"))
 
     loan, price = deal.inputs.loan_amount, deal.inputs.purchase_price
     if loan < program.min_loan:
@@ -422,3 +436,26 @@ def pricing_tier(policy: LenderPolicy, borrower: Borrower) -> Pricing:
         questions.append(f"Ask how many deals the caller has completed: {rule.min_deals} or more gets the lower "
                          "rate range.")
     return Pricing("A" if credit and deals else "B", tuple(questions))
+
+
+def liquidity_needed(program: Program, deal: Deal) -> float:
+    """Cash to close (none on a refinance that pays out) plus the program's reserves."""
+    inputs, results = deal.inputs, deal.results
+    cash_to_close = max(results.cash_to_close or 0.0, 0.0)
+    return (cash_to_close + program.reserve_months * results.monthly_pitia
+            + program.reserve_rehab_share * inputs.rehab_budget
+            + program.reserve_cost_share * (inputs.purchase_price + inputs.rehab_budget))
+
+
+def liquidity_check(program: Program, deal: Deal, liquidity: float | None) -> Finding:
+    """The borrower's liquid funds against what the deal needs; unknown is a question, not a zero."""
+    needed = liquidity_needed(program, deal)
+    if liquidity is None:
+        return Finding("liquidity", "unknown",
+                       f"Ask how much cash the caller has available: this deal needs about {dollars(needed)} for "
+                       "cash to close and reserves.")
+    if liquidity + 0.5 < needed:
+        return Finding("liquidity", "blocks",
+                       f"liquid funds of {dollars(liquidity)} are short of the about {dollars(needed)} needed for "
+                       "cash to close and reserves")
+    return Finding("liquidity", "ok", f"liquid funds of {dollars(liquidity)} cover cash to close and reserves")

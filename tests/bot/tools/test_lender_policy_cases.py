@@ -303,3 +303,36 @@ async def test_a_non_warrantable_condo_is_held_to_70_percent(registry) -> None:
     condo = {**RENTAL_80, "loan_amount": 290_000, "features": ["non_warrantable_condo"]}  # 72.5 %
     analysis = await call(registry, "analyze_deal", condo)
     assert analysis["verdict"]["fits"] is False and "70%" in analysis["verdict"]["text"]
+
+
+# --- the documents' remaining rules: heavy-rehab term, cash-out seasoning, liquidity --------------------------
+
+
+async def test_a_flip_with_a_heavy_rehab_gets_the_18_month_term(registry) -> None:
+    await lead_with(registry, credit_score=760, experience_deals=5, liquidity=500_000, loan_program="fix_and_flip")
+    heavy = {**FLIP, "purchase_price": 160_000, "loan_amount": 216_000, "rehab_budget": 90_000}  # rehab 56 %
+    assert (await call(registry, "analyze_deal", heavy))["verdict"]["fits"] is True
+    scored = await call(registry, "score_lead", {})
+    assert scored["offer"]["term_months"] == 18 and "18-month term" in scored["term_sheet"]
+
+
+async def test_a_cash_out_refinance_asks_how_long_the_property_was_owned(registry) -> None:
+    await lead_with(registry, credit_score=760, experience_deals=5)
+    refi = {**RENTAL_80, "loan_amount": 280_000, "loan_purpose": "cash_out_refinance"}
+    analysis = await call(registry, "analyze_deal", refi)
+    assert any("6 months" in question for question in analysis["verdict"]["questions"])
+    seasoned = await call(registry, "analyze_deal", {**refi, "months_owned": 9})
+    assert seasoned["verdict"]["fits"] is True
+    fresh = await call(registry, "analyze_deal", {**refi, "months_owned": 3})
+    assert fresh["verdict"]["fits"] is None and "renovation" in " ".join(fresh["verdict"]["questions"])
+
+
+async def test_liquidity_short_of_cash_to_close_and_reserves_blocks_and_unknown_is_asked(registry) -> None:
+    await lead_with(registry, credit_score=760, experience_deals=5, loan_program="dscr_rental")
+    await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 300_000})  # 100,000 down
+    unknown = await call(registry, "score_lead", {})
+    assert unknown["offer"] is not None and any("cash" in q for q in unknown["questions"])
+    await lead_with(registry, liquidity=60_000)
+    short = await call(registry, "score_lead", {})
+    assert short["offer"] is None
+    assert any("$60,000" in blocker and "reserves" in blocker for blocker in short["blockers"]), short["blockers"]

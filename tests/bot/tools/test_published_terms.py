@@ -148,3 +148,17 @@ def test_the_special_cases_are_the_published_ones() -> None:
         assert any(o.feature == "foreign_national" and not o.allowed for o in PROGRAMS[program].overlays), program
     assert overlays["non_warrantable_condo"].max_ltv == 0.70
     assert "Non-warrantable condos: up to 70% LTV." in program_section("dscr_rental")
+
+
+def test_terms_reserves_and_seasoning_are_the_published_ones() -> None:
+    flip, dscr = PROGRAMS["fix_and_flip"], PROGRAMS["dscr_rental"]
+    assert (flip.heavy_rehab_term_months, flip.heavy_rehab_share) == (18, 0.5)
+    assert "18 months when the rehab budget is more than 50% of the purchase price" in program_section("fix_and_flip")
+    assert (flip.reserve_rehab_share, flip.reserve_months) == (0.10, 3)
+    assert "plus 10% of the rehab budget and 3 months\n  of interest payments" in program_section("fix_and_flip")
+    assert dscr.reserve_months == PROGRAMS["portfolio"].reserve_months == 6
+    assert "Reserves: 6 months of PITIA" in program_section("dscr_rental")
+    assert "Reserves: 6 months of PITIA" in program_section("portfolio")
+    assert PROGRAMS["ground_up_construction"].reserve_cost_share == 0.10
+    assert "Liquidity of 10% of total project cost" in program_section("ground_up_construction")
+    assert dscr.cash_out_seasoning_months == 6 and "owned for 6 months" in program_section("dscr_rental")
