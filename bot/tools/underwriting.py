@@ -106,8 +106,13 @@ class Check:
         return value >= self.limit if self.kind == "min" else value <= self.limit
 
     def as_dict(self) -> dict[str, Any]:
-        value = None if self.value is None else round(self.value, 4)
-        return {"metric": self.metric, "value": value, "limit": self.limit, "kind": self.kind, "passed": self.passed}
+        """As the results show them: DSCR as a ratio, the others in percent (`ltv_percent` 80.0)."""
+        if self.metric == "dscr":
+            value = None if self.value is None else round(self.value, 4)
+            return {"metric": "dscr", "value": value, "limit": self.limit, "kind": self.kind, "passed": self.passed}
+        value = None if self.value is None else round(self.value * 100, 2)
+        return {"metric": f"{self.metric}_percent", "value": value, "limit": round(self.limit * 100, 2),
+                "kind": self.kind, "passed": self.passed}
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ async def test_an_early_analysis_is_judged_against_the_program_the_caller_chose(
     chosen = await call(registry, "analyze_deal", early, caller())
     assert (chosen["program"], chosen["program_source"]) == ("dscr_rental", "the caller's lead")
     assert chosen["verdict"]["fits"] is None  # DSCR needs the rent; the 80 % LTV is within the program's limit
-    assert {c["metric"]: c["passed"] for c in chosen["verdict"]["checks"]} == {"dscr": None, "ltv": True}
+    assert {c["metric"]: c["passed"] for c in chosen["verdict"]["checks"]} == {"dscr": None, "ltv_percent": True}
     asked = await call(registry, "analyze_deal", {**early, "program": "bridge"}, caller())
     assert (asked["program"], asked["program_source"]) == ("bridge", "asked")
 

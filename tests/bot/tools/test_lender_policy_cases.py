@@ -336,3 +336,9 @@ async def test_liquidity_short_of_cash_to_close_and_reserves_blocks_and_unknown_
     short = await call(registry, "score_lead", {})
     assert short["offer"] is None
     assert any("$60,000" in blocker and "reserves" in blocker for blocker in short["blockers"]), short["blockers"]
+
+
+async def test_5_checks_are_in_percent_too(registry) -> None:
+    checks = (await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 300_000}))["verdict"]["checks"]
+    ltv = next(check for check in checks if check["metric"] == "ltv_percent")
+    assert (ltv["value"], ltv["limit"]) == (75.0, 75.0)  # not 0.75 and 0.75
