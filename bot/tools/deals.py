@@ -161,11 +161,11 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
             land = args.land_and_construction or lead.property_type == "land"
             program, program_source = infer_program(policy, deal, land), "inferred from the deal"  # type: ignore[assignment]
         if program not in policy.programs:
-            raise ToolFailure("unknown_program", f"This lender has no {program} program; offer "
-                              f"{', '.join(policy.programs)}.")
+            names = ", ".join(p.name for p in policy.programs.values())
+            raise ToolFailure("unknown_program", f"This lender does not offer that program; its programs are {names}.")
         verdict = underwrite(policy, program, deal, borrower)
         fits = [p for p in policy.programs if p != program and underwrite(policy, p, deal, borrower).fits]
-        rounded = present(results, policy.programs[program].is_rehab and program == "ground_up_construction")
+        rounded = present(results, ground_up=program == "ground_up_construction")
 
         def store(session: Session) -> tuple[int | None, int | None]:
             lead_row = caller_lead(session, context)

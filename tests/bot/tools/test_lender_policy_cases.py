@@ -342,3 +342,13 @@ async def test_5_checks_are_in_percent_too(registry) -> None:
     checks = (await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 300_000}))["verdict"]["checks"]
     ltv = next(check for check in checks if check["metric"] == "ltv_percent")
     assert (ltv["value"], ltv["limit"]) == (75.0, 75.0)  # not 0.75 and 0.75
+
+
+async def test_a_program_the_lender_does_not_offer_is_refused_by_name(database, tmp_path: Path) -> None:
+    policy = tmp_path / "no-portfolio.toml"
+    policy.write_text(SHIPPED_POLICY.split("[programs.portfolio]")[0], encoding="utf-8")
+    registry = build_registry(test_settings(lender_policy_file=policy), database)
+    result = await call(registry, "analyze_deal", {**RENTAL_80, "program": "portfolio"})
+    assert result["error"]["code"] == "unknown_program" and "DSCR rental" in result["error"]["message"]
+    inferred = await call(registry, "analyze_deal", {**RENTAL_80, "program": None, "property_count": 8})
+    assert inferred["program"] != "portfolio"
