@@ -7,36 +7,18 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
+from bot.policy import WEEKDAYS, LenderPolicy, PolicyError, load_policy
 from realtime.persona import DEFAULT_INSTRUCTIONS
 
 Voice = Literal["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
 
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class ProgramGuideline(BaseModel):
-    """One loan program's limits; ratios are decimals (0.75 means 75 %), None means "not tested"."""
-
-    min_dscr: float | None = Field(None, gt=0)
-    max_ltv: float = Field(gt=0, le=1)
-    max_ltc: float | None = Field(None, gt=0, le=1)
-    max_arv_ltv: float | None = Field(None, gt=0, le=1)
-
-
-DEFAULT_PROGRAM_GUIDELINES: dict[str, ProgramGuideline] = {
-    "dscr_rental": ProgramGuideline(min_dscr=1.0, max_ltv=0.80),
-    "fix_and_flip": ProgramGuideline(max_ltv=0.90, max_ltc=0.90, max_arv_ltv=0.75),
-    "bridge": ProgramGuideline(max_ltv=0.75),
-    "ground_up_construction": ProgramGuideline(max_ltv=0.75, max_ltc=0.85, max_arv_ltv=0.70),
-    "portfolio": ProgramGuideline(min_dscr=1.20, max_ltv=0.75),
-}
+__all__ = ["WEEKDAYS", "Settings", "SettingsError", "load_settings"]
 
 
 class SettingsError(Exception):
@@ -47,7 +29,7 @@ class Settings(BaseSettings):
     """Every setting Cap reads; names are the environment variables in upper case."""
 
     # env_ignore_empty: `NAME=` (as .env.example writes every optional setting) means "the default", also for
-    # settings read as JSON (PROGRAM_GUIDELINES), which would otherwise fail to parse.
+    # settings read as JSON (SHARD_IDS), which would otherwise fail to parse.
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # OpenAI Realtime (GA interface only).
@@ -92,10 +74,12 @@ class Settings(BaseSettings):
     business_timezone: str = "America/New_York"
     business_hours_start: int = Field(9, ge=0, le=23)
     business_hours_end: int = Field(17, ge=1, le=24)
-    business_days: str = "mon,tue,wed,thu,fri"
+    # None: the lender policy's business days.
+    business_days: str | None = None
     call_duration_minutes: int = Field(30, ge=5, le=240)
-    # JSON object; entries given replace the defaults for those programs, the others keep theirs.
-    program_guidelines: dict[str, ProgramGuideline] = DEFAULT_PROGRAM_GUIDELINES
+    # The lender's programs, limits, pricing, states and holidays (TOML); None: the demo lender's shipped
+    # bot/data/lender_policy.toml. Read and validated at start-up.
+    lender_policy_file: Path | None = None
     phone_default_region: str = "US"
     leads_role_id: int | None = None
 
@@ -152,17 +136,33 @@ class Settings(BaseSettings):
 
     @field_validator("business_days")
     @classmethod
-    def _weekday_names(cls, value: str) -> str:
+    def _weekday_names(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
         days = [day.strip().lower()[:3] for day in value.split(",") if day.strip()]
         unknown = [day for day in days if day not in WEEKDAYS]
         if not days or unknown:
             raise ValueError(f"comma-separated weekdays like mon,tue,wed expected, got {value!r}")
         return ",".join(days)
 
-    @field_validator("program_guidelines")
+    @field_validator("lender_policy_file", mode="before")
     @classmethod
-    def _merge_guidelines(cls, value: dict[str, ProgramGuideline]) -> dict[str, ProgramGuideline]:
-        return {**DEFAULT_PROGRAM_GUIDELINES, **value}
+    def _blank_policy_is_shipped(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("lender_policy_file")
+    @classmethod
+    def _valid_policy(cls, value: Path | None) -> Path | None:
+        try:
+            load_policy(value)  # cached: the tools get the same validated object
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def policy(self) -> LenderPolicy:
+        """The lender's rules (validated when the settings were loaded)."""
+        return load_policy(self.lender_policy_file)
 
     @field_validator("leads_role_id", "dev_guild_id", "shard_count", "shard_ids", mode="before")
     @classmethod
@@ -188,7 +188,9 @@ class Settings(BaseSettings):
 
     @property
     def business_weekdays(self) -> frozenset[int]:
-        """BUSINESS_DAYS as datetime.weekday() numbers (Monday is 0)."""
+        """BUSINESS_DAYS (else the policy's business days) as datetime.weekday() numbers (Monday is 0)."""
+        if self.business_days is None:
+            return self.policy.schedule.weekdays
         return frozenset(WEEKDAYS.index(day) for day in self.business_days.split(","))
 
     @field_validator("instructions_file", "market_data_csv")
@@ -241,7 +243,7 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
         raise SettingsError(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
-    except PydanticSettingsError as exc:  # a JSON setting (PROGRAM_GUIDELINES, SHARD_IDS) that does not parse
+    except PydanticSettingsError as exc:  # a JSON setting (SHARD_IDS) that does not parse
         field = re.search(r'field "(\w+)"', str(exc))
         raise SettingsError(f"{field[1].upper() if field else 'settings'}: not valid JSON") from None
     except UnicodeDecodeError:

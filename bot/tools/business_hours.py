@@ -3,11 +3,12 @@ UTC instants per day with zoneinfo, and every comparison is made in UTC."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+import holidays
 from icalendar import Calendar, Event
 
 from bot.settings import WEEKDAYS, Settings
@@ -51,6 +52,21 @@ def overlaps(start: datetime, end: datetime, busy: Sequence[Interval]) -> bool:
     return any(start < busy_end and busy_start < end for busy_start, busy_end in busy)
 
 
+class ClosedDays:
+    """A country's public holidays on their observed dates (the `holidays` package: US gives the federal
+    ones, e.g. Independence Day 2026 on Friday July 3) plus the lender's own closed dates."""
+
+    def __init__(self, country: str, extra: frozenset[date] = frozenset()) -> None:
+        # holidays' calendars fill in years on demand (expand=True), so a booking next January is covered.
+        self._holidays = holidays.country_holidays(country) if country else None
+        self._extra = extra
+
+    def __contains__(self, day: object) -> bool:
+        if not isinstance(day, date):
+            return False
+        return day in self._extra or (self._holidays is not None and day in self._holidays)
+
+
 @dataclass(frozen=True)
 class BusinessHours:
     zone: ZoneInfo
@@ -58,24 +74,28 @@ class BusinessHours:
     end_hour: int  # exclusive; 24 means midnight
     weekdays: frozenset[int]  # Monday is 0
     duration: timedelta
+    closed_days: Container[date] = field(default_factory=frozenset)  # holidays, local dates
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BusinessHours:
+        schedule = settings.policy.schedule
         return cls(
             ZoneInfo(settings.business_timezone),
             settings.business_hours_start,
             settings.business_hours_end,
             settings.business_weekdays,
             timedelta(minutes=settings.call_duration_minutes),
+            ClosedDays(schedule.holiday_calendar, frozenset(schedule.closed_dates)),
         )
 
     def summary(self) -> str:
         days = ", ".join(WEEKDAYS[d].capitalize() for d in sorted(self.weekdays))
-        return f"{days}, {self.start_hour:02d}:00-{self.end_hour:02d}:00 {self.zone.key}"
+        closed = ", closed on holidays" if isinstance(self.closed_days, ClosedDays) else ""
+        return f"{days}, {self.start_hour:02d}:00-{self.end_hour:02d}:00 {self.zone.key}{closed}"
 
     def opening(self, day: date) -> Interval | None:
         """That local day's opening hours as UTC instants, or None on a closed day."""
-        if day.weekday() not in self.weekdays:
+        if day.weekday() not in self.weekdays or day in self.closed_days:
             return None
         opens = datetime.combine(day, time(self.start_hour), tzinfo=self.zone)
         closes = datetime.combine(day, time(0), tzinfo=self.zone) + timedelta(hours=self.end_hour)
@@ -107,6 +127,8 @@ class BusinessHours:
         if start > now + MAX_AHEAD:
             return "too_far_ahead", (f"Calls can be booked up to {MAX_AHEAD.days} days ahead; "
                                      "check the date and the year with the caller.")
+        if start.astimezone(self.zone).date() in self.closed_days:
+            return "outside_business_hours", f"The office is closed that day for a holiday ({self.summary()})."
         if not self.contains(start):
             return "outside_business_hours", f"That is outside business hours ({self.summary()})."
         if overlaps(start, start + self.duration, busy):

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.settings import Settings
+from bot.tools.trade_words import NUMBER_WORDS, expand, out_of_scope
 from realtime.tools import Tool, ToolContext, ToolFailure
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ _STOPWORD_TEXT = (
     "some such t tell than thank thanks that the their them then there these they this those through to "
     "too um uh under until up us ve very want was we were what when where which while who whom why will "
     "with won would yeah yes you your yours"
+    # Spoken filler: a caller's "you guys", "right now", "kind of" says nothing about the topic.
+    " guys gonna wanna kinda sorta kind sort right currently actually basically maybe thing things stuff"
+    " wants wanted wondering curious looking question questions mean means whats ago"
+    # A lender's every page is about lending: "what can you lend" must not pick the "Do you lend..." headings.
+    " lend lends lending borrow"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
@@ -89,8 +95,9 @@ class SearchHit:
 
 
 def query_terms(query: str) -> list[str]:
-    """The query's content words, lower-cased and de-duplicated: plain tokens, never FTS5 syntax."""
-    words = _WORD.findall(_fold(query))
+    """The query's content words, lower-cased and de-duplicated: plain tokens, never FTS5 syntax. Borrower
+    phrasing is rewritten to the documents' words first (trade_words: "refi" -> refinance)."""
+    words = _WORD.findall(expand(_fold(query)))
     terms = [w for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
     return list(dict.fromkeys(terms))[:MAX_QUERY_TERMS]
 
@@ -163,9 +170,15 @@ class KnowledgeBase:
 
     def search(self, query: str, limit: int = 4) -> list[SearchHit]:
         """The best `limit` passages for `query` scoring at least `min_score`, best first (blocking)."""
+        if out_of_scope(_fold(query)):
+            return []
         terms = query_terms(query)
         with self._lock:
             index = self._current_index()
+            # A number the documents never mention ("my FICO is 640") says nothing about which passage
+            # answers; left in, its high weight would make the coverage gate call the question unknown.
+            terms = [t for t in terms
+                     if not (t.isdigit() or t in NUMBER_WORDS) or index.document_frequency(t) > 0]
             if not terms:
                 return []
             hits = index.search(terms, limit)

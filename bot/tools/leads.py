@@ -17,17 +17,17 @@ from bot.storage.leads import upsert_lead
 from bot.storage.models import MAX_ROW_ID, DealAnalysis, Lead, Offer, utcnow
 from bot.tools._common import caller_lead, current_conversation, fill_from_analysis, in_transaction
 from bot.tools.context import CONSOLE_GUILD_ID, is_identified_user
-from bot.tools.finance import Program
+from bot.tools.finance import DealInputs, Program, analyze
 from bot.tools.scoring import (
     CreditBand,
     DealFacts,
     OfferTerms,
     Timeline,
-    credit_band_for,
     offer_terms,
     score,
     term_sheet,
 )
+from bot.tools.underwriting import Borrower, Deal, Verdict, liquidity_check, pricing_tier, underwrite
 from realtime.tools import Tool, ToolContext, ToolFailure
 
 PropertyType = Literal[
@@ -50,10 +50,11 @@ SAVE_DESCRIPTION = (
     "An invalid email or phone comes back as an error naming the field: ask the caller to repeat it."
 )
 SCORE_DESCRIPTION = (
-    "Score the caller's lead 0-100 with a tier (A-D) and the reasons, from credit, experience, the latest "
-    "analyze_deal result, liquidity and timeline. Call it after save_lead and analyze_deal. When the lead "
-    "qualifies, an indicative offer is created and returned as a short term sheet you may read out; "
-    "otherwise `blockers` says what stands in the way. Never promise approval: offers are indicative."
+    "Check the caller's lead against the lender's policy and score it 0-100 (A-D, for the loan team). Call "
+    "it after save_lead and analyze_deal. When the latest deal fits the policy, an indicative offer priced "
+    "by the borrower's risk is created and returned as a short term sheet you may read out; otherwise "
+    "`blockers` says what stands in the way in words you can say, and `questions` what to ask next (one at "
+    "a time). Never promise approval: offers are indicative."
 )
 
 # Asked in this order: the deal first, then the borrower.
@@ -100,9 +101,11 @@ class SaveLeadArguments(BaseModel):
     purchase_price: float | None = Field(None, gt=0, description="Purchase price or current value, USD.")
     after_repair_value: float | None = Field(None, gt=0, description="After-repair value (ARV), USD.")
     rehab_budget: float | None = Field(None, ge=0, description="Rehab or construction budget, USD.")
-    credit_band: CreditBand | None = Field(None, description="Credit score band, if the caller gave a range.")
+    credit_band: CreditBand | None = Field(
+        None, description="Credit score band, only if the caller gave a range rather than a number."
+    )
     credit_score: int | None = Field(
-        None, ge=300, le=850, description="Credit score, if the caller gave a number."
+        None, ge=300, le=850, description="Credit score, if the caller gave a number (kept exactly)."
     )
     experience_deals: int | None = Field(None, ge=0, le=10000, description="Real-estate deals completed.")
     liquidity: float | None = Field(None, ge=0, description="Cash and liquid reserves available, USD.")
@@ -181,6 +184,35 @@ def deal_facts(analysis: DealAnalysis | None) -> DealFacts | None:
     )
 
 
+def analysis_deal(analysis: DealAnalysis) -> Deal:
+    """The stored analysis as a deal again, so it is judged with what the lead says now (score, deals)."""
+    inputs = analysis.inputs
+    purpose = inputs.get("loan_purpose") or "purchase"
+
+    def money(name: str) -> float:
+        return float(inputs.get(name) or 0.0)
+
+    deal_inputs = DealInputs(
+        purchase_price=float(inputs["purchase_price"]),
+        loan_amount=float(inputs["loan_amount"]),
+        interest_rate=float(inputs["interest_rate"]),
+        term_years=int(inputs.get("term_years") or 30),
+        interest_only=bool(inputs.get("interest_only")),
+        monthly_rent=inputs.get("monthly_rent"),
+        property_taxes_annual=money("property_taxes_annual"),
+        insurance_annual=money("insurance_annual"),
+        hoa_monthly=money("hoa_monthly"),
+        rehab_budget=money("rehab_budget"),
+        after_repair_value=inputs.get("after_repair_value"),
+        closing_costs=money("closing_costs"),
+        refinance=purpose != "purchase",
+        existing_loan_balance=inputs.get("existing_loan_balance"),
+    )
+    return Deal(deal_inputs, analyze(deal_inputs), cash_out=purpose == "cash_out_refinance",
+                refinance=purpose != "purchase", properties=int(inputs.get("property_count") or 1),
+                features=frozenset(inputs.get("features") or ()), months_owned=inputs.get("months_owned"))
+
+
 def offer_dict(offer: Offer | OfferTerms, offer_id: int | None) -> dict[str, Any]:
     expires: datetime = offer.expires_at
     return {
@@ -204,8 +236,10 @@ def save_lead_tool(settings: Settings, database: Database) -> Tool:
         fields["email"] = normalise_email(args.email) if args.email and args.email.strip() else None
         fields["phone"] = normalise_phone(args.phone, region) if args.phone and args.phone.strip() else None
         fields["arv"] = args.after_repair_value
-        if args.credit_band is None and args.credit_score is not None:
-            fields["credit_band"] = credit_band_for(args.credit_score)
+        if args.credit_score is not None:
+            # The exact score is kept (lender minimums like 650 or 660 fall inside the bands). No schema
+            # change: the lead's credit_band column (text) holds either a band ("680-719") or a score ("705").
+            fields["credit_band"] = str(args.credit_score)
         user_id = context.user_id if is_identified_user(context.user_id) else None
 
         def save(session: Session) -> dict[str, Any]:
@@ -257,7 +291,7 @@ def save_lead_tool(settings: Settings, database: Database) -> Tool:
 
 
 def score_lead_tool(settings: Settings, database: Database) -> Tool:
-    guidelines = settings.program_guidelines
+    policy = settings.policy
 
     async def handler(args: ScoreLeadArguments, context: ToolContext) -> dict[str, Any]:
         def run(session: Session) -> dict[str, Any]:
@@ -268,35 +302,50 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
                 )
             analysis = latest_analysis(session, context.guild_id, lead.id)
             facts = deal_facts(analysis)
-            program = facts.program if facts else lead.loan_program
-            guideline = guidelines.get(program) if program else None
+            program_id = facts.program if facts else lead.loan_program
+            program = policy.programs.get(program_id) if program_id else None
             result = score(
-                credit_band=lead.credit_band,
+                credit=lead.credit_band,
                 experience_deals=lead.experience_deals,
                 liquidity=lead.liquidity,
                 timeline=lead.timeline,
                 facts=facts,
-                guideline=guideline,
+                program=program,
             )
+            borrower = Borrower.of(lead.credit_band, lead.experience_deals)
+            verdict: Verdict | None = None
+            blockers: list[str] = []
+            questions: list[str] = []
+            if analysis is None or program is None or program_id is None:
+                blockers.append("no deal analyzed yet: run analyze_deal with the deal's figures")
+            else:
+                deal = analysis_deal(analysis)
+                verdict = underwrite(policy, program_id, deal, borrower)
+                blockers.extend(verdict.blockers)
+                questions.extend(verdict.questions)
+                cash = liquidity_check(program, deal, lead.liquidity)
+                if cash.status == "blocks":
+                    blockers.append(cash.text)
+                elif cash.status == "unknown":
+                    questions.append(cash.text)  # worth asking; it does not hold the indicative offer back
+            qualifies = verdict is not None and verdict.fits is True and verdict.limits is not None and not blockers
             lead.score, lead.tier = result.score, result.tier
             if lead.status in ("new", "qualified", "nurture"):
-                lead.status = "qualified" if result.qualifies else "nurture"
+                lead.status = "qualified" if qualifies else "nurture"
             lead.updated_at = utcnow()
             session.add(lead)
-            out: dict[str, Any] = {"lead_id": lead.id, **result.as_dict(), "offer": None}
-            if result.qualifies and facts is not None and guideline is not None:
+            out: dict[str, Any] = {"lead_id": lead.id, **result.as_dict(), "qualifies": qualifies,
+                                   "blockers": blockers, "questions": questions, "offer": None}
+            if qualifies and verdict is not None and verdict.limits is not None and program is not None:
+                assert facts is not None and program_id is not None
+                pricing = pricing_tier(policy, borrower)
+                questions.extend(pricing.questions)
                 now = utcnow()
-                terms = offer_terms(
-                    result.tier,
-                    facts,
-                    guideline,
-                    now,
-                    experience_deals=lead.experience_deals,
-                    credit_band=lead.credit_band,
-                )
+                terms = offer_terms(program_id, program, verdict.limits, pricing, facts, now)
                 offer = _reuse_or_issue(session, context.guild_id, lead.id, terms, now)
+                out["pricing_tier"] = pricing.tier
                 out["offer"] = offer_dict(offer, offer.id)
-                out["term_sheet"] = term_sheet(offer)
+                out["term_sheet"] = term_sheet(offer, program)
             return out
 
         return await in_transaction(database, run, what="score the lead")

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
@@ -27,6 +27,7 @@ from bot.tools.business_hours import (
     parse_start,
 )
 from bot.tools.context import is_identified_user
+from bot.tools.time_zones import UnknownTimeZone, resolve_zone
 from realtime.tools import Tool, ToolContext, ToolFailure
 
 DESCRIPTION = (
@@ -56,7 +57,10 @@ class ScheduleCallArguments(BaseModel):
     timezone: str | None = Field(
         None,
         max_length=64,
-        description=("The caller's IANA time zone, e.g. America/Chicago; omit to use the lender's."),
+        description=(
+            "The caller's time zone: an IANA name (America/Chicago) or a US zone as said (Eastern, CST, "
+            "Pacific); omit to use the lender's."
+        ),
     )
     topic: str | None = Field(None, max_length=300, description="What the caller wants to discuss.")
     lead_id: int | None = Field(
@@ -79,13 +83,9 @@ def schedule_call_tool(
 
     async def handler(args: ScheduleCallArguments, context: ToolContext) -> dict[str, Any]:
         try:
-            zone = ZoneInfo(args.timezone.strip()) if args.timezone and args.timezone.strip() else hours.zone
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones, e.g. "US" or "Europe"
-            raise ToolFailure(
-                "invalid_timezone",
-                f"{args.timezone!r} is not a time zone; use an IANA name like America/Chicago.",
-                field="timezone",
-            ) from None
+            zone = resolve_zone(args.timezone) if args.timezone and args.timezone.strip() else hours.zone
+        except UnknownTimeZone as exc:
+            raise ToolFailure("invalid_timezone", str(exc), field="timezone") from None
         now = clock()
         invalid_start = ToolFailure(
             "invalid_start_time",

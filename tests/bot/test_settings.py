@@ -41,7 +41,8 @@ def test_defaults_are_the_seeds_behaviour_on_the_ga_api() -> None:
     ("REALTIME_URL", "ws://127.0.0.1:99999/v1/realtime"),
     ("REALTIME_URL", "ws://[::1/v1/realtime"),
     ("INSTRUCTIONS_FILE", "/nonexistent/prompt.txt"),
-    ("PROGRAM_GUIDELINES", "{bad"),
+    ("LENDER_POLICY_FILE", "/nonexistent/policy.toml"),
+    ("SHARD_IDS", "[bad"),
     ("OPENAI_API_KEY", "sk-abc\x01def"),
 ])
 def test_a_malformed_setting_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -63,10 +64,23 @@ def test_files_that_are_not_utf8_are_one_line(tmp_path: Path) -> None:
 
 
 def test_a_blank_optional_setting_means_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROGRAM_GUIDELINES", "")  # as .env.example writes optional settings
+    monkeypatch.setenv("LENDER_POLICY_FILE", "")  # as .env.example writes optional settings
+    monkeypatch.setenv("BUSINESS_DAYS", "")
     monkeypatch.setenv("DEV_GUILD_ID", "")
     settings = load_settings()
-    assert settings.program_guidelines["dscr_rental"].min_dscr == 1.0 and settings.dev_guild_id is None
+    assert settings.policy.programs["dscr_rental"].min_dscr == 1.0 and settings.dev_guild_id is None
+    assert settings.business_weekdays == frozenset(range(5))  # the policy's Monday to Friday
+
+
+def test_a_policy_file_that_is_not_toml_is_one_line(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("lender = [unclosed\n", encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"^LENDER_POLICY_FILE: policy.toml is not valid TOML"):
+        load_settings(lender_policy_file=str(policy))
+    policy.write_text('lender = "X"\nsurprise = 1\n', encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        load_settings(lender_policy_file=str(policy))
+    assert "\n" not in str(info.value) and str(info.value).startswith("LENDER_POLICY_FILE: ")
 
 
 def test_a_missing_key_is_named_only_when_needed() -> None:

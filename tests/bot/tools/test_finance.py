@@ -1,18 +1,20 @@
-"""Deal math against cases worked by hand (standard amortization tables agree to the cent)."""
+"""Deal math against cases worked by hand (standard amortization tables agree to the cent), and the
+verdicts the lender policy gives on them."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.settings import DEFAULT_PROGRAM_GUIDELINES, ProgramGuideline
-from bot.tools.finance import (
-    DealInputs,
-    analyze,
-    interest_only_payment,
-    judge,
-    monthly_payment,
-    suggest_program,
-)
+from bot.policy import LeverageTier, load_policy
+from bot.tools.finance import DealInputs, analyze, interest_only_payment, monthly_payment
+from bot.tools.underwriting import Borrower, Deal, Verdict, infer_program, underwrite
+
+POLICY = load_policy()
+SEASONED = Borrower.of(760, 10)  # meets every credit and experience rule: only the deal is judged
+
+
+def judge(deal: DealInputs, program: str, borrower: Borrower = SEASONED, policy=POLICY) -> Verdict:
+    return underwrite(policy, program, Deal(deal, analyze(deal)), borrower)
 
 
 @pytest.mark.parametrize(
@@ -102,8 +104,8 @@ def test_flip_deal_by_hand() -> None:
     assert r.monthly_principal_interest == pytest.approx(1416.67, abs=0.005)
     assert r.cash_to_close == pytest.approx(200_000 + 5_000 + 50_000 - 170_000)  # 85,000
     assert r.dscr is None and r.noi_annual is None and r.cash_on_cash is None
-    assert suggest_program(deal) == "fix_and_flip"
-    verdict = judge(r, "fix_and_flip", DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"])
+    assert infer_program(POLICY, Deal(deal, r)) == "fix_and_flip"
+    verdict = judge(deal, "fix_and_flip")
     assert verdict.fits is True and "Fits the fix-and-flip guidelines" in verdict.text
 
 
@@ -119,37 +121,43 @@ def test_a_flip_is_judged_on_the_purchase_share_of_the_loan() -> None:
     )
     r = analyze(deal)
     assert r.ltv == pytest.approx(1.125) and r.purchase_ltv == pytest.approx(0.875)
-    verdict = judge(r, "fix_and_flip", DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"])
+    verdict = judge(deal, "fix_and_flip")
     assert verdict.fits is True
-    assert "purchase LTV 0.88 is within the 0.90 maximum" in verdict.text
-    assert judge(r, "bridge", DEFAULT_PROGRAM_GUIDELINES["bridge"]).fits is False  # no rehab funding there
-    over = analyze(DealInputs(**{**deal.__dict__, "loan_amount": 235_000, "purchase_price": 205_000}))
-    assert over.purchase_ltv == pytest.approx(185_000 / 205_000)  # 0.9024: above 90 % of the price
-    assert judge(over, "fix_and_flip", DEFAULT_PROGRAM_GUIDELINES["fix_and_flip"]).fits is False
+    assert "the loan is 87.5% of the purchase price (the rehab is funded on top), within the 90% maximum" in (
+        verdict.text)
+    assert judge(deal, "bridge").fits is False  # no rehab funding there
+    over_deal = DealInputs(**{**deal.__dict__, "loan_amount": 235_000, "purchase_price": 205_000})
+    assert analyze(over_deal).purchase_ltv == pytest.approx(185_000 / 205_000)  # 0.9024: above 90 % of the price
+    assert judge(over_deal, "fix_and_flip").fits is False
+    # A first flip is held to 85 % of the price: the same deal does not fit without the track record.
+    first_flip = judge(deal, "fix_and_flip", Borrower.of(760, 0))
+    assert first_flip.fits is False and "above the 85% maximum" in first_flip.text
+    assert "3 completed deals" in first_flip.text
 
 
-def test_rounded_results_are_cents_and_four_place_ratios() -> None:
+def test_rounded_results_are_cents_four_place_dscr_and_percentages() -> None:
     rounded = analyze(RENTAL).rounded()
     assert rounded["monthly_principal_interest"] == 2046.53
     assert rounded["dscr"] == 1.2566
-    assert rounded["ltv"] == 0.75
+    assert rounded["ltv_percent"] == 75.0
 
 
 def test_verdicts() -> None:
-    rental = analyze(RENTAL)
-    fits = judge(rental, "dscr_rental", DEFAULT_PROGRAM_GUIDELINES["dscr_rental"])
+    fits = judge(RENTAL, "dscr_rental")
     assert fits.fits is True
     assert fits.text == (
-        "Fits the DSCR rental guidelines: DSCR 1.26 meets the 1.00 minimum; "
-        "LTV 0.75 is within the 0.80 maximum."
+        "Fits the DSCR rental guidelines: a DSCR of 1.26 meets the 1.00 minimum; "
+        "the loan is 75% of the price, within the 80% maximum."
     )
-    strict = judge(rental, "portfolio", ProgramGuideline(min_dscr=1.30, max_ltv=0.70))
-    assert strict.fits is False
-    assert "DSCR 1.26 is below the 1.30 minimum" in strict.text
-    assert "LTV 0.75 is above the 0.70 maximum" in strict.text
-    no_rent = analyze(DealInputs(purchase_price=400_000, loan_amount=300_000, interest_rate=7))
-    unknown = judge(no_rent, "dscr_rental", DEFAULT_PROGRAM_GUIDELINES["dscr_rental"])
-    assert unknown.fits is None and "without monthly_rent" in unknown.text
+    strict_rules = POLICY.programs["portfolio"].model_copy(
+        update={"min_dscr": 1.30, "leverage": (LeverageTier(max_ltv=0.70),), "min_properties": 1})
+    strict = POLICY.model_copy(update={"programs": {**POLICY.programs, "portfolio": strict_rules}})
+    verdict = judge(RENTAL, "portfolio", policy=strict)
+    assert verdict.fits is False
+    assert "a DSCR of 1.26 is below the 1.30 minimum" in verdict.text
+    assert "the loan is 75% of the price, above the 70% maximum" in verdict.text
+    unknown = judge(DealInputs(purchase_price=400_000, loan_amount=300_000, interest_rate=7), "dscr_rental")
+    assert unknown.fits is None and "monthly rent" in unknown.questions[0]
     assert unknown.as_dict()["checks"][0] == {
         "metric": "dscr",
         "value": None,
@@ -162,26 +170,33 @@ def test_verdicts() -> None:
 @pytest.mark.parametrize(
     ("rent_cover", "text"),
     [
-        (0.9951, "DSCR 0.9951 is below the 1.00 minimum"),  # not "DSCR 1.00 is below the 1.00 minimum"
-        (0.996, "DSCR 0.9960 is below the 1.00 minimum"),
-        (0.99, "DSCR 0.99 is below the 1.00 minimum"),  # two places when they tell the truth
-        (1.0, "DSCR 1.00 meets the 1.00 minimum"),
+        (0.9951, "a DSCR of 0.9951 is below the 1.00 minimum"),  # not "1.00 is below the 1.00 minimum"
+        (0.996, "a DSCR of 0.9960 is below the 1.00 minimum"),
+        (0.99, "a DSCR of 0.99 is below the 1.00 minimum"),  # two places when they tell the truth
+        (1.0, "a DSCR of 1.00 meets the 1.00 minimum"),
     ],
 )
 def test_a_verdict_never_reads_as_failing_at_the_limit(rent_cover: float, text: str) -> None:
     pitia = monthly_payment(300_000, 7, 30)
     rental = DealInputs(purchase_price=400_000, loan_amount=300_000, interest_rate=7, monthly_rent=rent_cover * pitia)
-    assert text in judge(analyze(rental), "dscr_rental", DEFAULT_PROGRAM_GUIDELINES["dscr_rental"]).text
-    over = analyze(DealInputs(purchase_price=400_000, loan_amount=300_040, interest_rate=7))  # LTV 0.7501
-    bridge = judge(over, "bridge", DEFAULT_PROGRAM_GUIDELINES["bridge"])
-    assert "LTV 0.7501 is above the 0.75 maximum" in bridge.text
+    assert text in judge(rental, "dscr_rental").text
+    over = DealInputs(purchase_price=400_000, loan_amount=300_040, interest_rate=7)  # LTV 75.01 %
+    assert "the loan is 75.01% of the price, above the 75% maximum" in judge(over, "bridge").text
 
 
 def test_a_ratio_exactly_at_the_limit_passes() -> None:
-    at_limit = analyze(DealInputs(purchase_price=500_000, loan_amount=400_000, interest_rate=7))
-    assert judge(at_limit, "bridge", ProgramGuideline(max_ltv=0.80)).fits is True
+    at_limit = DealInputs(purchase_price=400_000, loan_amount=300_000, interest_rate=7)
+    assert judge(at_limit, "bridge").fits is True
 
 
-def test_suggested_program() -> None:
-    assert suggest_program(RENTAL) == "dscr_rental"
-    assert suggest_program(DealInputs(purchase_price=1, loan_amount=1, interest_rate=1)) == "bridge"
+def test_inferred_program() -> None:
+    def infer(deal: DealInputs, properties: int = 1, land: bool = False) -> str:
+        return infer_program(POLICY, Deal(deal, analyze(deal), properties=properties), land)
+
+    assert infer(RENTAL) == "dscr_rental"
+    assert infer(RENTAL, properties=6) == "portfolio"
+    assert infer(DealInputs(purchase_price=300_000, loan_amount=200_000, interest_rate=9)) == "bridge"
+    lot = DealInputs(purchase_price=150_000, loan_amount=480_000, interest_rate=11, rehab_budget=450_000)
+    assert infer(lot) == "ground_up_construction"
+    small_lot = DealInputs(purchase_price=150_000, loan_amount=200_000, interest_rate=11, rehab_budget=100_000)
+    assert infer(small_lot) == "fix_and_flip" and infer(small_lot, land=True) == "ground_up_construction"

@@ -82,7 +82,8 @@ async def test_the_same_caller_is_updated_not_duplicated(registry, database) -> 
     )
     assert not again["created"]
     [lead] = leads_in(database, GUILD)
-    assert lead.credit_band == "760+" and lead.experience_deals == 6 and lead.phone == "+12125550100"
+    # The exact score is kept, not only its band.
+    assert lead.credit_band == "765" and lead.experience_deals == 6 and lead.phone == "+12125550100"
     assert "loan_program" not in again["missing"] and "credit_band" not in again["missing"]
 
 
@@ -163,7 +164,8 @@ async def test_analysis_is_stored_and_linked_when_the_lead_comes_later(registry,
     context = caller(conversation=conversation_id)
     analysis = await call(registry, "analyze_deal", RENTAL, context)
     assert analysis["ok"] and analysis["saved"] and analysis["lead_id"] is None
-    assert analysis["program"] == "dscr_rental" and analysis["verdict"]["fits"] is True
+    assert analysis["program"] == "dscr_rental" and analysis["verdict"]["fits"] is None  # no credit score yet
+    assert "credit score" in analysis["verdict"]["questions"][0]
     assert analysis["results"]["monthly_principal_interest"] == 2046.53
     saved = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com"}, context)
     with database.session() as session:
@@ -186,13 +188,13 @@ async def test_analyze_deal_rejects_nonsense(registry) -> None:
 async def test_an_early_analysis_is_judged_against_the_program_the_caller_chose(registry) -> None:
     early = {"purchase_price": 300_000, "loan_amount": 240_000, "interest_rate": 7.5}  # no rent yet
     guessed = await call(registry, "analyze_deal", early, caller(BOB))
-    assert guessed["program_source"] == "suggested from the figures" and guessed["program"] != "dscr_rental"
+    assert guessed["program_source"] == "inferred from the deal" and guessed["program"] != "dscr_rental"
     await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com",
                                        "loan_program": "dscr_rental"}, caller())
     chosen = await call(registry, "analyze_deal", early, caller())
     assert (chosen["program"], chosen["program_source"]) == ("dscr_rental", "the caller's lead")
     assert chosen["verdict"]["fits"] is None  # DSCR needs the rent; the 80 % LTV is within the program's limit
-    assert {c["metric"]: c["passed"] for c in chosen["verdict"]["checks"]} == {"dscr": None, "ltv": True}
+    assert {c["metric"]: c["passed"] for c in chosen["verdict"]["checks"]} == {"dscr": None, "ltv_percent": True}
     asked = await call(registry, "analyze_deal", {**early, "program": "bridge"}, caller())
     assert (asked["program"], asked["program_source"]) == ("bridge", "asked")
 
@@ -203,7 +205,7 @@ async def test_analysis_figures_survive_a_storage_failure(registry, monkeypatch)
 
     monkeypatch.setattr("bot.tools.deals.add_analysis", broken)
     result = await call(registry, "analyze_deal", RENTAL, caller())
-    assert result["ok"] and result["saved"] is False and result["results"]["ltv"] == 0.75
+    assert result["ok"] and result["saved"] is False and result["results"]["ltv_percent"] == 75.0
 
 
 async def test_score_needs_a_lead(registry) -> None:
@@ -280,7 +282,7 @@ async def test_two_callers_in_one_conversation_keep_their_own_leads(registry, da
         ann_lead, bob_lead = get_lead(session, GUILD, a["lead_id"]), get_lead(session, GUILD, b["lead_id"])
         assert session.get(DealAnalysis, ann_analysis["analysis_id"]).lead_id == a["lead_id"]
         assert session.get(DealAnalysis, bob_analysis["analysis_id"]).lead_id == b["lead_id"]
-    assert (ann_lead.full_name, ann_lead.email, ann_lead.credit_band) == ("Ann", "ann@example.com", "760+")
+    assert (ann_lead.full_name, ann_lead.email, ann_lead.credit_band) == ("Ann", "ann@example.com", "765")
     assert ann_lead.purchase_price == 400_000 and bob_lead.purchase_price == 500_000
     assert (bob_lead.discord_user_id, bob_lead.credit_band) == (BOB, "below_600")
 
