@@ -128,7 +128,7 @@ class VoiceSession:
                 failures += 1
                 if failures >= self._backoff.attempts:
                     raise RealtimeFatalError(f"{exc} (gave up after {failures} attempts)") from None
-                delay = self._backoff.delay(failures)
+                delay = max(self._backoff.delay(failures), exc.retry_after or 0.0)
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue

@@ -596,7 +596,9 @@ class _Session:
             )
             spec = self.server.function_calls.pop(0) if self.server.function_calls else None
             previous = self._last_item_id()
-            if self.server.fail_responses_with:
+            if self.server.fail_responses_with and self.server.fail_responses != 0:
+                if self.server.fail_responses is not None:
+                    self.server.fail_responses -= 1
                 self.response = None
                 failed = self._response_object(response, "failed", [], None)
                 await self._emit("response.done", response=failed)
@@ -752,7 +754,12 @@ class FakeRealtimeServer:
         cancel_function_call_response: bool = False,
         fatal_on_connect: str | None = None,
         reject_connections: int = 0,
+        reject_status: int = 503,
+        reject_headers: dict[str, str] | None = None,
+        reject_body: str | None = None,
+        handshake_delay_seconds: float = 0.0,
         fail_responses_with: str | None = None,
+        fail_responses: int | None = None,
         reject_session_update: tuple[str, str] | None = None,
         validate_own_events: bool = True,
     ) -> None:
@@ -773,7 +780,14 @@ class FakeRealtimeServer:
         self.cancel_function_call_response = cancel_function_call_response
         self.fatal_on_connect = fatal_on_connect
         self.reject_connections = reject_connections
+        # A refused handshake: its HTTP status, extra headers (Retry-After) and body (the API's JSON error).
+        self.reject_status = reject_status
+        self.reject_headers = dict(reject_headers or {})
+        self.reject_body = reject_body
+        self.handshake_delay_seconds = handshake_delay_seconds  # every handshake waits this long (a slow TLS path)
+        self.handshake_times: list[float] = []  # loop time of every handshake request, refused or not
         self.fail_responses_with = fail_responses_with  # an error code: every response.done is "failed"
+        self.fail_responses = fail_responses  # with fail_responses_with: only this many fail, then they work
         self.reject_session_update = reject_session_update  # (param, message) of an invalid_value error
         self.validate_own_events = validate_own_events
         self.connections: list[ConnectionRecord] = []
@@ -827,12 +841,21 @@ class FakeRealtimeServer:
         """The effective session config of the latest connection."""
         return self.connections[-1].session if self.connections else {}
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.handshake_times.append(asyncio.get_running_loop().time())
+        if self.handshake_delay_seconds:
+            await asyncio.sleep(self.handshake_delay_seconds)
         if self.reject_connections > 0:
             self.reject_connections -= 1
             self.rejected_handshakes += 1
             self._notify()
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
+            status = HTTPStatus(self.reject_status)
+            response = connection.respond(status, self.reject_body or f"{status.phrase}\n")
+            if self.reject_body is not None and self.reject_body.startswith("{"):
+                response.headers["Content-Type"] = "application/json"
+            for name, value in self.reject_headers.items():
+                response.headers[name] = value
+            return response
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
