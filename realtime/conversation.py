@@ -99,6 +99,12 @@ class Conversation:
         self._tool_calls: list[ToolCall] = []
         self._transcripts: list[TranscriptEntry] = []
         self._response_id: str | None = None
+        self._response_audio_done = False  # the current response's audio has all arrived
+        self._turn_unanswered = False  # a caller's turn was committed and no response has started since
+        self._results_undelivered = False  # tool results kept while disconnected: ask for a reply once connected
+        self._unconfirmed_outputs: dict[str, tuple[ToolCall, dict[str, Any]]] = {}  # sent, not yet seen added
+        self._tool_rounds = 0  # responses in a row that only called tools, since the caller last spoke
+        self._failed_reply_retried = False  # one retry of a server_error reply per caller turn
         self._create_pending = False  # response.create sent, response.created not seen yet
         self._response_wanted = False  # send response.create when the current response is done
         self._deferred_for_caller = False  # the caller is talking: the response to their turn will cover it
@@ -116,6 +122,7 @@ class Conversation:
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session.created": self._ignore,
             "session.updated": self._ignore,
+            "conversation.item.added": self._on_item_added,
             "error": self._on_error,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
@@ -147,7 +154,12 @@ class Conversation:
     # ----- connection lifecycle -----
 
     def on_connected(self) -> None:
-        """A new socket is a new session with no memory: configure it and replay what was said."""
+        """A new socket is a new session with no memory: configure it, replay what was said (and the results of
+        tools the old session never saw), then ask for the reply the caller was owed when the old one died."""
+        reply_cut_short = self._reply_cut_short()
+        for call, output in self._unconfirmed_outputs.values():  # sent into a socket that died: maybe never read
+            self._keep_result_for_next_session(call, output)
+        self._unconfirmed_outputs.clear()
         self.epoch += 1
         self.connected = True
         self._connected_at = self.clock()
@@ -155,6 +167,8 @@ class Conversation:
         self._uplink.clear()
         self._silent_frames = 0  # a new session hears the tail of silence too
         self._response_id = None
+        self._response_audio_done = False
+        self._turn_unanswered = False
         self._create_pending = False
         self._response_wanted = False
         self._deferred_for_caller = False
@@ -175,6 +189,20 @@ class Conversation:
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
                 self._outbox.append(protocol.replay_message(role, text))
+        if reply_cut_short or self._results_undelivered:
+            self._results_undelivered = False
+            self._request_response()
+
+    def _reply_cut_short(self) -> bool:
+        """The socket died owing the caller a reply: one asked for, unanswered, or still streaming its audio."""
+        return (self._create_pending or self._response_wanted or self._deferred_for_caller or self._turn_unanswered
+                or (self._response_id is not None and not self._response_audio_done))
+
+    @property
+    def reply_owed(self) -> bool:
+        """The server owes events now (a reply in progress, asked for, or a caller's turn unanswered): a socket
+        that stays silent meanwhile is dead."""
+        return self.connected and (self._response_id is not None or self._create_pending or self._turn_unanswered)
 
     @property
     def _session_update_id(self) -> str:
@@ -238,28 +266,50 @@ class Conversation:
     # ----- tool results -----
 
     def on_tool_result(self, call: ToolCall, output: dict[str, Any]) -> None:
+        if not self.connected:
+            # Anything sent now would be queued for a dead socket and lost: keep it for the next session.
+            self._awaiting_outputs.discard(call.call_id)
+            self._keep_result_for_next_session(call, output)
+            return
         if call.epoch != self.epoch or call.call_id not in self._awaiting_outputs:
             # The call's session is gone, but its side effects happened: tell the new session as a note.
-            note = f"Result of the {call.name} tool call made before the connection was renewed: " + \
-                json.dumps(output, ensure_ascii=False, default=str)
-            self._remember(f"note_{call.call_id}", "system", note)
-            if self.connected:
-                self._outbox.append(protocol.replay_message("system", note))
-                self._request_response()
+            note = self._keep_result_for_next_session(call, output)
+            self._results_undelivered = False
+            self._outbox.append(protocol.replay_message("system", note))
+            self._request_response()
             return
         self._awaiting_outputs.discard(call.call_id)
         self._outbox.append(protocol.function_call_output(call.call_id, output))
+        self._unconfirmed_outputs[call.call_id] = (call, output)
         if not self._awaiting_outputs:
             self._request_response()
 
+    def _keep_result_for_next_session(self, call: ToolCall, output: dict[str, Any]) -> str:
+        """A result the server may never have seen becomes a note in the replayed history (once per call), and
+        the next session is asked for a reply after its replay."""
+        note = f"Result of the {call.name} tool call made before the connection was renewed: " + \
+            json.dumps(output, ensure_ascii=False, default=str)
+        self._remember(f"note_{call.call_id}", "system", note)
+        self._results_undelivered = True
+        log.info("keeping the %s tool's result for the next Realtime session", call.name)
+        return note
+
     def _request_response(self) -> None:
         """Ask for a reply once nothing else is in the way (one response at a time; none over the caller)."""
-        if self._response_id is not None or self._create_pending:
+        if not self.connected:
+            self._results_undelivered = True  # on_connected asks the next session, after its replay
+        elif self._response_id is not None or self._create_pending:
             self._response_wanted = True  # ask again when the current response is done
         elif self._caller_speaking:
             self._deferred_for_caller = True  # server VAD answers their turn, with the tool output in view
         else:
-            self._outbox.append(protocol.response_create())
+            if self._tool_rounds >= self.config.max_tool_rounds:
+                log.warning("the model called tools %d times in a row without a word to the caller; "
+                            "its next reply may not call tools", self._tool_rounds)
+                self.metrics.tool_loops_stopped += 1
+                self._outbox.append(protocol.response_create(tool_choice="none"))
+            else:
+                self._outbox.append(protocol.response_create())
             self._create_pending = True
             self._response_wanted = self._deferred_for_caller = False
 
@@ -299,8 +349,14 @@ class Conversation:
         else:
             log.warning("Realtime error %s: %s", code, redact(str(error.get("message"))))
 
+    def _on_item_added(self, event: dict[str, Any]) -> None:
+        item = event["item"]
+        if item.get("type") == "function_call_output":  # the session has it: a later drop cannot lose it
+            self._unconfirmed_outputs.pop(item.get("call_id"), None)
+
     def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._caller_speaking = True
+        self._tool_rounds = 0
         self._paused_at = None
         if self._response_id is not None:
             self._cancelled_responses.add(self._response_id)  # the server cancels it; late deltas stay silent
@@ -341,6 +397,9 @@ class Conversation:
         self._last_speakers = frozenset(self._speakers_now)
         self._speakers_now.clear()
         self._turn_speakers[item_id] = self._last_speakers
+        self._turn_unanswered = True
+        self._tool_rounds = 0
+        self._failed_reply_retried = False
         while len(self._turn_speakers) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came
             del self._turn_speakers[next(iter(self._turn_speakers))]
         self._remember(item_id, "user", None)
@@ -360,6 +419,8 @@ class Conversation:
 
     def _on_response_created(self, event: dict[str, Any]) -> None:
         self._response_id = event["response"]["id"]
+        self._response_audio_done = False
+        self._turn_unanswered = False
         self._create_pending = False
         self._deferred_for_caller = False  # the response to the caller's turn sees every output sent
         self.metrics.responses += 1
@@ -393,6 +454,8 @@ class Conversation:
 
     def _on_audio_done(self, event: dict[str, Any]) -> None:
         item = self._items.get(event["item_id"])
+        if item is not None and item.response_id == self._response_id:
+            self._response_audio_done = True
         if item is None or item.interrupted or item.finished:
             return
         item.finished = True
@@ -471,8 +534,13 @@ class Conversation:
                 self._settle(item)
         status = response.get("status")
         if status == "completed":
+            self._failed_reply_retried = False
+            outputs = response.get("output") or []
+            if any(o.get("type") == "function_call" for o in outputs) and not any(
+                    o.get("type") == "message" for o in outputs):
+                self._tool_rounds += 1  # the caller heard nothing from this one
             # Only a completed response's function calls run: cancelled ones may have side effects.
-            for output in response.get("output") or []:
+            for output in outputs:
                 if output.get("type") != "function_call":
                     continue
                 if not output.get("call_id") or not output.get("name"):
@@ -499,8 +567,15 @@ class Conversation:
         code = error.get("code") or error.get("type")
         if code in FATAL_ERROR_CODES:
             self.fatal_error = fatal_message(code, error.get("message"))
-        else:
-            log.warning("Cap's reply failed (%s): %s", code or "no code", redact(str(error.get("message"))))
+            return
+        log.warning("Cap's reply failed (%s): %s", code or "no code", redact(str(error.get("message"))))
+        if code == "server_error" and not self._failed_reply_retried and not self._caller_speaking:
+            # A passing fault on the service's side: ask once more, or the caller's turn stays unanswered.
+            # Not while the caller talks (their turn brings a reply), and only once (not in a loop).
+            self._failed_reply_retried = True
+            self.metrics.retried_responses += 1
+            log.info("asking once more for the reply that failed")
+            self._request_response()
 
     # ----- bookkeeping -----
 

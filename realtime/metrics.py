@@ -20,6 +20,8 @@ class SessionMetrics:
     reconnects: int = 0
     tool_calls: int = 0
     failed_responses: int = 0  # replies the service ended failed or incomplete
+    tool_loops_stopped: int = 0  # times the model was made to speak after max_tool_rounds tool-only replies
+    retried_responses: int = 0  # failed replies (server_error) asked for once more
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
     # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
     reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
@@ -67,6 +69,8 @@ class SessionMetrics:
             "reconnects": self.reconnects,
             "tool_calls": self.tool_calls,
             "failed_responses": self.failed_responses,
+            "tool_loops_stopped": self.tool_loops_stopped,
+            "retried_responses": self.retried_responses,
             "median_reply_latency_ms": round(latency) if latency is not None else None,
             "tokens": dict(self.tokens),
             "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"],
