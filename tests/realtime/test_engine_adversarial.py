@@ -11,13 +11,14 @@ import socket
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from realtime.audio import FRAME_MS, SILENCE_FRAME
 from realtime.client import RealtimeConnection
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
 from realtime.protocol import SessionConfig
-from realtime.tools import ToolRegistry
+from realtime.tools import Tool, ToolContext, ToolRegistry
 from tests.audio_checks import loud
 from tests.conftest import load_frames
 from tests.realtime_fake import FakeRealtimeServer, tone_pcm
@@ -180,3 +181,84 @@ async def test_a_reply_failing_with_server_error_is_asked_for_once_more() -> Non
     assert statuses[:2] == ["failed", "completed"]
     assert session.metrics.failed_responses == 1 and session.metrics.retried_responses == 1
     assert len(server.connections) == 1
+
+
+async def test_a_drop_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """The reader and the writer fail on the same dead socket; the log gets one line, not two."""
+    caplog.set_level(logging.WARNING)
+    async with FakeRealtimeServer(socket_buffer_bytes=4096) as server:
+        session = VoiceSession(config_for(server), ToolRegistry(), connector=SmallBufferConnection.open)
+        await session.start()
+        caller = Caller(session, server)
+        await caller.run(talking_frame, lambda: len(caller.heard) >= 10, limit_seconds=5)
+        server.go_silent()
+        await caller.run(talking_frame, lambda: len(caller.heard) >= 60, limit_seconds=5)  # the writer is stuck
+        await server.drop_connections(1006)
+        await caller.run(talking_frame, lambda: len(server.connections) >= 2, limit_seconds=5)
+        await session.aclose()
+    drops = [r for r in caplog.records if "reconnecting" in r.getMessage()]
+    assert len(drops) == 1, [r.getMessage() for r in drops]
+
+
+# ----- 2. tool-call storm -----
+
+class EchoArgs(BaseModel):
+    text: str
+
+
+def echo_registry(calls: list[str], delay: float = 0.0) -> ToolRegistry:
+    async def echo(args: EchoArgs, context: ToolContext) -> dict:
+        await asyncio.sleep(delay)
+        calls.append(args.text)
+        return {"echo": args.text}
+
+    return ToolRegistry.of([Tool("echo", "Repeat the text.", EchoArgs, echo)])
+
+
+async def test_a_model_that_only_calls_tools_is_made_to_speak(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    calls: list[str] = []
+    storm = {"name": "echo", "arguments": '{"text": "again"}'}
+    async with FakeRealtimeServer(function_call_storm=storm) as server:
+        session = VoiceSession(config_for(server, max_tool_rounds=3), echo_registry(calls))
+        await session.start()
+        caller = Caller(session, server)
+        hello = load_frames("hello.wav")
+        await caller.run(lambda n: hello[n] if n < len(hello) else SILENCE_FRAME,
+                         lambda: caller.spoke_on_connection(1), limit_seconds=10)
+        await server.wait_for(lambda: any(r["status"] == "completed" and r["output"][0]["type"] == "message"
+                                          for r in server.responses))
+        await session.aclose()
+    assert len(calls) == 3, "three tool-only rounds, then the model must speak"
+    creates = server.events_of("response.create")
+    assert [c.get("response", {}).get("tool_choice") for c in creates] == [None, None, "none"]
+    assert len(server.function_outputs) == 3, "the last output still went back"
+    assert session.metrics.tool_loops_stopped == 1
+    assert "called tools 3 times in a row" in caplog.text
+    assert server.schema_errors == []
+
+
+# ----- 3. a tool result across a reconnect -----
+
+async def test_a_tool_result_that_lands_while_reconnecting_reaches_the_new_session_once() -> None:
+    """The socket dies right after a completed function call and the new handshake is slower than the tool
+    (a TLS handshake is slower than a database write): the result must reach the new session, exactly once."""
+    calls: list[str] = []
+    async with FakeRealtimeServer(function_calls=[{"name": "echo", "arguments": '{"text": "lead saved"}'}],
+                                  drop_after_function_call=True) as server:
+        session = VoiceSession(config_for(server), echo_registry(calls, delay=0.1))
+        await session.start()
+        server.handshake_delay_seconds = 0.6  # the reconnect, not the first connect, is slow
+        caller = Caller(session, server)
+        hello = load_frames("hello.wav")
+        await caller.run(lambda n: hello[n] if n < len(hello) else SILENCE_FRAME,
+                         lambda: new_session_reply_heard(caller, server), limit_seconds=10)
+        await session.aclose()
+    assert calls == ["lead saved"]
+    second = [e for e in server.connections[1].events if e["type"] != "input_audio_buffer.append"]
+    notes = [e for e in second if e["type"] == "conversation.item.create" and e["item"]["role"] == "system"]
+    assert len(notes) == 1 and "lead saved" in notes[0]["item"]["content"][0]["text"]
+    assert [e["type"] for e in second].count("response.create") == 1
+    assert second.index(notes[0]) < [e["type"] for e in second].index("response.create")
+    assert server.function_outputs == [], "no output for a call the new session never made"
+    assert server.schema_errors == []
