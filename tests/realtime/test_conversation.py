@@ -687,3 +687,22 @@ def test_tool_only_rounds_are_bounded_then_the_model_must_speak(clock: Clock) ->
     conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u2"})
     conv.handle_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "u2"})
     assert "response" not in tool_only_round(conv, 3), "the caller spoke: the count starts again"
+
+
+def test_words_said_while_reconnecting_reach_the_new_session(conv: Conversation) -> None:
+    loud = np.repeat((np.sin(np.arange(960) / 10) * 8000).astype("<i2"), 2).tobytes()
+    conv.feed_input(loud)
+    sent(conv)
+    conv.on_disconnected()
+    for _ in range(10):
+        conv.feed_input(loud)  # 200 ms into a socket that is gone
+    assert sent(conv) == []
+    conv.on_connected()
+    resent = [e for e in sent(conv) if e["type"] == "input_audio_buffer.append"]
+    assert sum(len(base64.b64decode(e["audio"])) for e in resent) >= 200 * 48, "all 220 ms said since the commit"
+    conv.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    conv.on_disconnected()
+    conv.on_connected()
+    types = [e["type"] for e in sent(conv)]
+    assert "input_audio_buffer.append" not in types, "a committed turn is not sent twice"
+    assert types[-1] == "response.create", "and it is answered on the new session"

@@ -161,7 +161,15 @@ async def test_a_silent_service_while_the_caller_talks_is_left_when_a_send_stick
         await session.aclose()
     assert "a send has been stuck" in caplog.text
     assert session.metrics.reconnects == 1
+    heard_ms = loud_ms(server.connections[1].input_audio)
+    assert heard_ms >= talk_until * FRAME_MS - 100, f"the new session heard only {heard_ms} ms of the 3 s said"
     assert server.schema_errors == []
+
+
+def loud_ms(pcm24: bytes | bytearray) -> int:
+    """How much of some 24 kHz caller audio is loud (talking), in 20 ms windows."""
+    samples = np.frombuffer(bytes(pcm24[: len(pcm24) // 960 * 960]), "<i2").reshape(-1, 480).astype(float)
+    return int((np.sqrt((samples**2).mean(axis=1)) > 1000).sum()) * FRAME_MS
 
 
 # ----- 5. smaller items -----
