@@ -30,9 +30,10 @@ FATAL_HTTP_STATUSES = {401: "OPENAI_API_KEY was rejected by the Realtime API (HT
 # A voice call cannot wait long: a Retry-After beyond this is cut to it (the attempt limit still applies).
 RETRY_AFTER_CAP_SECONDS = 30.0
 # Liveness on a voice call, where seconds of silence are a failure (websockets' defaults are 20 s / 20 s / 10 s):
-# a ping every 5 s answered within 5 s, and a close handshake given 1 s before the socket is dropped.
-PING_INTERVAL_SECONDS = 5.0
-PING_TIMEOUT_SECONDS = 5.0
+# a ping every 3 s answered within 3 s, and a close handshake given 1 s before the socket is dropped. The ping
+# is what finds a dead path while the caller talks into roomy socket buffers (bench/bench_liveness.py).
+PING_INTERVAL_SECONDS = 3.0
+PING_TIMEOUT_SECONDS = 3.0
 CLOSE_TIMEOUT_SECONDS = 1.0
 
 

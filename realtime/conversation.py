@@ -445,6 +445,9 @@ class Conversation:
         self._response_id = event["response"]["id"]
         self._response_audio_done = False
         self._turn_unanswered = False
+        # The service handles events in order: a response started after our outputs went up has them, also
+        # where it never said conversation.item.added for them.
+        self._unconfirmed_outputs.clear()
         self._create_pending = False
         self._deferred_for_caller = False  # the response to the caller's turn sees every output sent
         self.metrics.responses += 1

@@ -706,3 +706,17 @@ def test_words_said_while_reconnecting_reach_the_new_session(conv: Conversation)
     types = [e["type"] for e in sent(conv)]
     assert "input_audio_buffer.append" not in types, "a committed turn is not sent twice"
     assert types[-1] == "response.create", "and it is answered on the new session"
+
+
+def test_a_response_started_after_a_tool_output_confirms_it(conv: Conversation) -> None:
+    """Without conversation.item.added for the output, the response that followed it shows the server had it."""
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True})
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [e["type"] for e in sent(conv)] == ["session.update"], "no note, no extra reply after a recycle"

@@ -302,10 +302,10 @@ class _Session:
 
     async def _emit(self, type_: str, **fields: Any) -> Event:
         """Send one server event (with a fresh event_id), record it, and self-check its shape."""
-        if self.silent:
-            return {"type": type_}
         text = json.dumps({"type": type_, "event_id": _new_id("event"), **fields})
         event = json.loads(text)  # the record is what went on the wire, not a live view of mutable state
+        if self.silent:
+            return event  # half-dead: nothing goes out, nothing is recorded as sent
         if self.server.validate_own_events:
             try:
                 validate_server_event(event)
