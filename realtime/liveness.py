@@ -1,9 +1,11 @@
 """When an open socket is dead, sans I/O: a send stuck in the socket, or a reply owed and the server silent.
 
 A half-dead path (a stuck proxy, a peer that stopped reading) keeps the TCP connection open, so nothing fails:
-the caller just hears dead air. WebSocket keepalive pings do not cover it when the caller is talking, because
-the ping queues behind audio in a full send buffer and its timeout never starts. The engine feeds this object
-what it sees and asks it once a second; time comes from a clock, so tests need no sleeps.
+the caller just hears dead air. The WebSocket keepalive (realtime/client.py: a ping every 3 s, 3 s for the pong)
+finds every such socket in the end, idle or not, in up to ~7 s; these two checks find the common cases sooner:
+a reply the caller is waiting for (4 s without a server event) and a caller talking into a peer that reads
+nothing (a send stuck 3 s). The engine feeds this object what it sees and asks it once a second; time comes
+from a clock, so tests need no sleeps.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def talking_frame(index: int) -> bytes:
 
 class SmallBufferConnection(RealtimeConnection):
     """Cap's own connection with a small kernel send buffer, so a peer that stops reading blocks sends soon
-    (production buffers are larger; the keepalive ping covers them, this covers the ping stuck behind audio)."""
+    (production buffers are larger: there the keepalive ping finds the dead path, in up to ~7 s)."""
 
     @classmethod
     async def open(cls, config: SessionConfig) -> RealtimeConnection:
@@ -139,8 +139,8 @@ async def test_a_silent_service_mid_reply_is_left_and_cap_talks_on_a_new_session
 
 async def test_a_silent_service_while_the_caller_talks_is_left_when_a_send_sticks(
         caplog: pytest.LogCaptureFixture) -> None:
-    """The caller keeps talking into a socket nobody reads: the send buffer fills and the keepalive ping queues
-    behind the audio, so only a stuck send shows the socket is dead."""
+    """The caller keeps talking into a socket nobody reads: the send buffers fill and a send sticks, which shows
+    the socket is dead sooner than the keepalive; the new session hears everything the caller said."""
     caplog.set_level(logging.INFO)
     async with FakeRealtimeServer(socket_buffer_bytes=4096) as server:
         session = VoiceSession(config_for(server, send_stall_seconds=1.0), ToolRegistry(),

@@ -59,3 +59,27 @@ def test_a_new_socket_starts_with_a_clean_slate() -> None:
     clock.now += 10
     w.on_connected()
     assert w.dead_reason() is None
+
+
+
+
+async def test_websockets_close_waits_for_a_peer_that_reads_nothing() -> None:
+    """The library behaviour the engine works around by aborting a dead socket (websockets 17): close() sends a
+    close frame and waits up to close_timeout for the peer's answer, which a half-dead peer never sends. If an
+    upgrade makes close() return at once, this fails and abort() may no longer be needed."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    from tests.realtime_fake import FakeRealtimeServer
+
+    async with FakeRealtimeServer() as server:
+        ws = await connect(f"{server.url}?model=gpt-realtime-2.1", max_size=None, close_timeout=5,
+                           additional_headers={"Authorization": "Bearer sk-test"})
+        await ws.recv()  # session.created
+        server.go_silent()
+        closing = asyncio.ensure_future(ws.close())
+        await asyncio.sleep(0.5)
+        assert not closing.done(), "close() returned without the peer's close frame"
+        ws.transport.abort()
+        await closing
