@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +21,7 @@ from realtime.audio import FRAME_MS, SILENCE_FRAME, Downsampler, Framer, SpeechO
 from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
+from realtime.resend import UncommittedAudio
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,6 @@ TRUNCATE_END_MARGIN_MS = 100
 # writes (measured by bench/bench_idle.py). At least 1 s, so the local VAD's noise window is all silence too
 # and skipping more zeros leaves it exactly as feeding them would.
 UPLINK_SILENCE_TAIL_MS = 1000
-# Caller audio the server has not committed to a turn yet is kept (this much at most, the latest) and sent again
-# to a new session: words said into a dead socket, or while reconnecting, would otherwise be lost, and a question
-# cut off that way would never be answered.
-RESEND_LIMIT_MS = 8000
-RESEND_CHUNK_BYTES = 1000 * BYTES_PER_MS_24K  # 1 s per append when resending
 # A tool answer held back while the caller talked is asked for by us if the server has not answered their
 # turn this long after they stopped (e.g. the server's VAD dropped the turn).
 DEFERRED_RESPONSE_SECONDS = 1.5
@@ -98,8 +94,7 @@ class Conversation:
         self._downsampler = Downsampler()
         self._onset = SpeechOnsetDetector()
         self._uplink = bytearray()
-        self._uncommitted: deque[bytes] = deque()  # caller audio since the server's last commit (bounded)
-        self._uncommitted_bytes = 0
+        self._uncommitted = UncommittedAudio()  # caller audio since the server's last commit, for a new session
         self._silent_frames = 0  # consecutive digital-silence frames fed
         self._silence_tail_frames = (config.vad_silence_duration_ms + UPLINK_SILENCE_TAIL_MS) // FRAME_MS
         self._outbox: list[dict[str, Any]] = []
@@ -196,7 +191,8 @@ class Conversation:
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
                 self._outbox.append(protocol.replay_message(role, text))
-        self._resend_uncommitted()
+        for chunk in self._uncommitted.chunks_to_resend():  # the caller's words the old session never committed
+            self._outbox.append(protocol.input_audio_append(chunk))
         if reply_cut_short or self._results_undelivered:
             self._results_undelivered = False
             self._request_response()
@@ -251,23 +247,10 @@ class Conversation:
         while self._uplink:
             chunk = bytes(self._uplink[:UPLINK_MAX_BYTES])
             del self._uplink[:UPLINK_MAX_BYTES]
-            self._keep_uncommitted(chunk)
+            self._uncommitted.add(chunk)
             if self.connected:  # while reconnecting it is only kept, and sent to the new session
                 self._outbox.append(protocol.input_audio_append(chunk))
 
-    def _keep_uncommitted(self, chunk: bytes) -> None:
-        self._uncommitted.append(chunk)
-        self._uncommitted_bytes += len(chunk)
-        while self._uncommitted_bytes > RESEND_LIMIT_MS * BYTES_PER_MS_24K:
-            self._uncommitted_bytes -= len(self._uncommitted.popleft())
-
-    def _resend_uncommitted(self) -> None:
-        """The caller's words the last session never turned into a turn, for the new session's VAD to hear."""
-        pcm = b"".join(self._uncommitted)
-        if not pcm.strip(b"\x00"):
-            return  # digital silence only (an idle call): nothing to hear
-        for start in range(0, len(pcm), RESEND_CHUNK_BYTES):
-            self._outbox.append(protocol.input_audio_append(pcm[start:start + RESEND_CHUNK_BYTES]))
 
     def tick(self) -> None:
         """Timers: resume a reply the caller only coughed over; speak a deferred tool answer if no turn came;
@@ -421,7 +404,6 @@ class Conversation:
         self._turn_speakers[item_id] = self._last_speakers
         self._turn_unanswered = True
         self._uncommitted.clear()  # the server holds this turn's audio now
-        self._uncommitted_bytes = 0
         self._tool_rounds = 0
         self._failed_reply_retried = False
         while len(self._turn_speakers) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came

@@ -83,3 +83,4 @@ async def test_websockets_close_waits_for_a_peer_that_reads_nothing() -> None:
         assert not closing.done(), "close() returned without the peer's close frame"
         ws.transport.abort()
         await closing
+
