@@ -24,6 +24,7 @@ def make_session_config(settings: Settings, *, listen_only: bool = False) -> Ses
         listen_only=listen_only,
         recycle_after_seconds=settings.session_recycle_minutes * 60,
         connect_attempts=settings.realtime_connect_attempts,
+        max_tool_rounds=settings.max_tool_rounds,
         prices_per_mtok={
             "audio_input": settings.price_audio_input_per_mtok,
             "audio_output": settings.price_audio_output_per_mtok,

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     session_recycle_minutes: float = Field(50.0, gt=0, le=60)
     # Connection failures in a row (backoff with jitter between them) before a session gives up.
     realtime_connect_attempts: int = Field(6, ge=1, le=50)
+    # Replies in a row that only call tools, since the caller last spoke; past it the model must speak.
+    max_tool_rounds: int = Field(5, ge=1, le=50)
     # USD per million tokens, for the per-session cost estimate.
     price_audio_input_per_mtok: float = Field(32.0, ge=0)
     price_audio_output_per_mtok: float = Field(64.0, ge=0)

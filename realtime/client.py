@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from realtime.errors import RECOVERABLE_CLOSE_CODES, RealtimeError, RealtimeFatalError, redact
+from realtime.errors import (
+    FATAL_ERROR_CODES,
+    RECOVERABLE_CLOSE_CODES,
+    RealtimeError,
+    RealtimeFatalError,
+    fatal_message,
+    redact,
+)
 from realtime.protocol import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -18,6 +27,14 @@ log = logging.getLogger(__name__)
 FATAL_HTTP_STATUSES = {401: "OPENAI_API_KEY was rejected by the Realtime API (HTTP 401)",
                        403: "the OpenAI account may not use the Realtime API (HTTP 403)",
                        404: "REALTIME_URL or REALTIME_MODEL not found (HTTP 404)"}
+# A voice call cannot wait long: a Retry-After beyond this is cut to it (the attempt limit still applies).
+RETRY_AFTER_CAP_SECONDS = 30.0
+# Liveness on a voice call, where seconds of silence are a failure (websockets' defaults are 20 s / 20 s / 10 s):
+# a ping every 3 s answered within 3 s, and a close handshake given 1 s before the socket is dropped. The ping
+# is what finds a dead path while the caller talks into roomy socket buffers (bench/bench_liveness.py).
+PING_INTERVAL_SECONDS = 3.0
+PING_TIMEOUT_SECONDS = 3.0
+CLOSE_TIMEOUT_SECONDS = 1.0
 
 
 class RealtimeConnection:
@@ -35,15 +52,13 @@ class RealtimeConnection:
                 additional_headers={"Authorization": f"Bearer {config.api_key}"},
                 max_size=None,  # server events (e.g. session.created with long instructions) can exceed 1 MiB
                 open_timeout=config.connect_timeout_seconds,
-                ping_interval=20,
-                ping_timeout=20,
+                ping_interval=PING_INTERVAL_SECONDS,
+                ping_timeout=PING_TIMEOUT_SECONDS,
+                close_timeout=CLOSE_TIMEOUT_SECONDS,
                 compression=None,  # base64 audio hardly compresses; deflate only costs CPU
             )
         except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in FATAL_HTTP_STATUSES:
-                raise RealtimeFatalError(FATAL_HTTP_STATUSES[status], code=f"http_{status}") from None
-            raise RealtimeError(f"Realtime handshake refused (HTTP {status})") from None
+            raise _refused(exc) from None
         except (OSError, TimeoutError, InvalidHandshake, ValueError) as exc:  # ValueError: e.g. a port > 65535
             detail = redact(str(exc).replace(config.api_key, "***")) if config.api_key else redact(str(exc))
             raise RealtimeError(f"cannot reach {config.url}: {detail or type(exc).__name__}") from None
@@ -77,6 +92,54 @@ class RealtimeConnection:
 
     async def close(self) -> None:
         await self._websocket.close()
+
+    def abort(self) -> None:
+        """Drop a dead socket at once: no close handshake with a peer that no longer answers."""
+        self._websocket.transport.abort()
+
+
+def _refused(exc: InvalidStatus) -> RealtimeError:
+    """A refused handshake as an error: the API's own error code and words, and how long it asked us to wait."""
+    response = exc.response
+    status = response.status_code
+    code, message = _error_body(response.body)
+    if code in FATAL_ERROR_CODES:  # e.g. a 429 that is no rate limit but an empty account
+        return RealtimeFatalError(fatal_message(code, message), code=code)
+    if status in FATAL_HTTP_STATUSES:
+        return RealtimeFatalError(FATAL_HTTP_STATUSES[status], code=f"http_{status}")
+    detail = f": {redact(message)[:200]}" if message else ""
+    return RealtimeError(f"Realtime handshake refused (HTTP {status}{detail})", code=code or f"http_{status}",
+                         retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+
+
+def _error_body(body: bytes | None) -> tuple[str | None, str | None]:
+    """(code, message) of an OpenAI error body `{"error": {"code", "type", "message"}}`; Nones otherwise."""
+    try:
+        error = json.loads(body or b"").get("error")
+    except (ValueError, AttributeError):
+        return None, None
+    if not isinstance(error, dict):
+        return None, None
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    return (code if isinstance(code, str) else None), (message if isinstance(message, str) else None)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) as seconds, capped; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = (when - datetime.now(when.tzinfo or UTC)).total_seconds()
+    if seconds != seconds or seconds < 0:  # NaN or in the past
+        return None
+    return min(seconds, RETRY_AFTER_CAP_SECONDS)
 
 
 def _closed_error(exc: ConnectionClosed) -> RealtimeError:

@@ -22,6 +22,7 @@ from realtime.audio import FRAME_MS, SILENCE_FRAME, Downsampler, Framer, SpeechO
 from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
+from realtime.resend import UncommittedAudio
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,19 @@ class Conversation:
         self._downsampler = Downsampler()
         self._onset = SpeechOnsetDetector()
         self._uplink = bytearray()
+        self._uncommitted = UncommittedAudio()  # caller audio since the server's last commit, for a new session
         self._silent_frames = 0  # consecutive digital-silence frames fed
         self._silence_tail_frames = (protocol.turn_end_silence_ms(config) + UPLINK_SILENCE_TAIL_MS) // FRAME_MS
         self._outbox: list[dict[str, Any]] = []
         self._tool_calls: list[ToolCall] = []
         self._transcripts: list[TranscriptEntry] = []
         self._response_id: str | None = None
+        self._response_audio_done = False  # the current response's audio has all arrived
+        self._turn_unanswered = False  # a caller's turn was committed and no response has started since
+        self._results_undelivered = False  # tool results kept while disconnected: ask for a reply once connected
+        self._unconfirmed_outputs: dict[str, tuple[ToolCall, dict[str, Any]]] = {}  # sent, not yet seen added
+        self._tool_rounds = 0  # responses in a row that only called tools, since the caller last spoke
+        self._failed_reply_retried = False  # one retry of a server_error reply per caller turn
         self._create_pending = False  # response.create sent, response.created not seen yet
         self._response_wanted = False  # send response.create when the current response is done
         self._deferred_for_caller = False  # the caller is talking: the response to their turn will cover it
@@ -119,9 +127,11 @@ class Conversation:
         self._last_speakers: frozenset[int] = frozenset()
         self._last_caller: int | None = None
         self._turn_callers: dict[str, int | None] = {}
-        # Speaker attribution: (uplink position in ms, speakers) per uplinked frame someone spoke in; the server's
-        # VAD events give each turn's span on the same clock (the session's input audio, from 0 per socket).
-        self._uplinked_ms = 0
+        # Speaker attribution: (position in ms, speakers) for each uplinked frame someone spoke in, on a clock of all
+        # caller audio this conversation sent or kept for a new session. The server's VAD events give each turn's
+        # span on the session's own clock (its input audio, from 0 per socket), which starts at _session_origin_ms.
+        self._audio_ms = 0
+        self._session_origin_ms = 0
         self._activity: deque[tuple[int, frozenset[int]]] = deque(maxlen=SPEAKER_ACTIVITY_FRAMES)
         self._turn_spans: dict[str, list[int]] = {}
         self.gate = AddressGate(config.reply_mode, names=config.assistant_names or DEFAULT_NAMES,  # type: ignore[arg-type]
@@ -132,6 +142,7 @@ class Conversation:
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session.created": self._ignore,
             "session.updated": self._ignore,
+            "conversation.item.added": self._on_item_added,
             "error": self._on_error,
             "input_audio_buffer.speech_started": self._on_speech_started,
             "input_audio_buffer.speech_stopped": self._on_speech_stopped,
@@ -163,7 +174,12 @@ class Conversation:
     # ----- connection lifecycle -----
 
     def on_connected(self) -> None:
-        """A new socket is a new session with no memory: configure it and replay what was said."""
+        """A new socket is a new session with no memory: configure it, replay what was said (and the results of
+        tools the old session never saw), then ask for the reply the caller was owed when the old one died."""
+        reply_cut_short = self._reply_cut_short()
+        for call, output in self._unconfirmed_outputs.values():  # sent into a socket that died: maybe never read
+            self._keep_result_for_next_session(call, output)
+        self._unconfirmed_outputs.clear()
         self.epoch += 1
         self.connected = True
         self._connected_at = self.clock()
@@ -171,6 +187,8 @@ class Conversation:
         self._uplink.clear()
         self._silent_frames = 0  # a new session hears the tail of silence too
         self._response_id = None
+        self._response_audio_done = False
+        self._turn_unanswered = False
         self._create_pending = False
         self._response_wanted = False
         self._deferred_for_caller = False
@@ -179,8 +197,6 @@ class Conversation:
         self._turn_speakers.clear()
         self._turn_callers.clear()
         self._turn_spans.clear()
-        self._activity.clear()
-        self._uplinked_ms = 0
         self._update_count = 0
         self._caller_speaking = False
         for item in list(self._items.values()):
@@ -197,6 +213,25 @@ class Conversation:
         for role, text in list(self._history.values())[-REPLAY_LIMIT:]:
             if text:
                 self._outbox.append(protocol.replay_message(role, text))
+        resent = self._uncommitted.chunks_to_resend()  # the caller's words the old session never committed
+        for chunk in resent:
+            self._outbox.append(protocol.input_audio_append(chunk))
+        # The new session's audio clock starts with what is resent, then goes on with live frames.
+        self._session_origin_ms = self._audio_ms - sum(map(len, resent)) // BYTES_PER_MS_24K
+        if reply_cut_short or self._results_undelivered:
+            self._results_undelivered = False
+            self._request_response()
+
+    def _reply_cut_short(self) -> bool:
+        """The socket died owing the caller a reply: one asked for, unanswered, or still streaming its audio."""
+        return (self._create_pending or self._response_wanted or self._deferred_for_caller or self._turn_unanswered
+                or (self._response_id is not None and not self._response_audio_done))
+
+    @property
+    def reply_owed(self) -> bool:
+        """The server owes events now (a reply in progress, asked for, or a caller's turn unanswered): a socket
+        that stays silent meanwhile is dead."""
+        return self.connected and (self._response_id is not None or self._create_pending or self._turn_unanswered)
 
     @property
     def _session_update_id(self) -> str:
@@ -255,16 +290,17 @@ class Conversation:
             self.playback.pause()
             self._paused_at = now
         self.tick()
-        if not self.connected:
-            return
         if speakers:
-            self._activity.append((self._uplinked_ms, frozenset(speakers)))
-        self._uplinked_ms += FRAME_MS
+            self._activity.append((self._audio_ms, frozenset(speakers)))
+        self._audio_ms += FRAME_MS
         self._uplink += self._downsampler.process(frame)
         while self._uplink:
             chunk = bytes(self._uplink[:UPLINK_MAX_BYTES])
             del self._uplink[:UPLINK_MAX_BYTES]
-            self._outbox.append(protocol.input_audio_append(chunk))
+            self._uncommitted.add(chunk)
+            if self.connected:  # while reconnecting it is only kept, and sent to the new session
+                self._outbox.append(protocol.input_audio_append(chunk))
+
 
     def tick(self) -> None:
         """Timers: resume a reply the caller only coughed over; speak a deferred tool answer if no turn came;
@@ -285,28 +321,50 @@ class Conversation:
     # ----- tool results -----
 
     def on_tool_result(self, call: ToolCall, output: dict[str, Any]) -> None:
+        if not self.connected:
+            # Anything sent now would be queued for a dead socket and lost: keep it for the next session.
+            self._awaiting_outputs.discard(call.call_id)
+            self._keep_result_for_next_session(call, output)
+            return
         if call.epoch != self.epoch or call.call_id not in self._awaiting_outputs:
             # The call's session is gone, but its side effects happened: tell the new session as a note.
-            note = f"Result of the {call.name} tool call made before the connection was renewed: " + \
-                json.dumps(output, ensure_ascii=False, default=str)
-            self._remember(f"note_{call.call_id}", "system", note)
-            if self.connected:
-                self._outbox.append(protocol.replay_message("system", note))
-                self._request_response()
+            note = self._keep_result_for_next_session(call, output)
+            self._results_undelivered = False
+            self._outbox.append(protocol.replay_message("system", note))
+            self._request_response()
             return
         self._awaiting_outputs.discard(call.call_id)
         self._outbox.append(protocol.function_call_output(call.call_id, output))
+        self._unconfirmed_outputs[call.call_id] = (call, output)
         if not self._awaiting_outputs:
             self._request_response()
 
+    def _keep_result_for_next_session(self, call: ToolCall, output: dict[str, Any]) -> str:
+        """A result the server may never have seen becomes a note in the replayed history (once per call), and
+        the next session is asked for a reply after its replay."""
+        note = f"Result of the {call.name} tool call made before the connection was renewed: " + \
+            json.dumps(output, ensure_ascii=False, default=str)
+        self._remember(f"note_{call.call_id}", "system", note)
+        self._results_undelivered = True
+        log.info("keeping the %s tool's result for the next Realtime session", call.name)
+        return note
+
     def _request_response(self) -> None:
         """Ask for a reply once nothing else is in the way (one response at a time; none over the caller)."""
-        if self._response_id is not None or self._create_pending:
+        if not self.connected:
+            self._results_undelivered = True  # on_connected asks the next session, after its replay
+        elif self._response_id is not None or self._create_pending:
             self._response_wanted = True  # ask again when the current response is done
         elif self._caller_speaking:
             self._deferred_for_caller = True  # server VAD answers their turn, with the tool output in view
         else:
-            self._outbox.append(protocol.response_create())
+            if self._tool_rounds >= self.config.max_tool_rounds:
+                log.warning("the model called tools %d times in a row without a word to the caller; "
+                            "its next reply may not call tools", self._tool_rounds)
+                self.metrics.tool_loops_stopped += 1
+                self._outbox.append(protocol.response_create(tool_choice="none"))
+            else:
+                self._outbox.append(protocol.response_create())
             self._create_pending = True
             self._response_wanted = self._deferred_for_caller = False
 
@@ -346,10 +404,16 @@ class Conversation:
         else:
             log.warning("Realtime error %s: %s", code, redact(str(error.get("message"))))
 
+    def _on_item_added(self, event: dict[str, Any]) -> None:
+        item = event["item"]
+        if item.get("type") == "function_call_output":  # the session has it: a later drop cannot lose it
+            self._unconfirmed_outputs.pop(item.get("call_id"), None)
+
     def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._caller_speaking = True
+        self._tool_rounds = 0
         if isinstance(event.get("item_id"), str) and isinstance(event.get("audio_start_ms"), int):
-            self._turn_spans[event["item_id"]] = [event["audio_start_ms"], -1]
+            self._turn_spans[event["item_id"]] = [self._session_origin_ms + event["audio_start_ms"], -1]
             while len(self._turn_spans) > TURN_SPEAKERS_LIMIT:
                 del self._turn_spans[next(iter(self._turn_spans))]
         self._paused_at = None
@@ -387,7 +451,7 @@ class Conversation:
         self._speech_stopped_at = self.clock()
         span = self._turn_spans.get(event.get("item_id", ""))
         if span is not None and isinstance(event.get("audio_end_ms"), int):
-            span[1] = event["audio_end_ms"]
+            span[1] = self._session_origin_ms + event["audio_end_ms"]
 
     def _heard_in(self, item_id: str) -> Counter[int]:
         """Frames each speaker was heard in during this turn's span (empty when the span is unknown)."""
@@ -415,6 +479,10 @@ class Conversation:
         self._turn_callers[item_id] = self._last_caller
         while len(self._turn_callers) > TURN_SPEAKERS_LIMIT:
             del self._turn_callers[next(iter(self._turn_callers))]
+        self._turn_unanswered = True
+        self._uncommitted.clear()  # the server holds this turn's audio now
+        self._tool_rounds = 0
+        self._failed_reply_retried = False
         while len(self._turn_speakers) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came
             del self._turn_speakers[next(iter(self._turn_speakers))]
         self._remember(item_id, "user", None)
@@ -424,12 +492,15 @@ class Conversation:
         text = (event.get("transcript") or "").strip()
         speakers = self._turn_speakers.pop(item_id, self._last_speakers)
         caller = self._turn_callers.pop(item_id, self._last_caller)
+        gated = self.gate.gated and not self.config.listen_only
         if not text:
+            if gated:
+                self._turn_unanswered = False  # nothing said, so nothing addressed to Cap: no reply is owed
             return
         self._remember(item_id, "user", text)
         self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=speakers,
                                                  speaker=caller))
-        if self.gate.gated and not self.config.listen_only:
+        if gated:
             self._open_gate(item_id, text, frozenset({caller}) if caller is not None else speakers)
 
     def _open_gate(self, item_id: str, text: str, speakers: frozenset[int]) -> None:
@@ -437,6 +508,9 @@ class Conversation:
         reason = self.gate.reason(text, speakers)
         if reason is None:
             self.metrics.unaddressed_turns += 1
+            # No reply is owed: the liveness watchdog must not take the server's silence for a dead socket, and a
+            # new session must not answer this turn.
+            self._turn_unanswered = False
             log.debug("turn %s was not addressed to Cap: listening", item_id)
             return
         self.metrics.addressed_turns += 1
@@ -445,10 +519,17 @@ class Conversation:
 
     def _on_caller_transcript_failed(self, event: dict[str, Any]) -> None:
         self._turn_speakers.pop(event["item_id"], None)
+        if self.gate.gated and not self.config.listen_only:
+            self._turn_unanswered = False  # the gate cannot tell whether Cap was addressed: it stays quiet
         log.warning("the caller's words could not be transcribed (item %s)", event["item_id"])
 
     def _on_response_created(self, event: dict[str, Any]) -> None:
         self._response_id = event["response"]["id"]
+        self._response_audio_done = False
+        self._turn_unanswered = False
+        # The service handles events in order: a response started after our outputs went up has them, also
+        # where it never said conversation.item.added for them.
+        self._unconfirmed_outputs.clear()
         self._create_pending = False
         self._deferred_for_caller = False  # the response to the caller's turn sees every output sent
         self.metrics.responses += 1
@@ -486,6 +567,8 @@ class Conversation:
 
     def _on_audio_done(self, event: dict[str, Any]) -> None:
         item = self._items.get(event["item_id"])
+        if item is not None and item.response_id == self._response_id:
+            self._response_audio_done = True
         if item is None or item.interrupted or item.finished:
             return
         item.finished = True
@@ -567,8 +650,13 @@ class Conversation:
                 self._settle(item)
         status = response.get("status")
         if status == "completed":
+            self._failed_reply_retried = False
+            outputs = response.get("output") or []
+            if any(o.get("type") == "function_call" for o in outputs) and not any(
+                    o.get("type") == "message" for o in outputs):
+                self._tool_rounds += 1  # the caller heard nothing from this one
             # Only a completed response's function calls run: cancelled ones may have side effects.
-            for output in response.get("output") or []:
+            for output in outputs:
                 if output.get("type") != "function_call":
                     continue
                 if not output.get("call_id") or not output.get("name"):
@@ -595,8 +683,15 @@ class Conversation:
         code = error.get("code") or error.get("type")
         if code in FATAL_ERROR_CODES:
             self.fatal_error = fatal_message(code, error.get("message"))
-        else:
-            log.warning("Cap's reply failed (%s): %s", code or "no code", redact(str(error.get("message"))))
+            return
+        log.warning("Cap's reply failed (%s): %s", code or "no code", redact(str(error.get("message"))))
+        if code == "server_error" and not self._failed_reply_retried and not self._caller_speaking:
+            # A passing fault on the service's side: ask once more, or the caller's turn stays unanswered.
+            # Not while the caller talks (their turn brings a reply), and only once (not in a loop).
+            self._failed_reply_retried = True
+            self.metrics.retried_responses += 1
+            log.info("asking once more for the reply that failed")
+            self._request_response()
 
     # ----- bookkeeping -----
 

@@ -21,6 +21,7 @@ from realtime.address import AddressGate
 from realtime.client import RealtimeConnection
 from realtime.conversation import Conversation, ToolCall
 from realtime.errors import RealtimeError, RealtimeFatalError
+from realtime.liveness import LivenessWatch
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
 from realtime.protocol import SessionConfig
@@ -66,6 +67,8 @@ class VoiceSession:
         self.playback = PlaybackBuffer(clock)
         self.metrics = SessionMetrics()
         self.conversation = Conversation(config, registry.specs(), self.playback, self.metrics, clock)
+        self.liveness = LivenessWatch(clock, send_stall_seconds=config.send_stall_seconds,
+                                      reply_silence_seconds=config.reply_silence_seconds)
         self._context_factory = context_factory
         self._on_transcript = on_transcript
         self._connector = connector
@@ -143,11 +146,12 @@ class VoiceSession:
                 failures += 1
                 if failures >= self._backoff.attempts:
                     raise RealtimeFatalError(f"{exc} (gave up after {failures} attempts)") from None
-                delay = self._backoff.delay(failures)
+                delay = max(self._backoff.delay(failures), exc.retry_after or 0.0)
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 continue
             self._connection = connection
+            self.liveness.on_connected()
             self.conversation.on_connected()
             self._drain_queue()
             self._dispatch()
@@ -161,7 +165,7 @@ class VoiceSession:
                 opened_at = loop.time()
                 recycle = await self._pump(connection)
                 self.conversation.on_disconnected()
-                await self._close_connection()
+                await self._close_connection(abort=not recycle)  # a dropped or dead socket gets no close handshake
                 if self._fatal is not None:
                     return
                 if not recycle:
@@ -198,15 +202,18 @@ class VoiceSession:
         tasks = {writer, reader, keeper}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                exc = task.exception()
-                if isinstance(exc, RealtimeError):
-                    if not exc.retryable:
-                        self._fatal = self._fatal or str(exc)
-                    else:
-                        log.warning("%s; reconnecting", exc)
-                elif exc is not None:
+            # One line per drop: the reader and the writer often fail together on the same closed socket.
+            errors = [exc for task in done if (exc := task.exception()) is not None]
+            for exc in errors:
+                if not isinstance(exc, RealtimeError):
                     raise exc
+            if errors:
+                first = errors[0]
+                if not first.retryable:
+                    self._fatal = self._fatal or str(first)
+                elif self._fatal is None:
+                    log.warning("%s; reconnecting", first)
+                return False
             return keeper in done and keeper.result() is True
         finally:
             for task in tasks:
@@ -215,17 +222,24 @@ class VoiceSession:
 
     async def _read(self, connection: RealtimeConnection) -> None:
         while self._fatal is None:
-            self.conversation.handle_event(await connection.recv())
+            event = await connection.recv()
+            self.liveness.on_server_event()
+            self.conversation.handle_event(event)
             self._dispatch()
 
     async def _housekeeping(self) -> bool:
-        """Timers that need no event: the barge-in confirmation window, and recycling (returns True)."""
+        """Timers that need no event: the barge-in confirmation window, recycling (returns True), and the
+        liveness watchdog (returns False: the socket is dead, reconnect)."""
         # A separate task rather than a timeout on recv(): asyncio.wait_for on Python 3.11 can swallow
         # a cancellation that races a completed recv, which would hang shutdown.
         while self._fatal is None:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             self.conversation.tick()
             self._dispatch()
+            dead = self.liveness.dead_reason()
+            if dead is not None:
+                log.warning("Realtime connection is dead (%s); reconnecting", dead)
+                return False
             if self.conversation.recycle_due() and not self._tool_tasks:
                 log.info("recycling the Realtime session before the service's 60-minute limit")
                 return True
@@ -234,7 +248,9 @@ class VoiceSession:
     async def _write(self, connection: RealtimeConnection) -> None:
         while True:
             event = await self._send_queue.get()
+            self.liveness.on_send_started()
             await connection.send(event)
+            self.liveness.on_send_finished()
 
     # ----- plumbing between the conversation and the world -----
 
@@ -254,6 +270,7 @@ class VoiceSession:
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
         self._deliver_transcripts()
+        self.liveness.note_reply_owed(conversation.reply_owed)
         if conversation.fatal_error and self._fatal is None:
             self._fatal = conversation.fatal_error
 
@@ -277,8 +294,11 @@ class VoiceSession:
         while not self._send_queue.empty():
             self._send_queue.get_nowait()
 
-    async def _close_connection(self) -> None:
+    async def _close_connection(self, *, abort: bool = False) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
-                await connection.close()
+                if abort:
+                    connection.abort()
+                else:
+                    await connection.close()

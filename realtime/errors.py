@@ -33,10 +33,12 @@ FATAL_HINTS = {
 class RealtimeError(Exception):
     """A Realtime failure; `retryable` says whether a new connection may help."""
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = True,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After), if it said
 
 
 class RealtimeFatalError(RealtimeError):

@@ -22,6 +22,8 @@ class SessionMetrics:
     failed_responses: int = 0  # replies the service ended failed or incomplete
     addressed_turns: int = 0  # several people here: turns that named Cap (or answered it, or /cap ask)
     unaddressed_turns: int = 0  # several people here: turns Cap only listened to
+    tool_loops_stopped: int = 0  # times the model was made to speak after max_tool_rounds tool-only replies
+    retried_responses: int = 0  # failed replies (server_error) asked for once more
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
     # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
     reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
@@ -73,6 +75,8 @@ class SessionMetrics:
             "failed_responses": self.failed_responses,
             "addressed_turns": self.addressed_turns,
             "unaddressed_turns": self.unaddressed_turns,
+            "tool_loops_stopped": self.tool_loops_stopped,
+            "retried_responses": self.retried_responses,
             "median_reply_latency_ms": round(latency) if latency is not None else None,
             "tokens": dict(self.tokens),
             "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"],

@@ -62,6 +62,11 @@ class SessionConfig:
     # Reconnect: exponential backoff with full jitter from this base; this many failures in a row end it.
     reconnect_base_seconds: float = 0.5
     connect_attempts: int = 6
+    # A socket is dead when a send is stuck this long, or a reply is owed and the server says nothing this long.
+    send_stall_seconds: float = 3.0
+    reply_silence_seconds: float = 4.0
+    # Responses in a row that only call tools, since the caller last spoke; past it the model must speak.
+    max_tool_rounds: int = 5
     prices_per_mtok: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -144,8 +149,11 @@ def item_delete(item_id: str) -> dict[str, Any]:
     return {"type": "conversation.item.delete", "item_id": item_id}
 
 
-def response_create() -> dict[str, Any]:
-    return {"type": "response.create"}
+def response_create(*, tool_choice: str | None = None) -> dict[str, Any]:
+    """Ask for a reply; `tool_choice="none"` makes the model speak instead of calling another tool."""
+    if tool_choice is None:
+        return {"type": "response.create"}
+    return {"type": "response.create", "response": {"tool_choice": tool_choice}}
 
 
 def response_cancel() -> dict[str, Any]:

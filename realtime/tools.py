@@ -11,13 +11,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 log = logging.getLogger(__name__)
+
+# When the running tool call must stop changing things (time.monotonic()), a little before the model is told it
+# timed out. A context variable, so the tool's worker threads see it too (asyncio.to_thread copies the context):
+# storage checks it before committing, and "timed out" then means "not done", not "may still land later".
+_DEADLINE: ContextVar[float | None] = ContextVar("tool_deadline", default=None)
+COMMIT_MARGIN_SECONDS = 0.5  # at most; a quarter of the timeout when that is shorter
+
+
+def tool_time_left() -> float | None:
+    """Seconds the current tool call may still change things (<= 0: too late); None outside a tool call."""
+    deadline = _DEADLINE.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,8 @@ class ToolRegistry:
                 for err in exc.errors()
             ]
             return tool_error("invalid_arguments", "Some arguments are missing or invalid.", problems=problems)
+        margin = min(COMMIT_MARGIN_SECONDS, self.timeout_seconds / 4)
+        token = _DEADLINE.set(time.monotonic() + self.timeout_seconds - margin)
         try:
             result = await asyncio.wait_for(tool.handler(parsed, context), self.timeout_seconds)
         except asyncio.CancelledError:
@@ -125,10 +141,13 @@ class ToolRegistry:
             return tool_error(exc.code, exc.message, **exc.details)
         except TimeoutError:
             log.warning("tool %s timed out after %.1f s", name, self.timeout_seconds)
-            return tool_error("timeout", f"The {name} tool did not answer in time; try again or go on without it.")
+            return tool_error("timeout", f"The {name} tool did not answer in time and changed nothing; "
+                                         "try again or go on without it.")
         except Exception:
             log.exception("tool %s failed", name)
             return tool_error("tool_failed", f"The {name} tool failed unexpectedly; tell the caller and go on.")
+        finally:
+            _DEADLINE.reset(token)
         if not isinstance(result, dict):
             result = {"result": result}
         result.setdefault("ok", True)

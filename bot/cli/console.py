@@ -173,7 +173,9 @@ async def _converse(config: SessionConfig, registry: ToolRegistry, database: Dat
         raise CommandError(fatal)
     summary = session.metrics.summary()
     print(f"-- {summary['turns']} turns, {summary['barge_ins']} barge-ins, median reply latency "
-          f"{_ms(summary['median_reply_latency_ms'])}, {summary['total_tokens']} tokens, "
+          f"{_ms(summary['median_reply_latency_ms'])}, {summary['tool_calls']} tool calls, "
+          f"{summary['reconnects']} reconnects, {summary['failed_responses']} failed replies, "
+          f"{summary['total_tokens']} tokens, "
           f"~${summary['estimated_cost_usd']:.4f}", file=sys.stderr)
     return output
 

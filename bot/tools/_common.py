@@ -17,7 +17,7 @@ from bot.storage.errors import db_error_line
 from bot.storage.leads import find_lead, get_lead
 from bot.storage.models import Conversation, DealAnalysis, Lead
 from bot.tools.context import is_identified_user, is_operator
-from realtime.tools import ToolContext, ToolFailure
+from realtime.tools import ToolContext, ToolFailure, tool_time_left
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,17 @@ async def in_transaction(
     A ToolFailure raised by `work` rolls back and reaches the model as is; a database error rolls back
     and becomes a `storage_failed` ToolFailure, so nothing half-written is ever left behind. A unique
     constraint race (two calls at once) is retried once. `lock`, when given, is held until the commit.
+    Work that ends after the tool call's deadline (e.g. it waited for another writer's lock, which may take
+    longer than TOOL_TIMEOUT_SECONDS) is rolled back: the model, told the tool timed out, hears the truth.
     """
 
     def run() -> T:
         with lock or nullcontext(), database.session() as session:
-            return work(session)
+            result = work(session)
+            left = tool_time_left()
+            if left is not None and left <= 0:
+                raise ToolFailure("timeout", f"Could not {what} in time; nothing was changed. Try once more.")
+            return result
 
     for attempt in (1, 2):
         try:

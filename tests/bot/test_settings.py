@@ -120,3 +120,8 @@ def test_shard_ids_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.chdir(tmp_path)  # no .env from the work tree
     monkeypatch.setenv("SHARD_IDS", value)
     assert load_settings().shard_ids == expected  # one shard per process is the usual scale-out
+
+
+def test_max_tool_rounds_reaches_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_TOOL_ROUNDS", "2")
+    assert make_session_config(load_settings(openai_api_key="sk-test")).max_tool_rounds == 2

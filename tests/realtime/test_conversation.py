@@ -587,3 +587,170 @@ def test_turns_whose_transcript_never_comes_are_not_kept_for_ever(conv: Conversa
     for n in range(500):
         conv.handle_event({"type": "input_audio_buffer.committed", "item_id": f"u{n}"})
     assert len(conv._turn_speakers) <= 50 and "u499" in conv._turn_speakers
+
+
+# ----- issue 13: replies owed across a reconnect, tool results kept, tool-only rounds bounded -----
+
+def test_a_tool_result_that_lands_while_disconnected_is_delivered_once_after_the_replay(conv: Conversation) -> None:
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_tool_result(call, {"ok": True, "lead_id": 7})  # the reconnect is slower than the tool
+    assert sent(conv) == [], "nothing may go to a socket that is gone"
+    conv.on_connected()
+    events = sent(conv)
+    assert [e["type"] for e in events] == ["session.update", "conversation.item.create", "response.create"]
+    assert '"lead_id": 7' in events[1]["item"]["content"][0]["text"]
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [e["type"] for e in sent(conv)].count("response.create") == 0, "delivered once, not on every socket"
+
+
+def test_a_tool_output_sent_into_a_socket_that_died_unread_is_replayed_as_a_note(conv: Conversation) -> None:
+    sent(conv)
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True, "booked": True})
+    assert [e["type"] for e in sent(conv)] == ["conversation.item.create", "response.create"]
+    conv.on_disconnected()  # the server never said it added the output
+    conv.on_connected()
+    events = sent(conv)
+    assert [e["type"] for e in events] == ["session.update", "conversation.item.create", "response.create"]
+    assert '"booked": true' in events[1]["item"]["content"][0]["text"]
+
+
+def test_a_tool_output_the_server_added_is_not_sent_again(conv: Conversation) -> None:
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True})
+    conv.handle_event({"type": "conversation.item.added", "previous_item_id": "item_f",
+                       "item": {"id": "item_o", "type": "function_call_output", "call_id": "call_1",
+                                "output": "{}"}})
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})
+    start_reply(conv, "item_b", ms=300, response_id="resp_2")
+    conv.handle_event({"type": "response.output_audio.done", "item_id": "item_b", "response_id": "resp_2",
+                       "output_index": 0, "content_index": 0})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [e["type"] for e in sent(conv)] == ["session.update"], "nothing owed, nothing doubled"
+
+
+def test_a_reply_cut_off_by_a_dead_socket_is_asked_for_on_the_new_one(conv: Conversation) -> None:
+    start_reply(conv, ms=500)  # streaming; no output_audio.done yet
+    assert conv.reply_owed
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [e["type"] for e in sent(conv)][-1] == "response.create"
+
+
+def test_a_callers_turn_left_unanswered_by_a_dead_socket_is_answered_on_the_new_one(conv: Conversation) -> None:
+    conv.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    assert conv.reply_owed
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [e["type"] for e in sent(conv)][-1] == "response.create"
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_9"}})
+    assert conv.reply_owed  # a reply in progress owes events until response.done
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_9", "status": "completed"}})
+    assert not conv.reply_owed
+
+
+def tool_only_round(conv: Conversation, n: int) -> dict:
+    """One response that only calls a tool, and its output going back; returns the response.create sent."""
+    conv.handle_event({"type": "response.created", "response": {"id": f"resp_{n}"}})
+    done = function_call_done("completed", call_id=f"call_{n}")
+    done["response"]["id"] = f"resp_{n}"
+    conv.handle_event(done)
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True})
+    return next(e for e in sent(conv) if e["type"] == "response.create")
+
+
+def test_tool_only_rounds_are_bounded_then_the_model_must_speak(clock: Clock) -> None:
+    config = SessionConfig(api_key="sk-test", max_tool_rounds=2)
+    conv = Conversation(config, [TOOL], PlaybackBuffer(clock), SessionMetrics(), clock)
+    conv.on_connected()
+    sent(conv)
+    assert "response" not in tool_only_round(conv, 1)
+    assert tool_only_round(conv, 2) == {"type": "response.create", "response": {"tool_choice": "none"}}
+    assert conv.metrics.tool_loops_stopped == 1
+    conv.handle_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "u2"})
+    conv.handle_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "u2"})
+    assert "response" not in tool_only_round(conv, 3), "the caller spoke: the count starts again"
+
+
+def test_words_said_while_reconnecting_reach_the_new_session(conv: Conversation) -> None:
+    loud = np.repeat((np.sin(np.arange(960) / 10) * 8000).astype("<i2"), 2).tobytes()
+    conv.feed_input(loud)
+    sent(conv)
+    conv.on_disconnected()
+    for _ in range(10):
+        conv.feed_input(loud)  # 200 ms into a socket that is gone
+    assert sent(conv) == []
+    conv.on_connected()
+    resent = [e for e in sent(conv) if e["type"] == "input_audio_buffer.append"]
+    assert sum(len(base64.b64decode(e["audio"])) for e in resent) >= 200 * 48, "all 220 ms said since the commit"
+    conv.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1", "previous_item_id": None})
+    conv.on_disconnected()
+    conv.on_connected()
+    types = [e["type"] for e in sent(conv)]
+    assert "input_audio_buffer.append" not in types, "a committed turn is not sent twice"
+    assert types[-1] == "response.create", "and it is answered on the new session"
+
+
+def test_a_response_started_after_a_tool_output_confirms_it(conv: Conversation) -> None:
+    """Without conversation.item.added for the output, the response that followed it shows the server had it."""
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_f"}})
+    conv.handle_event(function_call_done("completed"))
+    (call,) = conv.tool_calls_to_run()
+    conv.on_tool_result(call, {"ok": True})
+    conv.handle_event({"type": "response.created", "response": {"id": "resp_2"}})
+    conv.handle_event({"type": "response.done", "response": {"id": "resp_2", "status": "completed"}})
+    sent(conv)
+    conv.on_disconnected()
+    conv.on_connected()
+    assert [e["type"] for e in sent(conv)] == ["session.update"], "no note, no extra reply after a recycle"
+
+
+def loud_frame() -> bytes:
+    t = np.arange(960) / 48000
+    mono = (np.sin(2 * np.pi * 300 * t) * 9000).astype("<i2")
+    return np.repeat(mono, 2).tobytes()
+
+
+def test_a_turn_resent_to_a_new_session_is_still_attributed_to_who_said_it(conv: Conversation) -> None:
+    """Alice spoke on the old socket (her turn was committed); Bob's words were never committed when it died, so
+    the new session hears them resent first: its clock starts at Bob's words, not at Alice's."""
+    alice, bob = 1, 2
+    for _ in range(50):
+        conv.feed_input(loud_frame(), [alice])
+    for event in ({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "a"},
+                  {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1000, "item_id": "a"},
+                  {"type": "input_audio_buffer.committed", "item_id": "a"}):
+        conv.handle_event(event)
+    for _ in range(30):
+        conv.feed_input(loud_frame(), [bob])
+    conv.on_disconnected()
+    for _ in range(20):
+        conv.feed_input(loud_frame(), [bob])  # still talking while Cap reconnects: kept for the new session
+    conv.on_connected()
+    resent = sum(len(base64.b64decode(e["audio"])) for e in sent(conv) if e["type"] == "input_audio_buffer.append")
+    assert resent == 1000 * 48  # Bob's second of words, nothing of Alice's
+    for event in ({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "b"},
+                  {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1000, "item_id": "b"},
+                  {"type": "input_audio_buffer.committed", "item_id": "b"},
+                  {"type": "conversation.item.input_audio_transcription.completed", "item_id": "b",
+                   "content_index": 0, "transcript": "My number is 512 555 0143."}):
+        conv.handle_event(event)
+    (entry,) = conv.transcripts_ready()
+    assert entry.speaker == bob and entry.speakers == {bob}

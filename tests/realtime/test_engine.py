@@ -295,11 +295,12 @@ async def test_a_reply_failing_for_another_reason_is_logged_and_the_call_goes_on
     async with FakeRealtimeServer(fail_responses_with="server_error") as server:
         session = VoiceSession(config_for(server), ToolRegistry())
         await session.start()
-        await feed_until(session, hello, lambda: session.metrics.failed_responses == 1)
-        await asyncio.sleep(0.1)
+        await feed_until(session, hello, lambda: session.metrics.failed_responses == 2)
+        await asyncio.sleep(0.3)
         assert not session.closed
         await session.aclose()
     assert "Cap's reply failed (server_error)" in caplog.text
+    assert session.metrics.failed_responses == 2 and session.metrics.retried_responses == 1, "one retry, no loop"
 
 
 async def test_an_unreachable_server_gives_up_with_one_line() -> None:
@@ -328,6 +329,9 @@ class ClosesAtOnce:
         raise RealtimeError("Realtime connection closed (1011)", code="close_1011", retryable=True)
 
     async def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 

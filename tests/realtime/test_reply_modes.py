@@ -113,6 +113,19 @@ async def test_two_people_talking_to_each_other_get_no_reply_until_one_names_cap
     assert server.schema_errors == []
 
 
+async def test_people_talking_to_each_other_is_not_a_dead_connection() -> None:
+    """An unaddressed turn is owed no reply: the server's silence after it is not a half-dead socket."""
+    async with FakeRealtimeServer(user_transcripts=["So what did you think of the house?"]) as server:
+        session, _ = await open_session(server, reply_mode="adaptive", reply_silence_seconds=0.5)
+        try:
+            await play(session, [*pause(200), *said(ALICE), *pause(1200)], humans=2)
+            await play(session, pause(2000))  # 0.5 s of the server's silence would count as dead if a reply were owed
+        finally:
+            await session.aclose()
+    assert len(server.connections) == 1 and session.metrics.reconnects == 0
+    assert server.responses == []
+
+
 async def test_one_caller_is_answered_every_turn_as_before() -> None:
     async with FakeRealtimeServer(user_transcripts=["What rates do you have?"], reply_audio=tone_pcm(0.4)) as server:
         session, _ = await open_session(server, reply_mode="adaptive")

@@ -26,6 +26,7 @@ import itertools
 import json
 import re
 import secrets
+import socket
 import string
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -154,6 +155,7 @@ class _ServerVad:
 @dataclass
 class _Response:
     id: str
+    tool_choice: str = "auto"  # response.create's response.tool_choice, else the session's
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -218,6 +220,7 @@ class _Session:
         self.responses_done = 0
         self.uncommitted_ms = 0
         self.speech_item_id: str | None = None
+        self.silent = False  # half-dead: sends nothing and reads nothing, the TCP connection stays open
         self._vad_queue: asyncio.Queue[tuple[str, int, str, float]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()  # the VAD worker and response streams
         self._handlers: dict[str, Callable[[Event], Awaitable[None]]] = {
@@ -306,6 +309,8 @@ class _Session:
         """Send one server event (with a fresh event_id), record it, and self-check its shape."""
         text = json.dumps({"type": type_, "event_id": _new_id("event"), **fields})
         event = json.loads(text)  # the record is what went on the wire, not a live view of mutable state
+        if self.silent:
+            return event  # half-dead: nothing goes out, nothing is recorded as sent
         if self.server.validate_own_events:
             try:
                 validate_server_event(event)
@@ -337,6 +342,11 @@ class _Session:
     @property
     def _turn_detection(self) -> Event | None:
         return self.record.session["audio"]["input"].get("turn_detection")
+
+    def go_silent(self) -> None:
+        """Half-dead: stop sending and reading (the peer's sends pile up in the socket buffers); no close."""
+        self.silent = True
+        self.ws.transport.pause_reading()
 
     async def _on_session_update(self, event: Event) -> None:
         if self.server.reject_session_update:  # e.g. a transcription model this account may not use
@@ -535,7 +545,7 @@ class _Session:
             )
             await self._error("conversation_already_has_active_response", message, event=event)
             return
-        self._start_response()
+        self._start_response((event.get("response") or {}).get("tool_choice"))
 
     async def _on_response_cancel(self, event: Event) -> None:
         wanted = event.get("response_id")
@@ -545,8 +555,8 @@ class _Session:
             return
         await self._cancel_response("client_cancelled")
 
-    def _start_response(self) -> None:
-        self.response = _Response(_new_id("resp"))
+    def _start_response(self, tool_choice: str | None = None) -> None:
+        self.response = _Response(_new_id("resp"), tool_choice or self.record.session.get("tool_choice") or "auto")
         self.response.task = self._spawn(self._run_response(self.response))
 
     async def _cancel_response(self, reason: str) -> None:
@@ -603,8 +613,14 @@ class _Session:
                 ],
             )
             spec = self.server.function_calls.pop(0) if self.server.function_calls else None
+            if spec is None and self.server.function_call_storm and response.tool_choice != "none":
+                spec = dict(self.server.function_call_storm, call_id=_new_id("call", 16))
+            if response.tool_choice == "none":
+                spec = None  # the model may not call a tool: it speaks
             previous = self._last_item_id()
-            if self.server.fail_responses_with:
+            if self.server.fail_responses_with and self.server.fail_responses != 0:
+                if self.server.fail_responses is not None:
+                    self.server.fail_responses -= 1
                 self.response = None
                 failed = self._response_object(response, "failed", [], None)
                 await self._emit("response.done", response=failed)
@@ -630,6 +646,9 @@ class _Session:
             )
             self.server.responses.append(done["response"])
             self.responses_done += 1
+            if self.server.drop_after_function_call and spec is not None and status == "completed":
+                self.server.drop_after_function_call = False
+                self.ws.transport.abort()  # the socket dies right after a completed function call
         except Exception as exc:  # a bug in the fake must fail the test, not hang it
             self.server.internal_errors.append(repr(exc))
             raise
@@ -661,6 +680,10 @@ class _Session:
             await self._emit("response.output_audio.delta", **ids, delta=base64.b64encode(chunk).decode())
             self.audio_sent = True
             self.audio_ms[item["id"]] += pcm_ms(chunk)
+            silent_after = self.server.silent_after_audio_ms
+            if silent_after is not None and self.audio_ms[item["id"]] >= silent_after:
+                self.server.silent_after_audio_ms = None
+                self.go_silent()
             due = len(words) if index == len(chunks) else len(words) * index // len(chunks)
             for word in words[spoken:due]:
                 await self._emit("response.output_audio_transcript.delta", **ids, delta=word)
@@ -781,7 +804,16 @@ class FakeRealtimeServer:
         cancel_function_call_response: bool = False,
         fatal_on_connect: str | None = None,
         reject_connections: int = 0,
+        reject_status: int = 503,
+        reject_headers: dict[str, str] | None = None,
+        reject_body: str | None = None,
+        handshake_delay_seconds: float = 0.0,
+        silent_after_audio_ms: int | None = None,
+        socket_buffer_bytes: int | None = None,
+        function_call_storm: Event | None = None,
+        drop_after_function_call: bool = False,
         fail_responses_with: str | None = None,
+        fail_responses: int | None = None,
         reject_session_update: tuple[str, str] | None = None,
         validate_own_events: bool = True,
     ) -> None:
@@ -802,7 +834,18 @@ class FakeRealtimeServer:
         self.cancel_function_call_response = cancel_function_call_response
         self.fatal_on_connect = fatal_on_connect
         self.reject_connections = reject_connections
+        # A refused handshake: its HTTP status, extra headers (Retry-After) and body (the API's JSON error).
+        self.reject_status = reject_status
+        self.reject_headers = dict(reject_headers or {})
+        self.reject_body = reject_body
+        self.handshake_delay_seconds = handshake_delay_seconds  # every handshake waits this long (a slow TLS path)
+        self.handshake_times: list[float] = []  # loop time of every handshake request, refused or not
+        self.silent_after_audio_ms = silent_after_audio_ms  # the first reply goes half-dead after this much audio
+        self.socket_buffer_bytes = socket_buffer_bytes  # small kernel buffers, so a stalled peer blocks sends soon
+        self.function_call_storm = function_call_storm  # every response calls this tool, unless tool_choice "none"
+        self.drop_after_function_call = drop_after_function_call  # abort the socket once, after such a response
         self.fail_responses_with = fail_responses_with  # an error code: every response.done is "failed"
+        self.fail_responses = fail_responses  # with fail_responses_with: only this many fail, then they work
         self.reject_session_update = reject_session_update  # (param, message) of an invalid_value error
         self.validate_own_events = validate_own_events
         self.connections: list[ConnectionRecord] = []
@@ -832,11 +875,19 @@ class FakeRealtimeServer:
 
     async def start(self) -> None:
         # No max_size: append events may carry up to 15 MiB of base64 audio.
+        # No keepalive pings of its own: a silenced service must send nothing at all.
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_request, max_size=None
+            self._handle, "127.0.0.1", 0, process_request=self._process_request, max_size=None, ping_interval=None
         )
+        if self.socket_buffer_bytes:  # accepted sockets inherit the listening socket's buffer sizes
+            for sock in self._server.sockets:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.socket_buffer_bytes)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer_bytes)
 
     async def aclose(self) -> None:
+        for session in list(self._sessions):
+            if session.silent:  # it reads nothing, so it would never see a close handshake complete
+                session.ws.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -856,12 +907,21 @@ class FakeRealtimeServer:
         """The effective session config of the latest connection."""
         return self.connections[-1].session if self.connections else {}
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.handshake_times.append(asyncio.get_running_loop().time())
+        if self.handshake_delay_seconds:
+            await asyncio.sleep(self.handshake_delay_seconds)
         if self.reject_connections > 0:
             self.reject_connections -= 1
             self.rejected_handshakes += 1
             self._notify()
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable\n")
+            status = HTTPStatus(self.reject_status)
+            response = connection.respond(status, self.reject_body or f"{status.phrase}\n")
+            if self.reject_body is not None and self.reject_body.startswith("{"):
+                response.headers["Content-Type"] = "application/json"
+            for name, value in self.reject_headers.items():
+                response.headers[name] = value
+            return response
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -885,6 +945,11 @@ class FakeRealtimeServer:
         for session in list(self._sessions):
             with contextlib.suppress(ConnectionClosed):
                 await session.ws.send(text)
+
+    def go_silent(self) -> None:
+        """Every open connection goes half-dead: nothing sent, nothing read, the TCP connection left open."""
+        for session in list(self._sessions):
+            session.go_silent()
 
     async def expire_session(self) -> None:
         """The 60-minute limit: `error` session_expired, then close 1001."""

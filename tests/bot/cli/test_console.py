@@ -56,6 +56,7 @@ async def test_console_writes_a_time_aligned_reply(tmp_path: Path) -> None:
     assert 48 <= int(loud.sum()) <= 52
     assert server.schema_errors == []
     assert "sk-test" not in stdout + stderr
+    assert "0 tool calls, 0 reconnects, 0 failed replies" in stderr  # the console's summary line
     # The conversation is logged under the console guild, like a Discord call.
     database = Database(f"sqlite:///{tmp_path / 'cap.db'}").open()
     with database.session() as session:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -343,3 +346,37 @@ async def test_a_lead_id_beyond_the_database_integer_is_an_argument_error(regist
     result = await call(registry, tool, {"lead_id": 2**31}, caller())  # PostgreSQL's int4 overflowed
     assert result["error"]["code"] == "invalid_arguments"
     assert [p["field"] for p in result["error"]["details"]["problems"]] == ["lead_id"]
+
+
+def hold_the_lead_table(database: Database, started: threading.Event, seconds: float) -> None:
+    """Another writer holding the lead table's lock (SQLite: the database's write lock)."""
+    raw = database.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if database.engine.url.get_backend_name() == "sqlite":
+            cursor.execute("BEGIN IMMEDIATE")
+        else:
+            cursor.execute(f"LOCK TABLE {Lead.__tablename__} IN EXCLUSIVE MODE")
+        started.set()
+        time.sleep(seconds)
+        raw.rollback()
+    finally:
+        raw.close()
+
+
+async def test_a_save_that_timed_out_does_not_land_afterwards(database: Database) -> None:
+    """The lock wait (SQLite busy timeout, PostgreSQL lock_timeout: 5 s) outlasts a short TOOL_TIMEOUT_SECONDS:
+    once the model has been told the save timed out, the save must not happen after all."""
+    registry = build_registry(test_settings(tool_timeout_seconds=0.6), database)
+    started = threading.Event()
+    blocker = threading.Thread(target=hold_the_lead_table, args=(database, started, 1.5))
+    blocker.start()
+    try:
+        assert started.wait(5)
+        result = await call(registry, "save_lead", {"full_name": "Ann Lee", "phone": "212 555 0100"}, caller())
+        assert result["ok"] is False and result["error"]["code"] == "timeout"
+        assert "changed nothing" in result["error"]["message"]
+    finally:
+        await asyncio.to_thread(blocker.join)
+    await asyncio.sleep(0.5)  # the save's worker thread gets the lock and finishes its transaction
+    assert leads_in(database, GUILD) == []
