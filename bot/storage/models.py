@@ -81,6 +81,7 @@ class Lead(SQLModel, table=True):
     arv: float | None = None
     rehab_budget: float | None = None
     credit_band: str | None = Field(default=None, max_length=20)
+    credit_score: int | None = None  # the exact figure, when the caller gave one (the band is derived from it)
     experience_deals: int | None = None
     liquidity: float | None = None
     timeline: str | None = Field(default=None, max_length=40)
@@ -155,9 +156,14 @@ class ScheduledCall(SQLModel, table=True):
 
 
 class Conversation(SQLModel, table=True):
-    """One voice session in a channel (or the console), linked to the lead saved during it."""
+    """One voice session in a channel (or the console), linked to the lead saved during it.
+
+    Its usage (participants, turns, tokens by kind, estimated cost) is written when the call ends: the
+    per-call, per-guild and monthly spending reports and the budget read these columns.
+    """
 
     __tablename__ = "conversation"
+    __table_args__ = (Index("ix_conversation_guild_started", "guild_id", "started_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     guild_id: int = _guild()
@@ -165,6 +171,22 @@ class Conversation(SQLModel, table=True):
     lead_id: int | None = Field(default=None, foreign_key="lead.id", ondelete="SET NULL", index=True)
     started_at: datetime = _created()
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str | None = Field(default=None, max_length=200)
+    # Discord user ids (strings, as in Turn.speakers) of everyone heard in the call.
+    participants: list[str] = Field(default_factory=list, sa_type=JSON, sa_column_kwargs={"server_default": "[]"})
+    turns: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    barge_ins: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    audio_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    audio_output_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    text_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    text_output_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    cached_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    transcription_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    estimated_cost_usd: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at is not None else None
 
 
 class Turn(SQLModel, table=True):
