@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     program_guidelines: dict[str, ProgramGuideline] = DEFAULT_PROGRAM_GUIDELINES
     phone_default_region: str = "US"
     leads_role_id: int | None = None
+    # The lender's staff: a text channel (id) for notices of new qualified leads and bookings, and a role (id)
+    # to mention in them; each is used only in the guild it belongs to.
+    staff_channel_id: int | None = None
+    staff_role_id: int | None = None
 
     # Discord.
     discord_token: SecretStr | None = None
@@ -158,7 +162,9 @@ class Settings(BaseSettings):
     def _merge_guidelines(cls, value: dict[str, ProgramGuideline]) -> dict[str, ProgramGuideline]:
         return {**DEFAULT_PROGRAM_GUIDELINES, **value}
 
-    @field_validator("leads_role_id", "dev_guild_id", "shard_count", "shard_ids", mode="before")
+    @field_validator(
+        "leads_role_id", "staff_channel_id", "staff_role_id", "dev_guild_id", "shard_count", "shard_ids", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -26,6 +26,7 @@ LEAD_FIELDS = (
     "arv",
     "rehab_budget",
     "credit_band",
+    "credit_score",
     "experience_deals",
     "liquidity",
     "timeline",

@@ -199,7 +199,7 @@ def save_lead_tool(settings: Settings, database: Database) -> Tool:
     region = settings.phone_default_region
 
     async def handler(args: SaveLeadArguments, context: ToolContext) -> dict[str, Any]:
-        fields: dict[str, Any] = args.model_dump(exclude={"credit_score", "after_repair_value", "notes"})
+        fields: dict[str, Any] = args.model_dump(exclude={"after_repair_value", "notes"})
         fields["full_name"] = args.full_name.strip()
         fields["email"] = normalise_email(args.email) if args.email and args.email.strip() else None
         fields["phone"] = normalise_phone(args.phone, region) if args.phone and args.phone.strip() else None
@@ -279,11 +279,13 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
                 guideline=guideline,
             )
             lead.score, lead.tier = result.score, result.tier
+            was_qualified = lead.status == "qualified"
             if lead.status in ("new", "qualified", "nurture"):
                 lead.status = "qualified" if result.qualifies else "nurture"
             lead.updated_at = utcnow()
             session.add(lead)
             out: dict[str, Any] = {"lead_id": lead.id, **result.as_dict(), "offer": None}
+            out["newly_qualified"] = lead.status == "qualified" and not was_qualified  # staff are told once
             if result.qualifies and facts is not None and guideline is not None:
                 now = utcnow()
                 terms = offer_terms(

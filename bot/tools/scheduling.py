@@ -15,7 +15,7 @@ from sqlmodel import Session
 from bot.settings import Settings
 from bot.storage.calls import add_call, booked_between, lock_guild_bookings
 from bot.storage.database import Database
-from bot.storage.models import MAX_ROW_ID, ScheduledCall, utcnow
+from bot.storage.models import MAX_ROW_ID, Lead, ScheduledCall, utcnow
 from bot.tools._common import caller_lead, in_transaction
 from bot.tools.business_hours import (
     MAX_AHEAD,
@@ -62,6 +62,21 @@ class ScheduleCallArguments(BaseModel):
     lead_id: int | None = Field(
         None, ge=1, le=MAX_ROW_ID, description="The lead; omit for the current caller's lead."
     )
+
+
+def refuse_without_phone(lead: Lead | None) -> None:
+    """A booking staff cannot act on is worse than none: it needs the caller's saved lead and phone number."""
+    if lead is None:
+        raise ToolFailure(
+            "no_lead",
+            "Nothing was booked: save the caller's name and phone number with save_lead first, then book.",
+        )
+    if not lead.phone:
+        raise ToolFailure(
+            "missing_phone",
+            "Nothing was booked: ask for the caller's phone number and save it with save_lead, then book.",
+            field="phone",
+        )
 
 
 def schedule_call_tool(
@@ -126,6 +141,8 @@ def schedule_call_tool(
                     "business_hours": hours.summary(),
                     "free_slots": free,
                 }
+            lead = caller_lead(session, context, args.lead_id)
+            refuse_without_phone(lead)
             problem = hours.problem(start, now, busy)
             if problem is not None:
                 code, message = problem
@@ -136,7 +153,7 @@ def schedule_call_tool(
                     now_for_caller=describe(now, zone),
                     business_hours=hours.summary(),
                 )
-            lead = caller_lead(session, context, args.lead_id)
+            assert lead is not None
             uid = f"{uuid.uuid4()}@cap-bot"
             call = add_call(
                 session,

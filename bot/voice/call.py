@@ -14,12 +14,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import discord
 
 from bot.session_factory import make_session_config
 from bot.settings import Settings
+from bot.staff import staff_channel, staff_mention, staff_notice
 from bot.storage.conversations import ConversationRecorder
 from bot.storage.database import Database
 from bot.voice.client import CapVoiceClient
@@ -102,19 +103,24 @@ class AutoLeave:
 
 
 class ObservedRegistry(ToolRegistry):
-    """The same tools, with every result also handed to `on_result(name, result)` (for .ics invites)."""
+    """The same tools, with every result also handed to `on_result(name, result, context)` (.ics invites and
+    staff notices)."""
 
-    def __init__(self, inner: ToolRegistry, on_result: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, inner: ToolRegistry, on_result: Callable[[str, dict[str, Any], ToolContext], None]) -> None:
         super().__init__(tools=inner.tools, timeout_seconds=inner.timeout_seconds)
         self._on_result = on_result
 
     async def call(self, name: str, arguments: str | dict[str, Any], context: ToolContext) -> dict[str, Any]:
         result = await super().call(name, arguments, context)
         try:
-            self._on_result(name, result)
+            self._on_result(name, result, context)
         except Exception:
             log.exception("tool result observer failed for %s", name)
         return result
+
+
+# Where a post goes: the voice channel's own text chat, or the lender's staff channel (bot.staff).
+Destination = Literal["chat", "staff"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ class _Post:
     content: str
     filename: str | None = None
     data: bytes | None = None
+    to: Destination = "chat"
+    mentions: discord.AllowedMentions = field(default_factory=discord.AllowedMentions.none)
 
 
 def _humans_in(channel: discord.abc.GuildChannel | None) -> int:
@@ -162,6 +170,7 @@ class VoiceCall:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Task[None] | None = None
         self._posting_enabled = settings.post_transcripts
+        self._blocked: set[Destination] = set()  # destinations that refused us (Forbidden)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -330,7 +339,10 @@ class VoiceCall:
             self.recorder.record(entry)
         self._post(format_transcript_line(entry, self._display_name))
 
-    def _on_tool_result(self, name: str, result: dict[str, Any]) -> None:
+    def _on_tool_result(self, name: str, result: dict[str, Any], context: ToolContext) -> None:
+        notice = staff_notice(name, result)
+        if notice is not None:
+            self._post_staff(notice)
         invite = result.get("invite") if result.get("ok") else None
         if isinstance(invite, dict) and isinstance(invite.get("ics"), str):
             when = result.get("when_for_caller") or "the booked time"
@@ -338,28 +350,44 @@ class VoiceCall:
             self._post(f"📅 Call booked for {when}. Add it to your calendar:", filename, invite["ics"].encode())
 
     def _post(self, content: str, filename: str | None = None, data: bytes | None = None) -> None:
-        if not self._posting_enabled or not content:
+        if self._posting_enabled and content:
+            self._enqueue(_Post(content[:MESSAGE_LIMIT], filename, data))
+
+    def _post_staff(self, content: str) -> None:
+        """A notice for the staff channel, with the staff role's mention when one is set."""
+        if staff_channel(self.guild, self.settings) is None:
             return
+        mention, allowed = staff_mention(self.guild, self.settings)
+        self._enqueue(_Post((mention + content)[:MESSAGE_LIMIT], to="staff", mentions=allowed))
+
+    def _enqueue(self, post: _Post) -> None:
         try:
-            self._posts.put_nowait(_Post(content[:MESSAGE_LIMIT], filename, data))
+            self._posts.put_nowait(post)
         except asyncio.QueueFull:
-            log.warning("transcript posting is behind; dropped a line")
+            log.warning("posting is behind; dropped a %s message", post.to)
+
+    def _destination(self, to: Destination) -> discord.abc.Messageable | None:
+        if to in self._blocked:
+            return None
+        return staff_channel(self.guild, self.settings) if to == "staff" else self.current_channel
 
     async def _post_loop(self) -> None:
         while True:
             post = await self._posts.get()
-            if not self._posting_enabled:  # turned off after lines were queued
+            destination = self._destination(post.to)
+            if destination is None:  # turned off or refused after lines were queued
                 self._posts.task_done()
                 continue
             try:
                 file = discord.File(io.BytesIO(post.data), filename=post.filename) if post.data else None
-                kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+                kwargs: dict[str, Any] = {"allowed_mentions": post.mentions}
                 if file is not None:
                     kwargs["file"] = file
-                await self.current_channel.send(post.content, **kwargs)
+                await destination.send(post.content, **kwargs)
             except discord.Forbidden:
-                log.warning("no permission to post in %s's text chat; transcript posting off", self.current_channel)
-                self._posting_enabled = False
+                log.warning("no permission to post in the %s channel of guild %s; posting there is off",
+                            post.to, self.guild.id)
+                self._blocked.add(post.to)
             except discord.HTTPException as exc:
                 log.warning("could not post a transcript line: %s", exc)
             finally:

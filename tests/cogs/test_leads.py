@@ -381,3 +381,51 @@ async def test_an_unexpected_error_still_gets_an_answer(cog: Leads, answered: bo
     await cog.cog_app_command_error(fake, discord.app_commands.AppCommandError("boom"))
     reply = fake.followup.send if answered else fake.response.send_message
     reply.assert_awaited_once_with(cogs.leads.INTERNAL_ERROR, ephemeral=True)
+
+
+def add_activity(database: Database, guild: int, lead_id: int) -> None:
+    """A finished call, a deal analysis, two offers and a booked call for the lead."""
+    from datetime import timedelta
+
+    from bot.storage.models import Conversation, DealAnalysis, Offer, ScheduledCall, utcnow
+
+    now = utcnow()
+    with database.session() as session:
+        session.add(
+            Conversation(
+                guild_id=guild, lead_id=lead_id, started_at=now - timedelta(minutes=12), ended_at=now,
+                participants=["4321"], turns=9, estimated_cost_usd=0.4213,
+            )
+        )
+        session.add(
+            DealAnalysis(
+                guild_id=guild, lead_id=lead_id, program="dscr_rental", ltv=0.75, dscr=1.31, fits_program=True,
+                verdict="Fits DSCR rental.",
+            )
+        )
+        for amount in (300_000.0, 318_000.0):
+            session.add(
+                Offer(
+                    guild_id=guild, lead_id=lead_id, program="dscr_rental", amount=amount, max_ltv=0.75,
+                    rate_min=7.25, rate_max=7.75, points=1.0, term_months=360, expires_at=now + timedelta(days=14),
+                )
+            )
+            session.flush()
+        session.add(
+            ScheduledCall(
+                guild_id=guild, lead_id=lead_id, starts_at=now + timedelta(days=1), duration_minutes=30,
+                timezone="America/Chicago", topic="Rate lock", ics_uid=f"uid-{lead_id}@cap-bot",
+            )
+        )
+
+
+async def test_show_lists_the_calls_analyses_latest_offer_and_booked_calls(cog: Leads, database: Database) -> None:
+    [lead_id] = add_leads(database, GUILD, 1, email="ann@example.com")
+    add_activity(database, GUILD, lead_id)
+    fake = interaction()
+    await cog.show.callback(cog, fake, lead_id=lead_id)
+    fields = {field.name: field.value for field in sent(fake)["embed"].fields}
+    assert "12 min" in fields["Calls"] and "<@4321>" in fields["Calls"] and "$0.42" in fields["Calls"]
+    assert "dscr_rental" in fields["Deal analyses"] and "DSCR 1.31" in fields["Deal analyses"]
+    assert "$318,000" in fields["Latest offer"] and "7.25" in fields["Latest offer"]
+    assert "Rate lock" in fields["Booked calls"] and "CST" in fields["Booked calls"]

@@ -361,3 +361,69 @@ async def test_a_kick_while_the_call_starts_ends_it_cleanly(database: Database,
         await call.start()
     assert call.session is not None and call.session.closed
     voice.start_conversation.assert_not_called()
+
+
+STAFF_CHANNEL, STAFF_ROLE = 31, 32
+
+
+class ScoreArgs(BaseModel):
+    lead_id: int
+
+
+async def score(args: ScoreArgs, context: ToolContext) -> dict:
+    return {"lead_id": args.lead_id, "score": 82, "tier": "A", "qualifies": True, "newly_qualified": True,
+            "offer": {"program": "dscr_rental", "amount": 318000.0}}
+
+
+async def booked(args: InviteArgs, context: ToolContext) -> dict:
+    return {"booked": True, "lead_id": 7, "when_for_caller": args.when, "when_for_lender": "Tue 4 pm EST",
+            "duration_minutes": 30, "invite": {"filename": "call-1.ics", "ics": "BEGIN:VCALENDAR\r\n"}}
+
+
+def staff_registry(settings: Settings, database: Database) -> ToolRegistry:
+    return ToolRegistry.of(
+        [Tool("score_lead", "Score.", ScoreArgs, score), Tool("schedule_call", "Book.", InviteArgs, booked)]
+    )
+
+
+def add_staff_channel(channel: MagicMock) -> MagicMock:
+    """A staff text channel and role in the call's guild."""
+    staff = MagicMock(spec=discord.TextChannel)
+    staff.id = STAFF_CHANNEL
+    staff.send = AsyncMock()
+    role = MagicMock(spec=discord.Role, id=STAFF_ROLE, mention=f"<@&{STAFF_ROLE}>")
+    guild = channel.guild
+    guild.get_channel.side_effect = {STAFF_CHANNEL: staff}.get
+    guild.get_role.side_effect = {STAFF_ROLE: role}.get
+    return staff
+
+
+async def test_staff_hear_of_new_qualified_leads_and_bookings_with_a_role_mention(database: Database) -> None:
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL, staff_role_id=STAFF_ROLE)
+    call._registry_factory = staff_registry
+    await call.start()
+    context = call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    await call.session.registry.call("score_lead", {"lead_id": 7}, context)  # type: ignore[union-attr]
+    await call.session.registry.call("schedule_call", {"when": "Tue 3 pm"}, context)  # type: ignore[union-attr]
+    await drain_posts(call)
+    notices = [(c.args[0], c.kwargs["allowed_mentions"]) for c in staff.send.await_args_list]
+    assert len(notices) == 2
+    assert notices[0][0].startswith(f"<@&{STAFF_ROLE}> ") and "lead #7" in notices[0][0] and "tier A" in notices[0][0]
+    assert "Tue 4 pm EST" in notices[1][0] and "lead #7" in notices[1][0]
+    assert all(mentions.to_dict()["roles"] == [STAFF_ROLE] for _, mentions in notices)
+    await call.stop("left")
+
+
+async def test_a_staff_channel_of_another_guild_gets_nothing(database: Database) -> None:
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=999, staff_role_id=STAFF_ROLE)  # not in this guild
+    call._registry_factory = staff_registry
+    await call.start()
+    context = call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    await call.session.registry.call("score_lead", {"lead_id": 7}, context)  # type: ignore[union-attr]
+    await drain_posts(call)
+    staff.send.assert_not_awaited()
+    await call.stop("left")
