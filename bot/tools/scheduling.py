@@ -141,8 +141,6 @@ def schedule_call_tool(
                     "business_hours": hours.summary(),
                     "free_slots": free,
                 }
-            lead = caller_lead(session, context, args.lead_id)
-            refuse_without_phone(lead)
             problem = hours.problem(start, now, busy)
             if problem is not None:
                 code, message = problem
@@ -153,6 +151,8 @@ def schedule_call_tool(
                     now_for_caller=describe(now, zone),
                     business_hours=hours.summary(),
                 )
+            lead = caller_lead(session, context, args.lead_id)
+            refuse_without_phone(lead)
             assert lead is not None
             uid = f"{uuid.uuid4()}@cap-bot"
             call = add_call(

@@ -341,3 +341,11 @@ async def test_a_lead_id_beyond_the_database_integer_is_an_argument_error(regist
     result = await call(registry, tool, {"lead_id": 2**31}, caller())  # PostgreSQL's int4 overflowed
     assert result["error"]["code"] == "invalid_arguments"
     assert [p["field"] for p in result["error"]["details"]["problems"]] == ["lead_id"]
+
+
+async def test_the_exact_credit_score_is_kept_beside_its_band(registry, database) -> None:
+    saved = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com", "credit_score": 742},
+                       caller())
+    with database.session() as session:
+        lead = get_lead(session, GUILD, saved["lead_id"])
+    assert (lead.credit_score, lead.credit_band) == (742, "720-759")
