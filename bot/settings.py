@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # Voice: other bots in the channel are not heard; who said what is posted in the channel's text chat.
     ignore_bots: bool = True
     post_transcripts: bool = True
+    # Privacy: where posted transcripts go (the staff channel, or the voice channel's own chat, readable by
+    # everyone there), .ics invites by direct message to the caller, and how long transcripts are kept.
+    transcript_destination: Literal["staff", "voice_chat"] = "staff"
+    invite_by_dm: bool = True
+    transcript_retention_days: int = Field(90, ge=0)  # 0 keeps them forever
     alone_timeout_seconds: float = Field(60.0, gt=0)
     idle_timeout_seconds: float = Field(900.0, gt=0)
 

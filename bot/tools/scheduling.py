@@ -34,8 +34,9 @@ DESCRIPTION = (
     "time zone if they may not be in the lender's), then call with start_time as ISO 8601 local time, e.g. "
     "2026-12-03T14:30. Without start_time it returns the next free slots and the current date, so you can "
     "offer times. A time in the past, outside business hours or taken comes back as an error with "
-    "`suggested_slots`: offer one or two of those. On success the call is booked, a calendar invite is "
-    "posted for the caller, and `when_for_caller` is the phrase to read back."
+    "`suggested_slots`: offer one or two of those. Booking needs the caller's saved lead with a phone number. "
+    "On success the call is booked and `when_for_caller` is the phrase to read back; `invite_delivery` says "
+    "whether the caller gets a calendar invite (direct_message) or not (not_sent): mention one only if sent."
 )
 
 # Bookings are checked and written under one lock so two calls at once cannot take the same slot.
@@ -188,6 +189,7 @@ def schedule_call_tool(
                 "when_for_caller": describe(start, zone),
                 "when_for_lender": describe(start, hours.zone),
                 "duration_minutes": call.duration_minutes,
+                "invite_delivery": "not_sent",  # the voice layer sets direct_message when it sends one
                 "invite": {
                     "filename": f"capital-bridge-call-{call.id}.ics",
                     "content_type": "text/calendar",

@@ -13,11 +13,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import discord
 
+from bot.privacy import mask_contacts
 from bot.session_factory import make_session_config
 from bot.settings import Settings
 from bot.staff import staff_channel, staff_mention, staff_notice
@@ -119,8 +120,13 @@ class ObservedRegistry(ToolRegistry):
         return result
 
 
-# Where a post goes: the voice channel's own text chat, or the lender's staff channel (bot.staff).
-Destination = Literal["chat", "staff"]
+# Where a post goes: the voice channel's own text chat, the lender's staff channel (bot.staff), or a direct
+# message to one caller (the .ics invite).
+Destination = Literal["chat", "staff", "dm"]
+DM_REFUSED: Final = (
+    "📅 The call is booked, but I couldn't send the calendar invite by direct message (DMs from this server "
+    "may be off). The loan team has the booking."
+)
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,7 @@ class _Post:
     data: bytes | None = None
     to: Destination = "chat"
     mentions: discord.AllowedMentions = field(default_factory=discord.AllowedMentions.none)
+    user_id: int | None = None  # the recipient of a direct message
 
 
 def _humans_in(channel: discord.abc.GuildChannel | None) -> int:
@@ -337,17 +344,26 @@ class VoiceCall:
     def _on_transcript(self, entry: TranscriptEntry) -> None:
         if self.recorder is not None:
             self.recorder.record(entry)
-        self._post(format_transcript_line(entry, self._display_name))
+        masked = replace(entry, text=mask_contacts(entry.text, self.settings.phone_default_region))
+        line = format_transcript_line(masked, self._display_name)
+        if self.settings.transcript_destination == "voice_chat":
+            self._post(line)
+        elif self._posting_enabled and staff_channel(self.guild, self.settings) is not None:
+            self._enqueue(_Post(line[:MESSAGE_LIMIT], to="staff"))
 
     def _on_tool_result(self, name: str, result: dict[str, Any], context: ToolContext) -> None:
         notice = staff_notice(name, result)
         if notice is not None:
             self._post_staff(notice)
         invite = result.get("invite") if result.get("ok") else None
-        if isinstance(invite, dict) and isinstance(invite.get("ics"), str):
+        if not (isinstance(invite, dict) and isinstance(invite.get("ics"), str)):
+            return
+        if self.settings.invite_by_dm and context.user_id is not None and self.guild.get_member(context.user_id):
             when = result.get("when_for_caller") or "the booked time"
             filename = str(invite.get("filename") or "invite.ics")
-            self._post(f"📅 Call booked for {when}. Add it to your calendar:", filename, invite["ics"].encode())
+            text = f"📅 Your call with the loan team is booked for {when}. Add it to your calendar:"
+            self._enqueue(_Post(text, filename, invite["ics"].encode(), to="dm", user_id=context.user_id))
+            result["invite_delivery"] = "direct_message"  # the model tells the caller where to look
 
     def _post(self, content: str, filename: str | None = None, data: bytes | None = None) -> None:
         if self._posting_enabled and content:
@@ -366,15 +382,17 @@ class VoiceCall:
         except asyncio.QueueFull:
             log.warning("posting is behind; dropped a %s message", post.to)
 
-    def _destination(self, to: Destination) -> discord.abc.Messageable | None:
-        if to in self._blocked:
+    def _destination(self, post: _Post) -> discord.abc.Messageable | None:
+        if post.to in self._blocked:
             return None
-        return staff_channel(self.guild, self.settings) if to == "staff" else self.current_channel
+        if post.to == "dm":
+            return self.guild.get_member(post.user_id) if post.user_id is not None else None
+        return staff_channel(self.guild, self.settings) if post.to == "staff" else self.current_channel
 
     async def _post_loop(self) -> None:
         while True:
             post = await self._posts.get()
-            destination = self._destination(post.to)
+            destination = self._destination(post)
             if destination is None:  # turned off or refused after lines were queued
                 self._posts.task_done()
                 continue
@@ -385,6 +403,10 @@ class VoiceCall:
                     kwargs["file"] = file
                 await destination.send(post.content, **kwargs)
             except discord.Forbidden:
+                if post.to == "dm":  # this caller's DMs are closed; others' may not be
+                    log.info("guild %s: a caller's DMs are closed; the invite was not delivered", self.guild.id)
+                    self._post(DM_REFUSED)
+                    continue
                 log.warning("no permission to post in the %s channel of guild %s; posting there is off",
                             post.to, self.guild.id)
                 self._blocked.add(post.to)

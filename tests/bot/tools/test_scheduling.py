@@ -273,3 +273,11 @@ async def test_a_call_is_booked_only_for_a_saved_lead_with_a_phone_number(databa
         assert session.exec(select(ScheduledCall)).all() == []
     slots = await reg.call("schedule_call", {}, ToolContext(guild_id=GUILD, user_id=77, user_name="Bo"))
     assert slots["ok"] and slots["free_slots"]  # offering times needs no lead yet
+
+
+async def test_the_tool_promises_no_invite_it_cannot_deliver(database: Database) -> None:
+    reg = registry(database)
+    description = reg.specs()[0]["description"]
+    assert "posted" not in description and "invite_delivery" in description
+    result = await book(reg, start_time="2026-12-03T10:00")
+    assert result["invite_delivery"] == "not_sent"  # only the Discord call layer sends one, and then says so

@@ -186,21 +186,25 @@ async def test_start_wires_voice_session_and_recorder(database: Database) -> Non
         await call.stop("left")
 
 
-async def test_transcripts_are_stored_and_posted_and_invites_attached(database: Database) -> None:
+async def test_transcripts_are_stored_and_posted_and_invites_sent_to_the_caller(database: Database) -> None:
     channel = make_channel()
-    call = make_call(channel, database)
+    alice = channel.guild.get_member(ALICE)
+    alice.send = AsyncMock()
+    call = make_call(channel, database, transcript_destination="voice_chat")
     await call.start()
     session = call.session
     assert isinstance(session, FakeSession)
     session.on_transcript(TranscriptEntry(role="caller", text="Book me", item_id="a", speakers=frozenset({ALICE})))
     session.on_transcript(TranscriptEntry(role="cap", text="Done.", item_id="b"))
-    result = await session.registry.call("schedule_call", {"when": "Tue 3 pm"}, session.context_factory(frozenset()))
+    context = session.context_factory(frozenset({ALICE}))
+    result = await session.registry.call("schedule_call", {"when": "Tue 3 pm"}, context)
     assert result["ok"] is True and result["invite"]["filename"] == "call-1.ics"  # the model still sees it all
+    assert result["invite_delivery"] == "direct_message"
     await drain_posts(call)
     sent = [(c.args[0], c.kwargs) for c in channel.send.await_args_list]
-    assert sent[0][0] == "**Alice:** Book me" and sent[1][0] == "**Cap:** Done."
+    assert [text for text, _ in sent] == ["**Alice:** Book me", "**Cap:** Done."]  # no invite in the open
     assert all(kwargs["allowed_mentions"].to_dict()["parse"] == [] for _, kwargs in sent)
-    invite_text, invite_kwargs = sent[2]
+    invite_text, invite_kwargs = alice.send.await_args.args[0], alice.send.await_args.kwargs
     assert "Tue 3 pm" in invite_text and invite_kwargs["file"].filename == "call-1.ics"
     conversation_id = call.recorder.conversation_id
     await call.stop("left")
@@ -220,7 +224,7 @@ async def test_posting_can_be_turned_off_and_a_forbidden_channel_stops_it(databa
 
     channel = make_channel()
     channel.send.side_effect = discord.Forbidden(MagicMock(status=403, reason="Forbidden"), "no")
-    call = make_call(channel, database)
+    call = make_call(channel, database, transcript_destination="voice_chat")
     await call.start()
     for text in ("one", "two"):
         call.session.on_transcript(TranscriptEntry(role="cap", text=text, item_id=text))  # type: ignore[union-attr]
@@ -426,4 +430,65 @@ async def test_a_staff_channel_of_another_guild_gets_nothing(database: Database)
     await call.session.registry.call("score_lead", {"lead_id": 7}, context)  # type: ignore[union-attr]
     await drain_posts(call)
     staff.send.assert_not_awaited()
+    await call.stop("left")
+
+
+async def test_transcripts_go_to_the_staff_channel_by_default_with_contacts_masked(database: Database) -> None:
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL, staff_role_id=STAFF_ROLE)
+    await call.start()
+    said = "I'm at 512-555-0143 or ann_lee@example.com"
+    call.session.on_transcript(  # type: ignore[union-attr]
+        TranscriptEntry(role="caller", text=said, item_id="a", speakers=frozenset({ALICE}))
+    )
+    await drain_posts(call)
+    [line] = [c.args[0] for c in staff.send.await_args_list]
+    assert line == "**Alice:** I'm at [phone] or [email]"
+    assert staff.send.await_args.kwargs["allowed_mentions"].to_dict()["parse"] == []  # transcripts ping nobody
+    channel.send.assert_not_awaited()  # nothing in the voice channel's chat, readable by everyone there
+    conversation_id = call.recorder.conversation_id
+    await call.stop("left")
+    with database.session() as db:
+        assert [t.text for t in conversation_turns(db, 5, conversation_id)] == [said]  # stored as said
+
+
+async def test_without_a_staff_channel_transcripts_are_not_posted_anywhere(database: Database) -> None:
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    call.session.on_transcript(TranscriptEntry(role="cap", text="Hi", item_id="x"))  # type: ignore[union-attr]
+    await drain_posts(call)
+    channel.send.assert_not_awaited()
+    await call.stop("left")
+
+
+async def test_a_caller_with_closed_dms_is_told_without_the_invite(database: Database) -> None:
+    channel = make_channel()
+    alice = channel.guild.get_member(ALICE)
+    alice.send = AsyncMock(side_effect=discord.Forbidden(MagicMock(status=403, reason="Forbidden"), "closed"))
+    call = make_call(channel, database)
+    await call.start()
+    await call.session.registry.call(  # type: ignore[union-attr]
+        "schedule_call", {"when": "Tue 3 pm"}, call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    )
+    await drain_posts(call)
+    [(text, kwargs)] = [(c.args[0], c.kwargs) for c in channel.send.await_args_list]
+    assert text == call_module.DM_REFUSED and "file" not in kwargs
+    await call.stop("left")
+
+
+async def test_no_invite_is_sent_when_invites_by_dm_are_off(database: Database) -> None:
+    channel = make_channel()
+    alice = channel.guild.get_member(ALICE)
+    alice.send = AsyncMock()
+    call = make_call(channel, database, invite_by_dm=False, transcript_destination="voice_chat")
+    await call.start()
+    result = await call.session.registry.call(  # type: ignore[union-attr]
+        "schedule_call", {"when": "Tue 3 pm"}, call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    )
+    await drain_posts(call)
+    assert "invite_delivery" not in result  # the tool's own not_sent stands (this fake tool sets none)
+    alice.send.assert_not_awaited()
+    channel.send.assert_not_awaited()
     await call.stop("left")
