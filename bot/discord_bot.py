@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot.heartbeat import beat, gateway_alive
 from bot.settings import Settings
 from bot.storage.database import Database
+from bot.storage.retention import purge_periodically
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class CapBot(commands.AutoShardedBot):
         self.extensions_to_load = extensions
         self.failed_extensions: dict[str, str] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.database.open()
@@ -59,6 +61,10 @@ class CapBot(commands.AutoShardedBot):
                 await self.sync_commands()
             except discord.HTTPException as exc:  # Discord 5xx/429: the commands synced last time still work
                 log.error("could not sync application commands (%s); continuing with the last synced set", exc)
+        if self.owns_command_sync:  # one process purges for all shards
+            self._retention = asyncio.create_task(
+                purge_periodically(self.database, self.settings.transcript_retention_days), name="cap-retention"
+            )
         if self.settings.heartbeat_file is not None:
             self._heartbeat = asyncio.create_task(
                 beat(self.settings.heartbeat_file, lambda: gateway_alive(self)), name="cap-heartbeat"
@@ -87,6 +93,8 @@ class CapBot(commands.AutoShardedBot):
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()  # a closing bot is no longer healthy
+        if self._retention is not None:
+            self._retention.cancel()
         try:
             await super().close()  # unloads the cogs, which end their calls
         finally:

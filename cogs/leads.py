@@ -47,9 +47,9 @@ REFUSED = "You need the Manage Server permission (or the leads role) to use /lea
 NOT_IN_GUILD = "/leads works only inside a server."
 STORE_DOWN = "The lead store is unavailable right now; try again in a moment."
 INTERNAL_ERROR = "Something went wrong on my side; nothing was changed. The error is in the bot's log."
-DELETE_KEEPS = (
-    "Its deal analyses, booked calls and conversation transcripts are kept, only unlinked from it "
-    "(an operator can remove those in the database)."
+DELETE_ERASES = (
+    "This erases the lead and everything derived from it: its offers, deal analyses, booked calls, "
+    "calls and their transcripts."
 )
 
 StatusChoice = Literal["new", "qualified", "nurture", "scheduled", "closed", "lost"]
@@ -351,8 +351,7 @@ class Leads(
         guild_id, lead = found
         view = ConfirmDelete(self, interaction, guild_id, lead_id)
         await interaction.followup.send(
-            f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? {DELETE_KEEPS} "
-            "This cannot be undone.",
+            f"Delete lead #{lead_id} ({_clean(lead.full_name)})? {DELETE_ERASES} This cannot be undone.",
             view=view,
             ephemeral=True,
         )

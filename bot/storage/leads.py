@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select, update
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, or_, select
 
-from bot.storage.models import Conversation, DealAnalysis, Lead, Offer, ScheduledCall, utcnow
+from bot.storage.models import Conversation, DealAnalysis, Lead, Offer, ScheduledCall, Turn, utcnow
 
 # The fields a caller's answers may set (everything but identity, bookkeeping and scoring).
 LEAD_FIELDS = (
@@ -158,17 +158,25 @@ def count_leads(
 
 
 def delete_lead(session: Session, guild_id: int, lead_id: int) -> bool:
-    """Delete the lead and its offers; analyses, calls and conversations stay, unlinked."""
+    """Erase the lead and everything derived from it: offers, deal analyses (also the anonymous ones of its
+    calls), booked calls, its conversations and their transcripts. The caller's transaction makes it all or
+    nothing."""
     lead = get_lead(session, guild_id, lead_id)
     if lead is None:
         return False
-    for offer in session.exec(select(Offer).where(Offer.guild_id == guild_id, Offer.lead_id == lead_id)):
-        session.delete(offer)
-    for model in (DealAnalysis, ScheduledCall, Conversation):
+    conversation_ids = select(Conversation.id).where(
+        Conversation.guild_id == guild_id, Conversation.lead_id == lead_id
+    )
+    session.exec(
+        delete(DealAnalysis).where(
+            DealAnalysis.guild_id == guild_id,  # type: ignore[arg-type]
+            or_(DealAnalysis.lead_id == lead_id, col(DealAnalysis.conversation_id).in_(conversation_ids)),
+        )
+    )
+    session.exec(delete(Turn).where(Turn.guild_id == guild_id, col(Turn.conversation_id).in_(conversation_ids)))
+    for model in (Offer, ScheduledCall, Conversation):
         session.exec(
-            update(model)
-            .where(model.guild_id == guild_id, model.lead_id == lead_id)  # type: ignore[attr-defined]
-            .values(lead_id=None)
+            delete(model).where(model.guild_id == guild_id, model.lead_id == lead_id)  # type: ignore[arg-type]
         )
     session.delete(lead)
     session.flush()

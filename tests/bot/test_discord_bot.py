@@ -99,3 +99,15 @@ async def test_the_heartbeat_runs_with_the_bot_and_stops_when_it_closes(tmp_path
     await asyncio.sleep(0)
     assert heartbeat.cancelled()
     assert not (tmp_path / "beat").exists(), "a bot that never reached Discord is not alive"
+
+
+async def test_transcript_retention_runs_with_the_bot_and_stops_when_it_closes(monkeypatch) -> None:
+    monkeypatch.setattr(commands.AutoShardedBot, "close", AsyncMock())
+    bot = make_bot(transcript_retention_days=30)
+    bot.tree.sync = AsyncMock(return_value=[])  # type: ignore[method-assign]
+    await bot.setup_hook()
+    retention = bot._retention
+    assert retention is not None and not retention.done()
+    await bot.close()
+    await asyncio.sleep(0)
+    assert retention.cancelled()

@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 import cogs.leads
 from bot.storage.database import Database
+from bot.storage.lead_activity import LeadActivity, lead_activity
 from bot.storage.leads import get_lead, upsert_lead
 from cogs.leads import (
     NOT_IN_GUILD,
@@ -317,11 +318,12 @@ async def test_show_is_scoped_to_the_guild(cog: Leads, database: Database) -> No
 
 async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) -> None:
     [lead_id] = add_leads(database, GUILD, 1)
+    add_activity(database, GUILD, lead_id)
     fake = interaction()
     await cog.delete.callback(cog, fake, lead_id=lead_id)
     reply = sent(fake)
     assert reply["ephemeral"] is True and "cannot be undone" in reply["content"]
-    assert "analyses, booked calls and conversation transcripts are kept" in reply["content"]  # says what stays
+    assert "offers, deal analyses, booked calls, calls and their transcripts" in reply["content"]  # says what goes
     view: ConfirmDelete = reply["view"]
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is not None  # nothing happens before the click
@@ -331,6 +333,7 @@ async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) ->
     click.edit_original_response.assert_awaited_once_with(content=f"Lead #{lead_id} deleted.", view=None)
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is None
+        assert lead_activity(session, GUILD, lead_id) == LeadActivity([], [], None, [])  # nothing derived is left
 
 
 async def test_delete_can_be_cancelled(cog: Leads, database: Database) -> None:
