@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "bot.admin_cli",
     "bot.runner",
     "bot.ops_cli",
+    "bot.usage_report",
 )
 
 

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     price_text_input_per_mtok: float = Field(4.0, ge=0)
     price_text_output_per_mtok: float = Field(16.0, ge=0)
     price_cached_input_per_mtok: float = Field(0.4, ge=0)
+    # The transcription model's own prices (audio in, text out), USD per million tokens.
+    price_transcription_input_per_mtok: float = Field(6.0, ge=0)
+    price_transcription_output_per_mtok: float = Field(10.0, ge=0)
+    # Each guild's monthly spending limit (USD, by the estimate above); None: no limit.
+    monthly_budget_usd: float | None = Field(None, gt=0)
 
     # Storage.
     database_url: str = "sqlite:///data/cap.db"
@@ -168,7 +173,8 @@ class Settings(BaseSettings):
         return {**DEFAULT_PROGRAM_GUIDELINES, **value}
 
     @field_validator(
-        "leads_role_id", "staff_channel_id", "staff_role_id", "dev_guild_id", "shard_count", "shard_ids", mode="before"
+        "leads_role_id", "staff_channel_id", "staff_role_id", "dev_guild_id", "shard_count", "shard_ids",
+        "monthly_budget_usd", mode="before"
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

@@ -347,6 +347,7 @@ class Conversation:
 
     def _on_caller_transcript(self, event: dict[str, Any]) -> None:
         item_id = event["item_id"]
+        self.metrics.add_transcription_usage(event.get("usage") or {}, self.config.prices_per_mtok)
         text = (event.get("transcript") or "").strip()
         speakers = self._turn_speakers.pop(item_id, self._last_speakers)
         if not text:

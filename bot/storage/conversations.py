@@ -24,6 +24,7 @@ from bot.storage.database import Database
 from bot.storage.errors import db_error_line
 from bot.storage.leads import get_lead
 from bot.storage.models import Conversation, Turn, utcnow
+from bot.storage.usage import CallUsage
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class _Op:
     entry: TranscriptEntry | None = None
     lead_id: int | None = None
     at: datetime | None = None
+    usage: CallUsage | None = None
 
 
 class ConversationRecorder:
@@ -125,12 +127,13 @@ class ConversationRecorder:
         if not self._closing:
             self._push(_Op("lead", lead_id=lead_id))
 
-    async def close(self) -> None:
-        """Mark the end, flush what is queued (waiting at most `close_timeout` s), stop the writer."""
+    async def close(self, usage: CallUsage | None = None) -> None:
+        """Mark the end (with the call's usage, when given), flush what is queued (waiting at most
+        `close_timeout` s), stop the writer."""
         if self._closing:
             return
         self._closing = True
-        self._push(_Op("end", at=utcnow()))
+        self._push(_Op("end", at=utcnow(), usage=usage))
         if self._task is None:
             if len(self._pending) > 1:
                 log.error("conversation never started; %d line(s) not stored", len(self._pending) - 1)
@@ -229,6 +232,8 @@ class ConversationRecorder:
                     conversation = get_conversation(session, self.guild_id, self.conversation_id)
                     if conversation is not None:
                         conversation.ended_at = op.at
+                        if op.usage is not None:
+                            op.usage.apply_to(conversation)
                         session.add(conversation)
 
 

@@ -17,13 +17,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import discord
+from sqlalchemy.exc import SQLAlchemyError
 
+from bot.budget import BUDGET_REACHED_GOODBYE, BudgetGuard, budget_refusal
 from bot.privacy import mask_contacts
 from bot.session_factory import make_session_config
 from bot.settings import Settings
 from bot.staff import staff_channel, staff_mention, staff_notice
 from bot.storage.conversations import ConversationRecorder
 from bot.storage.database import Database
+from bot.storage.errors import db_error_line
+from bot.storage.models import utcnow
+from bot.storage.usage import CallUsage, spent_this_month
 from bot.voice.client import CapVoiceClient
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
@@ -41,6 +46,7 @@ LEAVE_MESSAGES: Final = {
     "idle": "Nobody has said anything for a while, so I hung up. Use /cap join to talk again.",
     "left": "Bye for now!",
     "disconnected": "I was disconnected from the voice channel.",
+    "budget": BUDGET_REACHED_GOODBYE,
 }
 
 
@@ -178,6 +184,7 @@ class VoiceCall:
         self._stopping: asyncio.Task[None] | None = None
         self._posting_enabled = settings.post_transcripts
         self._blocked: set[Destination] = set()  # destinations that refused us (Forbidden)
+        self._budget: BudgetGuard | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -185,6 +192,7 @@ class VoiceCall:
         """Connect the Realtime session, then voice, then the recorder; raises CallError (one line) and
         leaves nothing running."""
         self.recorder = ConversationRecorder(self.database, self.guild.id, self.channel.id)
+        await self._check_budget()
         try:
             if self._registry_factory is None:
                 from bot.tools import build_registry
@@ -228,6 +236,26 @@ class VoiceCall:
         ]
         log.info("call started in guild %s channel %s", self.guild.id, self.channel.id)
 
+    async def _check_budget(self) -> None:
+        """Refuse (CallError) a guild over its monthly budget; otherwise arm the guard for this call."""
+        budget = self.settings.monthly_budget_usd
+        if budget is None:
+            return
+        now = utcnow()
+
+        def spent() -> float:
+            with self.database.session() as session:
+                return spent_this_month(session, self.guild.id, now)
+
+        try:
+            spent_usd = await asyncio.to_thread(spent)
+        except SQLAlchemyError as exc:
+            raise CallError(f"the usage store is unavailable ({db_error_line(exc)})") from None
+        refusal = budget_refusal(spent_usd, budget, now)
+        if refusal is not None:
+            raise CallError(refusal)
+        self._budget = BudgetGuard(budget, spent_usd)
+
     def _check_not_stopped(self) -> None:
         """`/cap leave` (or shutdown) may land while start() awaits: then undo what start() did so far."""
         if self._stopping is not None:
@@ -268,12 +296,17 @@ class VoiceCall:
         if self.session is not None:
             await self.session.aclose()
         if self.recorder is not None:
-            await self.recorder.close()
+            await self.recorder.close(self._usage())
         if voice is not None:
             # Always, connected or not: a connection in the middle of discord.py's reconnect reports
             # is_connected() False, and left alone it rejoins the channel with no call attached.
             with contextlib.suppress(Exception):
                 await voice.disconnect(force=True)
+
+    def _usage(self) -> CallUsage:
+        """What the call used, for its conversation row (read after the session has closed: final figures)."""
+        summary = self.session.metrics.summary() if self.session is not None else {}
+        return CallUsage.from_summary(summary, self._spoken, self.end_reason)
 
     def _voice_gone(self) -> None:
         """discord.py tore the voice connection down (kicked, channel deleted, reconnects exhausted)."""
@@ -296,6 +329,8 @@ class VoiceCall:
             if not session.idle:
                 self.auto_leave.activity()
             reason = self.auto_leave.reason()
+            if reason is None and self._budget is not None and self._budget.reached(session.metrics.cost_usd):
+                reason = "budget" if session.idle else None  # at a turn boundary: never cut a reply
             if reason is not None:
                 self.stop(reason)
                 return

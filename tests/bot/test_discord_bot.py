@@ -46,7 +46,7 @@ async def test_setup_hook_opens_the_database_loads_cogs_and_syncs_globally(caplo
         assert any("cogs.does_not_exist" in record.getMessage() for record in caplog.records)
         assert {command.name for command in bot.tree.get_commands()} >= {"cap", "leads"}
         cap = bot.tree.get_command("cap")
-        assert {sub.name for sub in cap.commands} == {"join", "leave", "status"}  # type: ignore[union-attr]
+        assert {sub.name for sub in cap.commands} == {"join", "leave", "status", "usage"}  # type: ignore[union-attr]
         bot.tree.sync.assert_awaited_once_with()
     finally:
         bot.database.close()

@@ -339,8 +339,8 @@ async def test_the_last_lines_are_stored_before_voice_disconnects(database: Data
     voice.disconnect.side_effect = lambda **_: order.append("voice disconnect")
     original_close = recorder.close
 
-    async def close_recorder() -> None:
-        await original_close()
+    async def close_recorder(usage: object = None) -> None:
+        await original_close(usage)  # type: ignore[arg-type]
         order.append("transcript flushed")
 
     recorder.close = close_recorder  # type: ignore[method-assign]
@@ -492,3 +492,81 @@ async def test_no_invite_is_sent_when_invites_by_dm_are_off(database: Database) 
     alice.send.assert_not_awaited()
     channel.send.assert_not_awaited()
     await call.stop("left")
+
+
+async def test_a_finished_call_stores_its_usage(database: Database) -> None:
+    from bot.storage.conversations import get_conversation
+
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    voice = channel.connect.return_value
+    sink = voice.start_conversation.call_args.args[0]
+    sink(SILENCE_FRAME, frozenset({ALICE}))
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    metrics = call.session.metrics  # type: ignore[union-attr]
+    metrics.turns, metrics.barge_ins = 7, 2
+    metrics.add_usage({"input_token_details": {"audio_tokens": 1000, "text_tokens": 200, "cached_tokens": 0},
+                       "output_token_details": {"audio_tokens": 500, "text_tokens": 40}},
+                      {"audio_input": 32.0, "audio_output": 64.0})
+    metrics.add_transcription_usage({"type": "tokens", "input_tokens": 300, "output_tokens": 12},
+                                    {"transcription_input": 6.0})
+    conversation_id = call.recorder.conversation_id
+    await call.stop("alone")
+    with database.session() as db:
+        row = get_conversation(db, 5, conversation_id)
+    assert row.ended_at is not None and row.duration_seconds is not None and row.end_reason == "alone"
+    assert sorted(row.participants) == sorted([str(ALICE), str(BOB)])
+    assert (row.turns, row.barge_ins) == (7, 2)
+    assert (row.audio_input_tokens, row.text_input_tokens, row.audio_output_tokens, row.text_output_tokens) == (
+        1000, 200, 500, 40)
+    assert row.transcription_tokens == 312
+    assert row.estimated_cost_usd == pytest.approx(1000 * 32e-6 + 500 * 64e-6 + 300 * 6e-6, abs=1e-4)
+
+
+def spend(database: Database, guild: int, usd: float) -> None:
+    """A finished call this month that cost `usd`."""
+    from bot.storage.models import Conversation, utcnow
+
+    with database.session() as db:
+        db.add(Conversation(guild_id=guild, started_at=utcnow(), ended_at=utcnow(), estimated_cost_usd=usd))
+
+
+async def test_a_guild_over_its_monthly_budget_is_refused_before_anything_connects(database: Database) -> None:
+    spend(database, 5, 20.0)
+    spend(database, 6, 500.0)  # another guild's spending is not this guild's
+    channel = make_channel()
+    call = make_call(channel, database, monthly_budget_usd=25.0)
+    await call.start()  # $20 of $25: still allowed
+    await call.stop("left")
+    spend(database, 5, 5.0)
+    channel = make_channel()
+    call = make_call(channel, database, monthly_budget_usd=25.0)
+    with pytest.raises(CallError, match=r"monthly budget.*\$25\.00"):
+        await call.start()
+    channel.connect.assert_not_awaited()
+
+
+async def test_a_running_call_over_budget_ends_politely_at_the_next_turn_boundary(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_module, "WATCH_INTERVAL_SECONDS", 0.01)
+    spend(database, 5, 9.0)
+    channel = make_channel()
+    call = make_call(channel, database, monthly_budget_usd=10.0, transcript_destination="voice_chat")
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.idle = False  # Cap is mid-reply
+    session.metrics.cost_usd = 1.5
+    await asyncio.sleep(0.1)
+    assert call._stopping is None  # the reply is not cut
+    session.idle = True  # the turn is over
+    for _ in range(500):
+        if call._stopping is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert call._stopping is not None
+    await call._stopping
+    assert call.end_reason == "budget"
+    assert "monthly budget" in channel.send.await_args_list[-1].args[0]
