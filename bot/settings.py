@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     transcript_destination: Literal["staff", "voice_chat"] = "staff"
     invite_by_dm: bool = True
     transcript_retention_days: int = Field(90, ge=0)  # 0 keeps them forever
+    # Cap always says (and posts) that it is an AI assistant and the call is transcribed; with this, each
+    # participant must also say yes before anything they say is transcribed or saved.
+    require_spoken_consent: bool = False
     alone_timeout_seconds: float = Field(60.0, gt=0)
     idle_timeout_seconds: float = Field(900.0, gt=0)
 

@@ -158,6 +158,16 @@ def _booked_text(activity: LeadActivity) -> str:
     return "\n".join(lines) or "—"
 
 
+def _disclosures_text(activity: LeadActivity) -> str:
+    """Who was told (AI assistant, transcribed), when, which wording, and their answer."""
+    lines = [
+        f"{record.disclosed_at:%Y-%m-%d %H:%M} UTC · <@{record.discord_user_id}> · wording {record.wording_version}"
+        f" · consent {record.consent.replace('_', ' ')}"
+        for record in activity.disclosures
+    ]
+    return "\n".join(lines) or "—"
+
+
 def detail_embed(lead: Lead, activity: LeadActivity | None = None) -> discord.Embed:
     embed = discord.Embed(
         title=f"Lead #{lead.id}: {_clean(lead.full_name, 200)}", colour=discord.Colour.blurple()
@@ -188,7 +198,8 @@ def detail_embed(lead: Lead, activity: LeadActivity | None = None) -> discord.Em
         embed.add_field(name="Notes", value=_clean(lead.notes, 1000), inline=False)
     if activity is not None:
         for name, text in (("Calls", _calls_text(activity)), ("Deal analyses", _analyses_text(activity)),
-                           ("Latest offer", _offer_text(activity)), ("Booked calls", _booked_text(activity))):
+                           ("Latest offer", _offer_text(activity)), ("Booked calls", _booked_text(activity)),
+                           ("Disclosures", _disclosures_text(activity))):
             embed.add_field(name=name, value=text[:FIELD_LIMIT], inline=False)
     embed.set_footer(
         text=f"Created {lead.created_at:%Y-%m-%d %H:%M} UTC · updated {lead.updated_at:%Y-%m-%d %H:%M} UTC"
@@ -335,7 +346,7 @@ class Leads(
             return
         guild_id, lead = found
         try:
-            activity = await self.run(lambda session: lead_activity(session, guild_id, lead_id))
+            activity = await self.run(lambda session: lead_activity(session, guild_id, lead_id, lead.discord_user_id))
         except SQLAlchemyError as exc:
             log.error("/leads show failed: %s", db_error_line(exc))
             await interaction.followup.send(STORE_DOWN, ephemeral=True)

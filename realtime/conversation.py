@@ -113,6 +113,7 @@ class Conversation:
         self._turn_speakers: dict[str, frozenset[int]] = {}
         self._last_speakers: frozenset[int] = frozenset()
         self._history: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._announcements = 0
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session.created": self._ignore,
             "session.updated": self._ignore,
@@ -250,6 +251,14 @@ class Conversation:
         self._awaiting_outputs.discard(call.call_id)
         self._outbox.append(protocol.function_call_output(call.call_id, output))
         if not self._awaiting_outputs:
+            self._request_response()
+
+    def announce(self, note: str) -> None:
+        """A system note the model acts on at once (e.g. a disclosure to say), remembered across reconnects."""
+        self._announcements += 1
+        self._remember(f"announcement_{self._announcements}", "system", note)
+        if self.connected:
+            self._outbox.append(protocol.replay_message("system", note))
             self._request_response()
 
     def _request_response(self) -> None:

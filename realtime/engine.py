@@ -89,6 +89,11 @@ class VoiceSession:
         self.conversation.feed_input(frame, speakers)
         self._dispatch()
 
+    def announce(self, note: str) -> None:
+        """Have the model act on a system note now (a disclosure to say): sent, then a reply requested."""
+        self.conversation.announce(note)
+        self._dispatch()
+
     @property
     def closed(self) -> bool:
         return self._closed.is_set()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlmodel import Session, col, select
 
 from bot.storage.deals import latest_offer
-from bot.storage.models import Conversation, DealAnalysis, Offer, ScheduledCall
+from bot.storage.disclosures import lead_disclosures
+from bot.storage.models import Conversation, DealAnalysis, Disclosure, Offer, ScheduledCall
 
 # /leads show lists the newest few of each; an embed holds 25 fields of 1,024 characters.
 SHOWN_PER_KIND = 5
@@ -20,10 +21,14 @@ class LeadActivity:
     analyses: list[DealAnalysis]
     latest_offer: Offer | None
     booked_calls: list[ScheduledCall]
+    disclosures: list[Disclosure] = field(default_factory=list)
 
 
-def lead_activity(session: Session, guild_id: int, lead_id: int, limit: int = SHOWN_PER_KIND) -> LeadActivity:
-    """The lead's newest calls and analyses, its latest offer and its booked calls (soonest first)."""
+def lead_activity(
+    session: Session, guild_id: int, lead_id: int, discord_user_id: int | None = None, limit: int = SHOWN_PER_KIND
+) -> LeadActivity:
+    """The lead's newest calls and analyses, its latest offer, its booked calls (soonest first) and the newest
+    disclosures made to it (to its Discord user, or in its calls)."""
     conversations = session.exec(
         select(Conversation)
         .where(Conversation.guild_id == guild_id, Conversation.lead_id == lead_id)
@@ -46,7 +51,13 @@ def lead_activity(session: Session, guild_id: int, lead_id: int, limit: int = SH
         .order_by(col(ScheduledCall.starts_at))
         .limit(limit)
     ).all()
-    return LeadActivity(list(conversations), list(analyses), latest_offer(session, guild_id, lead_id), list(booked))
+    return LeadActivity(
+        list(conversations),
+        list(analyses),
+        latest_offer(session, guild_id, lead_id),
+        list(booked),
+        lead_disclosures(session, guild_id, lead_id, discord_user_id, limit),
+    )
 
 
 def next_booked_calls(session: Session, guild_id: int | None, now: datetime) -> dict[int, ScheduledCall]:

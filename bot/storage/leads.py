@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, or_, select
 
-from bot.storage.models import Conversation, DealAnalysis, Lead, Offer, ScheduledCall, Turn, utcnow
+from bot.storage.models import Conversation, DealAnalysis, Disclosure, Lead, Offer, ScheduledCall, Turn, utcnow
 
 # The fields a caller's answers may set (everything but identity, bookkeeping and scoring).
 LEAD_FIELDS = (
@@ -159,8 +159,8 @@ def count_leads(
 
 def delete_lead(session: Session, guild_id: int, lead_id: int) -> bool:
     """Erase the lead and everything derived from it: offers, deal analyses (also the anonymous ones of its
-    calls), booked calls, its conversations and their transcripts. The caller's transaction makes it all or
-    nothing."""
+    calls), booked calls, its conversations, their transcripts and the disclosures made to it. The caller's
+    transaction makes it all or nothing."""
     lead = get_lead(session, guild_id, lead_id)
     if lead is None:
         return False
@@ -174,6 +174,10 @@ def delete_lead(session: Session, guild_id: int, lead_id: int) -> bool:
         )
     )
     session.exec(delete(Turn).where(Turn.guild_id == guild_id, col(Turn.conversation_id).in_(conversation_ids)))
+    told = [col(Disclosure.conversation_id).in_(conversation_ids)]
+    if lead.discord_user_id is not None:
+        told.append(Disclosure.discord_user_id == lead.discord_user_id)
+    session.exec(delete(Disclosure).where(Disclosure.guild_id == guild_id, or_(*told)))  # type: ignore[arg-type]
     for model in (Offer, ScheduledCall, Conversation):
         session.exec(
             delete(model).where(model.guild_id == guild_id, model.lead_id == lead_id)  # type: ignore[arg-type]

@@ -206,3 +206,24 @@ class Turn(SQLModel, table=True):
     item_id: str | None = Field(default=None, max_length=100)
     interrupted: bool = False
     spoken_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Disclosure(SQLModel, table=True):
+    """Cap told one participant of one call that it is an AI assistant and that the call is transcribed.
+
+    Kept per participant with the wording's version and, when a spoken yes is required, their answer: what
+    a lender shows when a transcript is ever questioned. consent is "not_asked" (no yes required),
+    "pending", "yes" or "no".
+    """
+
+    __tablename__ = "disclosure"
+    __table_args__ = (Index("ix_disclosure_guild_user", "guild_id", "discord_user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    guild_id: int = _guild()
+    conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    discord_user_id: int = Field(sa_type=BigInteger)
+    wording_version: str = Field(max_length=40)
+    disclosed_at: datetime = _created()
+    consent: str = Field(default="not_asked", max_length=20)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -20,6 +20,15 @@ import discord
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.budget import BUDGET_REACHED_GOODBYE, BudgetGuard, budget_refusal
+from bot.disclosure import (
+    CONSENT_GATED_TOOLS,
+    CONSENT_QUESTION,
+    DECLINED_TEXT,
+    DISCLOSURE_VERSION,
+    ConsentBook,
+    announcement,
+    posted_text,
+)
 from bot.privacy import mask_contacts
 from bot.session_factory import make_session_config
 from bot.settings import Settings
@@ -32,7 +41,7 @@ from bot.storage.usage import CallUsage, spent_this_month
 from bot.voice.client import CapVoiceClient
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
-from realtime.tools import ToolContext, ToolRegistry
+from realtime.tools import ToolContext, ToolRegistry, tool_error
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -111,13 +120,22 @@ class AutoLeave:
 
 class ObservedRegistry(ToolRegistry):
     """The same tools, with every result also handed to `on_result(name, result, context)` (.ics invites and
-    staff notices)."""
+    staff notices), and a `gate(name, context)` that may refuse a call first (no consent yet)."""
 
-    def __init__(self, inner: ToolRegistry, on_result: Callable[[str, dict[str, Any], ToolContext], None]) -> None:
+    def __init__(
+        self,
+        inner: ToolRegistry,
+        on_result: Callable[[str, dict[str, Any], ToolContext], None],
+        gate: Callable[[str, ToolContext], dict[str, Any] | None] = lambda name, context: None,
+    ) -> None:
         super().__init__(tools=inner.tools, timeout_seconds=inner.timeout_seconds)
         self._on_result = on_result
+        self._gate = gate
 
     async def call(self, name: str, arguments: str | dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        refusal = self._gate(name, context)
+        if refusal is not None:
+            return refusal
         result = await super().call(name, arguments, context)
         try:
             self._on_result(name, result, context)
@@ -185,6 +203,7 @@ class VoiceCall:
         self._posting_enabled = settings.post_transcripts
         self._blocked: set[Destination] = set()  # destinations that refused us (Forbidden)
         self._budget: BudgetGuard | None = None
+        self.consent = ConsentBook(settings.require_spoken_consent)
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -198,7 +217,9 @@ class VoiceCall:
                 from bot.tools import build_registry
 
                 self._registry_factory = build_registry
-            registry = ObservedRegistry(self._registry_factory(self.settings, self.database), self._on_tool_result)
+            registry = ObservedRegistry(
+                self._registry_factory(self.settings, self.database), self._on_tool_result, self._tool_gate
+            )
             self.session = self._session_factory(
                 make_session_config(self.settings),
                 registry,
@@ -235,6 +256,7 @@ class VoiceCall:
             asyncio.create_task(self._post_loop(), name=f"cap-call-posts-{self.guild.id}"),
         ]
         log.info("call started in guild %s channel %s", self.guild.id, self.channel.id)
+        self._disclose(newcomers_only=False)
 
     async def _check_budget(self) -> None:
         """Refuse (CallError) a guild over its monthly budget; otherwise arm the guard for this call."""
@@ -326,6 +348,7 @@ class VoiceCall:
                 self.stop(f"The voice AI stopped: {fatal}" if fatal else "left")
                 return
             self.auto_leave.observe_humans(_humans_in(self.current_channel))
+            self._disclose(newcomers_only=True)
             if not session.idle:
                 self.auto_leave.activity()
             reason = self.auto_leave.reason()
@@ -339,6 +362,8 @@ class VoiceCall:
 
     def _feed(self, frame: bytes, speakers: frozenset[int]) -> None:
         """Every 20 ms from the mixer tick (event loop)."""
+        if any(self.consent.declined(user) for user in speakers):
+            return  # someone who declined: neither heard nor transcribed (others talking over them too)
         if speakers:
             self._spoken.update(speakers)
             self.auto_leave.activity()
@@ -376,7 +401,46 @@ class VoiceCall:
             conversation_id=self.recorder.conversation_id if self.recorder else None,
         )
 
+    def _disclose(self, *, newcomers_only: bool) -> None:
+        """Tell participants not yet told (voice and text) that Cap is an AI and the call is transcribed; store it."""
+        members = getattr(self.current_channel, "members", None) or ()
+        new = self.consent.newcomers(member.id for member in members if not member.bot)
+        if not new:
+            return
+        required = self.consent.required
+        if self.session is not None and not self.session.closed:
+            self.session.announce(announcement(required, newcomer=newcomers_only))
+        mentions = " ".join(f"<@{user}>" for user in new)
+        self._enqueue(_Post(posted_text(required, mentions)[:MESSAGE_LIMIT]))  # always: callers must see it
+        if self.recorder is not None:
+            self.recorder.record_disclosures(tuple(new), DISCLOSURE_VERSION, self.consent.states[new[0]])
+
+    def _tool_gate(self, name: str, context: ToolContext) -> dict[str, Any] | None:
+        if name in CONSENT_GATED_TOOLS and not self.consent.may_record(context.user_id):
+            return tool_error(
+                "no_consent",
+                f"Nothing was done: this caller has not said yes to the disclosure yet. Ask \"{CONSENT_QUESTION}\" "
+                "and wait for a yes before saving, scoring, analysing or booking anything for them.",
+            )
+        return None
+
+    def _may_keep(self, entry: TranscriptEntry) -> bool:
+        """Caller lines only of participants who agreed; Cap's lines once anyone has (when a yes is required)."""
+        if entry.role == "cap":
+            return not self.consent.required or "yes" in self.consent.states.values()
+        if not self.consent.required:
+            return True
+        return bool(entry.speakers) and all(self.consent.may_record(user) for user in entry.speakers)
+
     def _on_transcript(self, entry: TranscriptEntry) -> None:
+        if entry.role == "caller":
+            for user, answer in self.consent.answer(entry.speakers, entry.text).items():
+                if self.recorder is not None:
+                    self.recorder.record_answer(user, answer)
+                if answer == "no":
+                    self._enqueue(_Post(f"<@{user}>: {DECLINED_TEXT}"))
+        if not self._may_keep(entry):
+            return
         if self.recorder is not None:
             self.recorder.record(entry)
         masked = replace(entry, text=mask_contacts(entry.text, self.settings.phone_default_region))

@@ -333,7 +333,7 @@ async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) ->
     click.edit_original_response.assert_awaited_once_with(content=f"Lead #{lead_id} deleted.", view=None)
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is None
-        assert lead_activity(session, GUILD, lead_id) == LeadActivity([], [], None, [])  # nothing derived is left
+        assert lead_activity(session, GUILD, lead_id) == LeadActivity([], [], None, [], [])  # nothing derived is left
 
 
 async def test_delete_can_be_cancelled(cog: Leads, database: Database) -> None:
@@ -390,16 +390,18 @@ def add_activity(database: Database, guild: int, lead_id: int) -> None:
     """A finished call, a deal analysis, two offers and a booked call for the lead."""
     from datetime import timedelta
 
-    from bot.storage.models import Conversation, DealAnalysis, Offer, ScheduledCall, utcnow
+    from bot.storage.models import Conversation, DealAnalysis, Disclosure, Offer, ScheduledCall, utcnow
 
     now = utcnow()
     with database.session() as session:
-        session.add(
-            Conversation(
-                guild_id=guild, lead_id=lead_id, started_at=now - timedelta(minutes=12), ended_at=now,
-                participants=["4321"], turns=9, estimated_cost_usd=0.4213,
-            )
+        conversation = Conversation(
+            guild_id=guild, lead_id=lead_id, started_at=now - timedelta(minutes=12), ended_at=now,
+            participants=["4321"], turns=9, estimated_cost_usd=0.4213,
         )
+        session.add(conversation)
+        session.flush()
+        session.add(Disclosure(guild_id=guild, conversation_id=conversation.id, discord_user_id=4321,
+                               wording_version="2026-12-v1", consent="yes"))
         session.add(
             DealAnalysis(
                 guild_id=guild, lead_id=lead_id, program="dscr_rental", ltv=0.75, dscr=1.31, fits_program=True,
@@ -432,3 +434,5 @@ async def test_show_lists_the_calls_analyses_latest_offer_and_booked_calls(cog: 
     assert "dscr_rental" in fields["Deal analyses"] and "DSCR 1.31" in fields["Deal analyses"]
     assert "$318,000" in fields["Latest offer"] and "7.25" in fields["Latest offer"]
     assert "Rate lock" in fields["Booked calls"] and "CST" in fields["Booked calls"]
+    assert "<@4321>" in fields["Disclosures"] and "2026-12-v1" in fields["Disclosures"]
+    assert "consent yes" in fields["Disclosures"]

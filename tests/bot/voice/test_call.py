@@ -83,6 +83,10 @@ class FakeSession:
         self.closed = False
         self.idle = True
         self.fatal: str | None = None
+        self.announced: list[str] = []
+
+    def announce(self, note: str) -> None:
+        self.announced.append(note)
 
     async def start(self) -> None:
         if self.fail_with is not None:
@@ -125,8 +129,8 @@ def make_channel() -> MagicMock:
     guild = MagicMock(spec=discord.Guild)
     guild.id = 5
     members = {
-        ALICE: MagicMock(spec=discord.Member, display_name="Alice", bot=False),
-        BOB: MagicMock(spec=discord.Member, display_name="Bob", bot=False),
+        ALICE: MagicMock(spec=discord.Member, id=ALICE, display_name="Alice", bot=False),
+        BOB: MagicMock(spec=discord.Member, id=BOB, display_name="Bob", bot=False),
     }
     guild.get_member.side_effect = members.get
     channel = MagicMock(spec=discord.VoiceChannel)
@@ -155,6 +159,11 @@ def make_call(channel: MagicMock, database: Database, clock: Clock | None = None
 
 
 ended: list[VoiceCall] = []
+
+
+def chat_posts(channel: MagicMock) -> list[tuple[str, dict[str, Any]]]:
+    """What Cap posted in the voice channel's chat, besides the disclosure every call starts with."""
+    return [(c.args[0], c.kwargs) for c in channel.send.await_args_list if not c.args[0].startswith("ℹ️")]
 
 
 async def drain_posts(call: VoiceCall) -> None:
@@ -201,7 +210,7 @@ async def test_transcripts_are_stored_and_posted_and_invites_sent_to_the_caller(
     assert result["ok"] is True and result["invite"]["filename"] == "call-1.ics"  # the model still sees it all
     assert result["invite_delivery"] == "direct_message"
     await drain_posts(call)
-    sent = [(c.args[0], c.kwargs) for c in channel.send.await_args_list]
+    sent = chat_posts(channel)
     assert [text for text, _ in sent] == ["**Alice:** Book me", "**Cap:** Done."]  # no invite in the open
     assert all(kwargs["allowed_mentions"].to_dict()["parse"] == [] for _, kwargs in sent)
     invite_text, invite_kwargs = alice.send.await_args.args[0], alice.send.await_args.kwargs
@@ -220,7 +229,7 @@ async def test_posting_can_be_turned_off_and_a_forbidden_channel_stops_it(databa
     await call.start()
     call.session.on_transcript(TranscriptEntry(role="cap", text="Hi", item_id="x"))  # type: ignore[union-attr]
     await call.stop("left")
-    channel.send.assert_not_awaited()
+    assert chat_posts(channel) == []
 
     channel = make_channel()
     channel.send.side_effect = discord.Forbidden(MagicMock(status=403, reason="Forbidden"), "no")
@@ -229,7 +238,7 @@ async def test_posting_can_be_turned_off_and_a_forbidden_channel_stops_it(databa
     for text in ("one", "two"):
         call.session.on_transcript(TranscriptEntry(role="cap", text=text, item_id=text))  # type: ignore[union-attr]
     await drain_posts(call)
-    assert channel.send.await_count == 1
+    assert channel.send.await_count == 1  # the disclosure was refused: nothing more is tried
     await call.stop("left")
 
 
@@ -446,7 +455,7 @@ async def test_transcripts_go_to_the_staff_channel_by_default_with_contacts_mask
     [line] = [c.args[0] for c in staff.send.await_args_list]
     assert line == "**Alice:** I'm at [phone] or [email]"
     assert staff.send.await_args.kwargs["allowed_mentions"].to_dict()["parse"] == []  # transcripts ping nobody
-    channel.send.assert_not_awaited()  # nothing in the voice channel's chat, readable by everyone there
+    assert chat_posts(channel) == []  # nothing in the voice channel's chat, readable by everyone there
     conversation_id = call.recorder.conversation_id
     await call.stop("left")
     with database.session() as db:
@@ -459,7 +468,7 @@ async def test_without_a_staff_channel_transcripts_are_not_posted_anywhere(datab
     await call.start()
     call.session.on_transcript(TranscriptEntry(role="cap", text="Hi", item_id="x"))  # type: ignore[union-attr]
     await drain_posts(call)
-    channel.send.assert_not_awaited()
+    assert chat_posts(channel) == []
     await call.stop("left")
 
 
@@ -473,7 +482,7 @@ async def test_a_caller_with_closed_dms_is_told_without_the_invite(database: Dat
         "schedule_call", {"when": "Tue 3 pm"}, call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
     )
     await drain_posts(call)
-    [(text, kwargs)] = [(c.args[0], c.kwargs) for c in channel.send.await_args_list]
+    [(text, kwargs)] = chat_posts(channel)
     assert text == call_module.DM_REFUSED and "file" not in kwargs
     await call.stop("left")
 
@@ -490,7 +499,7 @@ async def test_no_invite_is_sent_when_invites_by_dm_are_off(database: Database) 
     await drain_posts(call)
     assert "invite_delivery" not in result  # the tool's own not_sent stands (this fake tool sets none)
     alice.send.assert_not_awaited()
-    channel.send.assert_not_awaited()
+    assert chat_posts(channel) == []
     await call.stop("left")
 
 
@@ -570,3 +579,77 @@ async def test_a_running_call_over_budget_ends_politely_at_the_next_turn_boundar
     await call._stopping
     assert call.end_reason == "budget"
     assert "monthly budget" in channel.send.await_args_list[-1].args[0]
+
+
+def disclosures(database: Database) -> list[tuple[int, str, str]]:
+    from sqlmodel import select
+
+    from bot.storage.models import Disclosure
+
+    with database.session() as db:
+        rows = db.exec(select(Disclosure).order_by(Disclosure.id)).all()
+    return [(row.discord_user_id, row.wording_version, row.consent) for row in rows]
+
+
+async def test_everyone_present_and_each_newcomer_is_told_by_voice_and_text_and_it_is_stored(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.disclosure import DISCLOSURE, DISCLOSURE_VERSION
+
+    monkeypatch.setattr(call_module, "WATCH_INTERVAL_SECONDS", 0.01)
+    channel = make_channel()
+    call = make_call(channel, database, post_transcripts=False)  # the disclosure is posted all the same
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    assert len(session.announced) == 1 and DISCLOSURE in session.announced[0]
+    carol = MagicMock(spec=discord.Member, id=333, display_name="Carol", bot=False)
+    channel.members = [*channel.members, carol, MagicMock(spec=discord.Member, id=444, bot=True)]
+    for _ in range(500):
+        if len(session.announced) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(session.announced) == 2 and "Someone new" in session.announced[1]
+    await drain_posts(call)
+    posts = [c.args[0] for c in channel.send.await_args_list]
+    assert posts[0] == f"ℹ️ <@{ALICE}> <@{BOB}>: {DISCLOSURE}" and posts[1] == f"ℹ️ <@333>: {DISCLOSURE}"
+    await call.stop("left")
+    assert disclosures(database) == [(ALICE, DISCLOSURE_VERSION, "not_asked"), (BOB, DISCLOSURE_VERSION, "not_asked"),
+                                     (333, DISCLOSURE_VERSION, "not_asked")]  # the bot is not told
+
+
+async def test_with_a_required_yes_a_caller_who_declines_is_neither_heard_nor_stored(database: Database) -> None:
+    from bot.disclosure import CONSENT_QUESTION
+
+    channel = make_channel()
+    call = make_call(channel, database, require_spoken_consent=True, transcript_destination="voice_chat")
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession) and CONSENT_QUESTION in session.announced[0]
+    context = session.context_factory(frozenset({ALICE}))
+    refused = await session.registry.call("schedule_call", {"when": "Tue"}, context)
+    assert refused["error"]["code"] == "no_consent"  # nothing saved before a yes
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes, that's fine.", item_id="a",
+                                          speakers=frozenset({ALICE})))
+    session.on_transcript(TranscriptEntry(role="caller", text="No thanks, I'd rather not.", item_id="b",
+                                          speakers=frozenset({BOB})))
+    session.on_transcript(TranscriptEntry(role="caller", text="My number is 512 555 0143", item_id="c",
+                                          speakers=frozenset({BOB})))
+    session.on_transcript(TranscriptEntry(role="caller", text="Book me for Tuesday", item_id="d",
+                                          speakers=frozenset({ALICE})))
+    assert (await session.registry.call("schedule_call", {"when": "Tue"}, context))["ok"]
+    sink = channel.connect.return_value.start_conversation.call_args.args[0]
+    session.fed.clear()
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    sink(SILENCE_FRAME, frozenset({ALICE, BOB}))
+    sink(SILENCE_FRAME, frozenset({ALICE}))
+    assert [speakers for _, speakers in session.fed] == [{ALICE}]  # Bob is not sent to the model any more
+    await drain_posts(call)
+    conversation_id = call.recorder.conversation_id
+    await call.stop("left")
+    with database.session() as db:
+        kept = [t.text for t in conversation_turns(db, 5, conversation_id)]
+    assert kept == ["Yes, that's fine.", "Book me for Tuesday"]
+    assert sorted((user, consent) for user, _, consent in disclosures(database)) == [(ALICE, "yes"), (BOB, "no")]
+    posted = " ".join(text for text, _ in chat_posts(channel))
+    assert "512" not in posted and "[phone]" not in posted and "I won't transcribe" in posted
