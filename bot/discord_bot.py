@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from typing import Any, Final
 
 import discord
 from discord.ext import commands
 
 from bot.heartbeat import beat, gateway_alive
+from bot.metrics import CapMetrics
 from bot.settings import Settings
 from bot.storage.database import Database
 from bot.storage.retention import purge_periodically
@@ -47,6 +48,8 @@ class CapBot(commands.AutoShardedBot):
         self.failed_extensions: dict[str, str] = {}
         self._heartbeat: asyncio.Task[None] | None = None
         self._retention: asyncio.Task[None] | None = None
+        self.metrics = CapMetrics()  # this process's registry: each shard process is scraped on its own
+        self.metrics_server: Any = None
 
     async def setup_hook(self) -> None:
         self.database.open()
@@ -61,6 +64,8 @@ class CapBot(commands.AutoShardedBot):
                 await self.sync_commands()
             except discord.HTTPException as exc:  # Discord 5xx/429: the commands synced last time still work
                 log.error("could not sync application commands (%s); continuing with the last synced set", exc)
+        if self.settings.metrics_port is not None:
+            self.metrics_server = self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
         if self.owns_command_sync:  # one process purges for all shards
             self._retention = asyncio.create_task(
                 purge_periodically(self.database, self.settings.transcript_retention_days), name="cap-retention"
@@ -95,6 +100,9 @@ class CapBot(commands.AutoShardedBot):
             self._heartbeat.cancel()  # a closing bot is no longer healthy
         if self._retention is not None:
             self._retention.cancel()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         try:
             await super().close()  # unloads the cogs, which end their calls
         finally:

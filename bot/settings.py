@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # The transcription model's own prices (audio in, text out), USD per million tokens.
     price_transcription_input_per_mtok: float = Field(6.0, ge=0)
     price_transcription_output_per_mtok: float = Field(10.0, ge=0)
+    # Prometheus metrics endpoint (GET /metrics) of this process; None: off. Each shard process needs its own port.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     # Each guild's monthly spending limit (USD, by the estimate above); None: no limit.
     monthly_budget_usd: float | None = Field(None, gt=0)
 
@@ -177,7 +180,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "leads_role_id", "staff_channel_id", "staff_role_id", "dev_guild_id", "shard_count", "shard_ids",
-        "monthly_budget_usd", mode="before"
+        "monthly_budget_usd", "metrics_port", mode="before"
     )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:

@@ -87,6 +87,7 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             settings=self.bot.settings,  # type: ignore[attr-defined]
             database=self.bot.database,  # type: ignore[attr-defined]
             on_end=self._call_ended,
+            metrics=getattr(self.bot, "metrics", None),
         )
         self.calls[guild.id] = call  # claimed before any await: a second /cap join now sees it busy
         try:

@@ -310,6 +310,8 @@ class Conversation:
 
     def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._caller_speaking = True
+        if self._paused_at is not None:
+            self.metrics.barge_in_latency_ms.append((self.clock() - self._paused_at) * 1000)
         self._paused_at = None
         if self._response_id is not None:
             self._cancelled_responses.add(self._response_id)  # the server cancels it; late deltas stay silent

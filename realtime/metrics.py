@@ -11,6 +11,24 @@ from typing import Any
 PRICE_KEYS = ("audio_input", "audio_output", "text_input", "text_output", "cached_input")
 
 
+class Samples(deque[float]):
+    """Recent samples, bounded, that also count every sample ever added: a reader polling it (the metrics
+    endpoint) takes just the ones added since its last look."""
+
+    def __init__(self, maxlen: int = 500) -> None:
+        super().__init__(maxlen=maxlen)
+        self.appended = 0
+
+    def append(self, value: float) -> None:
+        super().append(value)
+        self.appended += 1
+
+    def since(self, seen: int) -> list[float]:
+        """The samples added after the first `seen` (those still held)."""
+        new = min(self.appended - seen, len(self))
+        return list(self)[len(self) - new:] if new > 0 else []
+
+
 @dataclass
 class SessionMetrics:
     turns: int = 0
@@ -22,7 +40,9 @@ class SessionMetrics:
     failed_responses: int = 0  # replies the service ended failed or incomplete
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
     # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
-    reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    reply_latency_ms: Samples = field(default_factory=Samples)
+    # Barge-in: from Cap's local pause (the caller's speech onset) to the server confirming the turn.
+    barge_in_latency_ms: Samples = field(default_factory=Samples)
     cost_usd: float = 0.0
     # The transcription model (input_audio_transcription) is billed apart, at its own prices.
     transcription_tokens: int = 0

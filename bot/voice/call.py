@@ -29,6 +29,7 @@ from bot.disclosure import (
     announcement,
     posted_text,
 )
+from bot.metrics import CallMetrics, CapMetrics
 from bot.privacy import mask_contacts
 from bot.session_factory import make_session_config
 from bot.settings import Settings
@@ -181,6 +182,7 @@ class VoiceCall:
         session_factory: Callable[..., VoiceSession] = VoiceSession,
         clock: Callable[[], float] = time.monotonic,
         on_end: Callable[[VoiceCall], None] | None = None,
+        metrics: CapMetrics | None = None,
     ) -> None:
         self.guild = channel.guild
         self.channel = channel
@@ -204,6 +206,8 @@ class VoiceCall:
         self._blocked: set[Destination] = set()  # destinations that refused us (Forbidden)
         self._budget: BudgetGuard | None = None
         self.consent = ConsentBook(settings.require_spoken_consent)
+        self._metrics = CallMetrics(metrics) if metrics is not None else None
+        self._voice_stats: dict[str, int] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -256,6 +260,8 @@ class VoiceCall:
             asyncio.create_task(self._post_loop(), name=f"cap-call-posts-{self.guild.id}"),
         ]
         log.info("call started in guild %s channel %s", self.guild.id, self.channel.id)
+        if self._metrics is not None:
+            self._metrics.started()
         self._disclose(newcomers_only=False)
 
     async def _check_budget(self) -> None:
@@ -299,6 +305,9 @@ class VoiceCall:
             watch.cancel()
         try:
             await self._teardown()
+            if self._metrics is not None and self.started_at is not None:
+                self._sync_metrics()
+                self._metrics.ended(reason)
             poster = self._tasks[1] if len(self._tasks) > 1 else None
             if poster is not None:  # let the goodbye and the last lines out, briefly
                 with contextlib.suppress(TimeoutError):
@@ -325,6 +334,13 @@ class VoiceCall:
             with contextlib.suppress(Exception):
                 await voice.disconnect(force=True)
 
+    def _sync_metrics(self) -> None:
+        if self._metrics is None or self.session is None:
+            return
+        if self.voice is not None:
+            self._voice_stats = dict(self.voice.stats())
+        self._metrics.sync(self.session.metrics, self._voice_stats)
+
     def _usage(self) -> CallUsage:
         """What the call used, for its conversation row (read after the session has closed: final figures)."""
         summary = self.session.metrics.summary() if self.session is not None else {}
@@ -349,6 +365,7 @@ class VoiceCall:
                 return
             self.auto_leave.observe_humans(_humans_in(self.current_channel))
             self._disclose(newcomers_only=True)
+            self._sync_metrics()
             if not session.idle:
                 self.auto_leave.activity()
             reason = self.auto_leave.reason()
@@ -451,6 +468,8 @@ class VoiceCall:
             self._enqueue(_Post(line[:MESSAGE_LIMIT], to="staff"))
 
     def _on_tool_result(self, name: str, result: dict[str, Any], context: ToolContext) -> None:
+        if self._metrics is not None:
+            self._metrics.tool_result(name, result)
         notice = staff_notice(name, result)
         if notice is not None:
             self._post_staff(notice)
