@@ -30,6 +30,7 @@ from bot.disclosure import (
     posted_text,
 )
 from bot.metrics import CallMetrics, CapMetrics
+from bot.post_call import SUMMARY_INSTRUCTIONS, CallPackage, lead_card, load_package
 from bot.privacy import mask_contacts
 from bot.session_factory import make_session_config
 from bot.settings import Settings
@@ -162,6 +163,7 @@ class _Post:
     to: Destination = "chat"
     mentions: discord.AllowedMentions = field(default_factory=discord.AllowedMentions.none)
     user_id: int | None = None  # the recipient of a direct message
+    embed: discord.Embed | None = None
 
 
 def _humans_in(channel: discord.abc.GuildChannel | None) -> int:
@@ -208,6 +210,7 @@ class VoiceCall:
         self.consent = ConsentBook(settings.require_spoken_consent)
         self._metrics = CallMetrics(metrics) if metrics is not None else None
         self._voice_stats: dict[str, int] = {}
+        self.summary: str | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -308,6 +311,7 @@ class VoiceCall:
             if self._metrics is not None and self.started_at is not None:
                 self._sync_metrics()
                 self._metrics.ended(reason)
+            await self._post_package()
             poster = self._tasks[1] if len(self._tasks) > 1 else None
             if poster is not None:  # let the goodbye and the last lines out, briefly
                 with contextlib.suppress(TimeoutError):
@@ -325,6 +329,8 @@ class VoiceCall:
         # What was said is stored before the voice disconnect, which may wait for Discord for many seconds
         # (a shutdown's deadline could otherwise pass with the last lines unwritten).
         if self.session is not None:
+            if self._wants_summary():
+                self.summary = await self.session.summarize(SUMMARY_INSTRUCTIONS)
             await self.session.aclose()
         if self.recorder is not None:
             await self.recorder.close(self._usage())
@@ -333,6 +339,32 @@ class VoiceCall:
             # is_connected() False, and left alone it rejoins the channel with no call attached.
             with contextlib.suppress(Exception):
                 await voice.disconnect(force=True)
+
+    def _wants_summary(self) -> bool:
+        """A call someone talked in (and, when a yes is required, someone agreed in) whose session is alive."""
+        session = self.session
+        if session is None or session.closed or self.started_at is None or session.metrics.turns == 0:
+            return False
+        return not self.consent.required or "yes" in self.consent.states.values()
+
+    async def _post_package(self) -> None:
+        """The summary and the lead card to the staff channel, once the call's rows are stored."""
+        conversation_id = self.recorder.conversation_id if self.recorder is not None else None
+        if conversation_id is None or staff_channel(self.guild, self.settings) is None:
+            return
+
+        def load() -> CallPackage | None:
+            with self.database.session() as session:
+                return load_package(session, self.guild.id, conversation_id, utcnow())
+
+        try:
+            package = await asyncio.to_thread(load)
+        except SQLAlchemyError as exc:
+            log.warning("guild %s: no post-call package (%s)", self.guild.id, db_error_line(exc))
+            return
+        if package is not None:
+            card = lead_card(package, self.summary, self.settings.phone_default_region)
+            self._enqueue(_Post("📋 Call summary", to="staff", embed=card))
 
     def _sync_metrics(self) -> None:
         if self._metrics is None or self.session is None:
@@ -519,6 +551,8 @@ class VoiceCall:
                 kwargs: dict[str, Any] = {"allowed_mentions": post.mentions}
                 if file is not None:
                     kwargs["file"] = file
+                if post.embed is not None:
+                    kwargs["embed"] = post.embed
                 await destination.send(post.content, **kwargs)
             except discord.Forbidden:
                 if post.to == "dm":  # this caller's DMs are closed; others' may not be

@@ -11,6 +11,11 @@ Event order of one audio response, as emitted here (and by the service):
   response.content_part.added, (response.output_audio.delta | response.output_audio_transcript.delta)*,
   response.output_audio.done, response.output_audio_transcript.done, response.content_part.done,
   response.output_item.done, conversation.item.done, response.done
+A text-only response (output_modalities ["text"]): response.created, rate_limits.updated,
+  response.output_item.added, [conversation.item.added,] response.content_part.added,
+  response.output_text.delta*, response.output_text.done, response.content_part.done,
+  response.output_item.done, [conversation.item.done,] response.done; out of band (conversation "none")
+  without the bracketed events, conversation_id null, and its metadata echoed.
 A cancelled response ends with the same `.done` events (item status "incomplete") and
 `response.done` {status "cancelled", status_details.reason "turn_detected" | "client_cancelled"}.
 """
@@ -149,6 +154,7 @@ class _ServerVad:
 @dataclass
 class _Response:
     id: str
+    params: Event = field(default_factory=dict)  # response.create's `response` (modalities, out of band, …)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -527,7 +533,7 @@ class _Session:
             )
             await self._error("conversation_already_has_active_response", message, event=event)
             return
-        self._start_response()
+        self._start_response(event.get("response") or {})
 
     async def _on_response_cancel(self, event: Event) -> None:
         wanted = event.get("response_id")
@@ -537,8 +543,8 @@ class _Session:
             return
         await self._cancel_response("client_cancelled")
 
-    def _start_response(self) -> None:
-        self.response = _Response(_new_id("resp"))
+    def _start_response(self, params: Event | None = None) -> None:
+        self.response = _Response(_new_id("resp"), dict(params or {}))
         self.response.task = self._spawn(self._run_response(self.response))
 
     async def _cancel_response(self, reason: str) -> None:
@@ -573,10 +579,11 @@ class _Session:
             "status": status,
             "status_details": details,
             "output": output,
-            "conversation_id": self.conversation_id,
-            "output_modalities": ["audio"],
+            # An out-of-band response (conversation "none") belongs to no conversation.
+            "conversation_id": None if response.params.get("conversation") == "none" else self.conversation_id,
+            "output_modalities": response.params.get("output_modalities") or ["audio"],
             "max_output_tokens": "inf",
-            "metadata": None,
+            "metadata": response.params.get("metadata"),
             "usage": usage,
             "audio": {"output": {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}, "voice": voice}},
         }
@@ -594,7 +601,8 @@ class _Session:
                     {"name": "tokens", "limit": 40_000, "remaining": max(remaining, 0), "reset_seconds": 0.9},
                 ],
             )
-            spec = self.server.function_calls.pop(0) if self.server.function_calls else None
+            text_only = response.params.get("output_modalities") == ["text"]
+            spec = self.server.function_calls.pop(0) if self.server.function_calls and not text_only else None
             previous = self._last_item_id()
             if self.server.fail_responses_with:
                 self.response = None
@@ -604,7 +612,9 @@ class _Session:
                 return
             output: list[Event] = []
             out_audio_ms = 0
-            if spec is None or spec.get("preamble"):  # a preamble: "Let me check that." and the call, one response
+            if text_only:
+                output.append(await self._stream_text(response, previous))
+            elif spec is None or spec.get("preamble"):  # a preamble: "Let me check that." and the call, one response
                 audio_item, out_audio_ms = await self._stream_audio(response, previous)
                 output.append(audio_item)
                 previous = audio_item["id"]
@@ -664,6 +674,30 @@ class _Session:
         await self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item)
         await self._emit("conversation.item.done", item=item, previous_item_id=previous)
         return item, self.audio_ms[item["id"]]
+
+    async def _stream_text(self, response: _Response, previous: str | None) -> Event:
+        """A text-only message (output_modalities ["text"]); out of band it is not added to the conversation."""
+        item = {"id": _new_id("item"), "object": "realtime.item", "type": "message", "status": "in_progress",
+                "role": "assistant", "content": []}
+        in_conversation = response.params.get("conversation") != "none"
+        ids = {"response_id": response.id, "item_id": item["id"], "output_index": 0, "content_index": 0}
+        await self._emit("response.output_item.added", response_id=response.id, output_index=0, item=item)
+        if in_conversation:
+            await self._add_item(item, previous)
+        await self._emit("response.content_part.added", **ids, part={"type": "text", "text": ""})
+        text = self.server.text_reply
+        for word in re.findall(r"\S+\s*", text):
+            if response.cancel_reason:
+                break
+            await self._emit("response.output_text.delta", **ids, delta=word)
+            await self._pace(response, 5)
+        await self._emit("response.output_text.done", **ids, text=text)
+        await self._emit("response.content_part.done", **ids, part={"type": "text", "text": text})
+        item.update(status="completed", content=[{"type": "output_text", "text": text}])
+        await self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item)
+        if in_conversation:
+            await self._emit("conversation.item.done", item=item, previous_item_id=previous)
+        return item
 
     async def _stream_function_call(
         self, response: _Response, spec: Event, previous: str | None, output_index: int = 0
@@ -746,6 +780,7 @@ class FakeRealtimeServer:
         user_transcripts: Iterable[str] = ("Hello.",),
         reply_audio: bytes | None = None,
         reply_transcripts: Iterable[str] = ("Happy to help with that.",),
+        text_reply: str = "Ann Lee called about a DSCR rental loan; Cap booked a call with the loan team.",
         chunk_ms: int = 100,
         realtime_factor: float = 10.0,
         function_calls: Iterable[Event] = (),
@@ -765,6 +800,7 @@ class FakeRealtimeServer:
         self.user_transcripts = list(user_transcripts)
         self.reply_audio = tone_pcm() if reply_audio is None else reply_audio
         self.reply_transcripts = list(reply_transcripts)
+        self.text_reply = text_reply  # the text of a text-only response (output_modalities ["text"])
         self.chunk_ms = chunk_ms
         self.realtime_factor = realtime_factor  # <= 0: no pacing at all
         self.function_calls = list(

@@ -88,6 +88,13 @@ class FakeSession:
     def announce(self, note: str) -> None:
         self.announced.append(note)
 
+    summary: str | None = "Alice asked about a DSCR loan; Cap booked a call. Her number is 512-555-0143."
+    summarized: list[str]
+
+    async def summarize(self, instructions: str) -> str | None:
+        self.summarized = [*getattr(self, "summarized", []), instructions]
+        return self.summary
+
     async def start(self) -> None:
         if self.fail_with is not None:
             raise self.fail_with
@@ -653,3 +660,37 @@ async def test_with_a_required_yes_a_caller_who_declines_is_neither_heard_nor_st
     assert sorted((user, consent) for user, _, consent in disclosures(database)) == [(ALICE, "yes"), (BOB, "no")]
     posted = " ".join(text for text, _ in chat_posts(channel))
     assert "512" not in posted and "[phone]" not in posted and "I won't transcribe" in posted
+
+
+async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database) -> None:
+    from bot.storage.leads import upsert_lead
+
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL)
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.metrics.turns = 4
+    with database.session() as db:
+        lead, _ = upsert_lead(db, 5, {"full_name": "Alice Lee", "loan_program": "dscr_rental",
+                                      "loan_amount": 318000.0}, discord_user_id=ALICE)
+        lead_id = lead.id
+    call.recorder.link_lead(lead_id)
+    await call.stop("left")
+    assert session.summarized and "summary" in session.summarized[0]  # asked of the same session, before close
+    card = next(c.kwargs["embed"] for c in staff.send.await_args_list if c.kwargs.get("embed"))
+    assert card.title == f"Call ended · lead #{lead_id}"
+    assert "booked a call" in card.description and "512-555" not in card.description  # contacts masked
+    fields = {field.name: field.value for field in card.fields}
+    assert fields["Name"] == "Alice Lee" and fields["Loan amount"] == "$318,000"
+    assert fields["Details"] == f"`/leads show {lead_id}`"
+
+
+async def test_a_silent_call_asks_for_no_summary(database: Database) -> None:
+    channel = make_channel()
+    add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL)
+    await call.start()
+    await call.stop("left")
+    assert not getattr(call.session, "summarized", [])
