@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from websockets.exceptions import InvalidURI
@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # Prometheus metrics endpoint (GET /metrics) of this process; None: off. Each shard process needs its own port.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
+    # Outgoing webhooks (lead saved/scored, call booked/ended): HMAC-SHA256-signed JSON POSTed to this URL.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
     # Each guild's monthly spending limit (USD, by the estimate above); None: no limit.
     monthly_budget_usd: float | None = Field(None, gt=0)
 
@@ -139,7 +142,16 @@ class Settings(BaseSettings):
             raise ValueError(f"not a usable WebSocket URL ({exc})") from None
         return value.rstrip("/")
 
-    @field_validator("openai_api_key", "discord_token")
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _http_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// on a private network)")
+        return value
+
+    @field_validator("openai_api_key", "discord_token", "webhook_secret")
     @classmethod
     def _printable_secret(cls, value: SecretStr | None) -> SecretStr | None:
         # A stray newline or control character would break the HTTP header, and error texts could echo it.
@@ -243,6 +255,14 @@ class Settings(BaseSettings):
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip():
             raise SettingsError("OPENAI_API_KEY: missing (set it in the environment or .env)")
         return self.openai_api_key.get_secret_value().strip()
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        # WEBHOOK_SECRET is required once WEBHOOK_URL is set: a receiver cannot trust an unsigned webhook.
+        secret = self.webhook_secret.get_secret_value().strip() if self.webhook_secret else ""
+        if self.webhook_url and len(secret) < 16:
+            raise ValueError("WEBHOOK_SECRET: set a random secret of at least 16 characters with WEBHOOK_URL")
+        return self
 
     def require_discord_token(self) -> str:
         if self.discord_token is None or not self.discord_token.get_secret_value().strip():

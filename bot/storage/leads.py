@@ -9,7 +9,17 @@ from typing import Any
 from sqlalchemy import delete, func
 from sqlmodel import Session, col, or_, select
 
-from bot.storage.models import Conversation, DealAnalysis, Disclosure, Lead, Offer, ScheduledCall, Turn, utcnow
+from bot.storage.models import (
+    Conversation,
+    DealAnalysis,
+    Disclosure,
+    Lead,
+    Offer,
+    ScheduledCall,
+    Turn,
+    WebhookDelivery,
+    utcnow,
+)
 
 # The fields a caller's answers may set (everything but identity, bookkeeping and scoring).
 LEAD_FIELDS = (
@@ -178,7 +188,7 @@ def delete_lead(session: Session, guild_id: int, lead_id: int) -> bool:
     if lead.discord_user_id is not None:
         told.append(Disclosure.discord_user_id == lead.discord_user_id)
     session.exec(delete(Disclosure).where(Disclosure.guild_id == guild_id, or_(*told)))  # type: ignore[arg-type]
-    for model in (Offer, ScheduledCall, Conversation):
+    for model in (Offer, ScheduledCall, Conversation, WebhookDelivery):  # pending webhooks carry the lead too
         session.exec(
             delete(model).where(model.guild_id == guild_id, model.lead_id == lead_id)  # type: ignore[arg-type]
         )

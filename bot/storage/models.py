@@ -227,3 +227,30 @@ class Disclosure(SQLModel, table=True):
     disclosed_at: datetime = _created()
     consent: str = Field(default="not_asked", max_length=20)
     answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One outgoing webhook (HMAC-signed JSON), kept until the receiver acknowledges it (2xx).
+
+    status: "pending" (due at next_attempt_at, retried with back-off), "delivered" or "failed" (gave up).
+    Rows survive restarts; a sender claims due rows by moving next_attempt_at on, so processes sharing the
+    database do not send one twice.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_guild_lead", "guild_id", "lead_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    guild_id: int = Field(sa_type=BigInteger)
+    lead_id: int | None = None  # not a foreign key: deleting the lead deletes its deliveries explicitly
+    event: str = Field(max_length=40)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime = _created()
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _created()
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 
 from bot.storage.database import Database
 from bot.storage.errors import db_error_line
-from bot.storage.models import Turn, utcnow
+from bot.storage.models import Turn, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,14 @@ PURGE_INTERVAL_SECONDS = 3600.0
 
 
 def purge_transcripts(session: Session, before: datetime) -> int:
-    """Delete every guild's transcript lines spoken before `before`; returns how many."""
+    """Delete every guild's transcript lines spoken before `before`, and the settled webhook deliveries (they
+    carry the lead's data) made before it; returns how many transcript lines."""
     result = session.exec(delete(Turn).where(col(Turn.spoken_at) < before))  # type: ignore[call-overload]
+    session.exec(
+        delete(WebhookDelivery).where(  # type: ignore[call-overload]
+            col(WebhookDelivery.status).in_(("delivered", "failed")), col(WebhookDelivery.created_at) < before
+        )
+    )
     return int(result.rowcount or 0)
 
 

@@ -41,6 +41,7 @@ from bot.storage.errors import db_error_line
 from bot.storage.models import utcnow
 from bot.storage.usage import CallUsage, spent_this_month
 from bot.voice.client import CapVoiceClient
+from bot.webhooks import enqueue, tool_event
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
 from realtime.tools import ToolContext, ToolRegistry, tool_error
@@ -211,6 +212,7 @@ class VoiceCall:
         self._metrics = CallMetrics(metrics) if metrics is not None else None
         self._voice_stats: dict[str, int] = {}
         self.summary: str | None = None
+        self._background: set[asyncio.Task[None]] = set()  # webhook rows being written
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -347,10 +349,34 @@ class VoiceCall:
             return False
         return not self.consent.required or "yes" in self.consent.states.values()
 
+    def _webhook(self, event: str, lead_id: int | None, data: dict[str, Any]) -> None:
+        """Store an outgoing webhook (bot.webhooks delivers it); written in a worker thread, awaited at stop."""
+        if self.settings.webhook_url is None:
+            return
+        now = utcnow()
+
+        def store() -> None:
+            with self.database.session() as session:
+                enqueue(session, self.guild.id, event, lead_id, data, now)
+
+        async def run() -> None:
+            try:
+                await asyncio.to_thread(store)
+            except SQLAlchemyError as exc:
+                log.error("guild %s: webhook %s not stored (%s)", self.guild.id, event, db_error_line(exc))
+
+        task = asyncio.create_task(run(), name=f"cap-webhook-{self.guild.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _post_package(self) -> None:
-        """The summary and the lead card to the staff channel, once the call's rows are stored."""
+        """The summary and the lead card to the staff channel, and the call.ended webhook, once the call's rows
+        are stored."""
         conversation_id = self.recorder.conversation_id if self.recorder is not None else None
-        if conversation_id is None or staff_channel(self.guild, self.settings) is None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        wanted_staff = staff_channel(self.guild, self.settings) is not None
+        if conversation_id is None or not (wanted_staff or self.settings.webhook_url):
             return
 
         def load() -> CallPackage | None:
@@ -362,9 +388,21 @@ class VoiceCall:
         except SQLAlchemyError as exc:
             log.warning("guild %s: no post-call package (%s)", self.guild.id, db_error_line(exc))
             return
-        if package is not None:
+        if package is None:
+            return
+        if wanted_staff:
             card = lead_card(package, self.summary, self.settings.phone_default_region)
             self._enqueue(_Post("📋 Call summary", to="staff", embed=card))
+        call = package.conversation
+        self._webhook("call.ended", call.lead_id, {
+            "conversation_id": call.id, "started_at": call.started_at.isoformat(),
+            "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+            "duration_seconds": call.duration_seconds, "turns": call.turns, "end_reason": call.end_reason,
+            "estimated_cost_usd": call.estimated_cost_usd,
+            "summary": mask_contacts(self.summary, self.settings.phone_default_region) if self.summary else None,
+        })
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def _sync_metrics(self) -> None:
         if self._metrics is None or self.session is None:
@@ -502,6 +540,11 @@ class VoiceCall:
     def _on_tool_result(self, name: str, result: dict[str, Any], context: ToolContext) -> None:
         if self._metrics is not None:
             self._metrics.tool_result(name, result)
+        event = tool_event(name, result)
+        if event is not None:
+            keep = ("created", "missing", "score", "tier", "qualifies", "offer", "call_id", "starts_at_utc",
+                    "duration_minutes", "newly_qualified")
+            self._webhook(event, result.get("lead_id"), {key: result[key] for key in keep if key in result})
         notice = staff_notice(name, result)
         if notice is not None:
             self._post_staff(notice)

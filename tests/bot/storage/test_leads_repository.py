@@ -9,7 +9,16 @@ from bot.storage import leads as repo
 from bot.storage.conversations import create_conversation
 from bot.storage.database import Database
 from bot.storage.deals import add_analysis, add_offer
-from bot.storage.models import Conversation, DealAnalysis, Disclosure, Lead, Offer, ScheduledCall, Turn
+from bot.storage.models import (
+    Conversation,
+    DealAnalysis,
+    Disclosure,
+    Lead,
+    Offer,
+    ScheduledCall,
+    Turn,
+    WebhookDelivery,
+)
 
 GUILD_A, GUILD_B = 111, 222
 ANN, BOB = 9001, 9002
@@ -124,6 +133,7 @@ def _derived(database: Database, lead_id: int, channel: int) -> None:
         add_analysis(session, DealAnalysis(guild_id=GUILD_A, conversation_id=conversation.id))
         session.add(Disclosure(guild_id=GUILD_A, conversation_id=conversation.id, discord_user_id=channel,
                                wording_version="v1"))
+        session.add(WebhookDelivery(guild_id=GUILD_A, lead_id=lead_id, event="lead.saved", payload={"lead": {}}))
         session.add(ScheduledCall(guild_id=GUILD_A, lead_id=lead_id, starts_at=datetime.now(UTC), duration_minutes=30,
                                   timezone="UTC", ics_uid=f"{lead_id}@cap-bot"))
 
@@ -131,7 +141,8 @@ def _derived(database: Database, lead_id: int, channel: int) -> None:
 def _rows(database: Database) -> dict[str, int]:
     with database.session() as session:
         return {model.__name__: len(session.exec(select(model)).all())
-                for model in (Lead, Offer, DealAnalysis, Conversation, Turn, ScheduledCall, Disclosure)}
+                for model in (Lead, Offer, DealAnalysis, Conversation, Turn, ScheduledCall, Disclosure,
+                              WebhookDelivery)}
 
 
 def test_delete_erases_everything_derived_from_the_lead(database: Database) -> None:
@@ -144,7 +155,7 @@ def test_delete_erases_everything_derived_from_the_lead(database: Database) -> N
     with database.session() as session:
         assert repo.get_lead(session, GUILD_A, lead_id) is None
     one_lead = {"Lead": 1, "Offer": 1, "DealAnalysis": 2, "Conversation": 1, "Turn": 1, "ScheduledCall": 1,
-                "Disclosure": 1}
+                "Disclosure": 1, "WebhookDelivery": 1}
     assert _rows(database) == one_lead  # Bob's are all still there, Ann's all gone
 
 

@@ -62,3 +62,17 @@ async def test_zero_days_keeps_everything(database: Database) -> None:
     _lines(database, [4000])
     await asyncio.wait_for(purge_periodically(database, 0, interval=0.01), 1)
     assert _texts(database) == ["4000 days ago"]
+
+
+def test_settled_webhook_deliveries_go_with_the_transcripts(database: Database) -> None:
+    from bot.storage.models import WebhookDelivery
+
+    with database.session() as session:
+        for status, age in (("delivered", 100), ("failed", 100), ("pending", 100), ("delivered", 1)):
+            session.add(WebhookDelivery(guild_id=1, event="lead.saved", status=status,
+                                        created_at=NOW - timedelta(days=age)))
+    with database.session() as session:
+        purge_transcripts(session, NOW - timedelta(days=90))
+    with database.session() as session:
+        left = sorted((row.status, row.created_at) for row in session.exec(select(WebhookDelivery)).all())
+    assert [status for status, _ in left] == ["delivered", "pending"]  # not yet delivered: kept until it is

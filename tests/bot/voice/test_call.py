@@ -694,3 +694,29 @@ async def test_a_silent_call_asks_for_no_summary(database: Database) -> None:
     await call.start()
     await call.stop("left")
     assert not getattr(call.session, "summarized", [])
+
+
+async def test_tool_results_and_the_end_of_a_call_become_webhook_events(database: Database) -> None:
+    from sqlmodel import select
+
+    from bot.storage.leads import upsert_lead
+    from bot.storage.models import WebhookDelivery
+
+    channel = make_channel()
+    call = make_call(channel, database, webhook_url="https://crm.example/hook", webhook_secret="x" * 20)
+    call._registry_factory = staff_registry
+    await call.start()
+    with database.session() as db:
+        lead, _ = upsert_lead(db, 5, {"full_name": "Alice Lee"}, discord_user_id=ALICE)
+    call.recorder.link_lead(lead.id)
+    context = call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    await call.session.registry.call("score_lead", {"lead_id": lead.id}, context)  # type: ignore[union-attr]
+    await call.session.registry.call("schedule_call", {"when": "Tue"}, context)  # type: ignore[union-attr]
+    call.session.metrics.turns = 3  # type: ignore[union-attr]
+    await call.stop("left")
+    with database.session() as db:
+        events = [(row.event, row.status) for row in db.exec(select(WebhookDelivery).order_by(WebhookDelivery.id))]
+        ended = db.exec(select(WebhookDelivery).where(WebhookDelivery.event == "call.ended")).one()
+    assert events == [("lead.scored", "pending"), ("call.booked", "pending"), ("call.ended", "pending")]
+    assert ended.lead_id == lead.id and ended.payload["lead"]["first_name"] == "Alice"
+    assert "booked a call" in ended.payload["data"]["summary"] and "512-555" not in ended.payload["data"]["summary"]

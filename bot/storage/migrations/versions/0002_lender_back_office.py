@@ -1,5 +1,5 @@
-"""Lender back office (issue 12): each call's usage on its conversation row, the exact credit score, and the
-disclosure (and consent) record per participant.
+"""Lender back office (issue 12): each call's usage on its conversation row, the exact credit score, the
+disclosure (and consent) record per participant, and outgoing webhook deliveries kept until acknowledged.
 
 Revision ID: 0002
 Revises: 0001
@@ -60,8 +60,30 @@ def upgrade() -> None:
     op.create_index(op.f("ix_disclosure_guild_id"), "disclosure", ["guild_id"], unique=False)
     op.create_index("ix_disclosure_guild_user", "disclosure", ["guild_id", "discord_user_id"], unique=False)
 
+    op.create_table(
+        "webhook_delivery",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("guild_id", sa.BigInteger(), nullable=False),
+        sa.Column("lead_id", sa.Integer(), nullable=True),
+        sa.Column("event", sa.String(length=40), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_error", sa.String(length=200), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_webhook_delivery_due", "webhook_delivery", ["status", "next_attempt_at"], unique=False)
+    op.create_index("ix_webhook_delivery_guild_lead", "webhook_delivery", ["guild_id", "lead_id"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_index("ix_webhook_delivery_guild_lead", table_name="webhook_delivery")
+    op.drop_index("ix_webhook_delivery_due", table_name="webhook_delivery")
+    op.drop_table("webhook_delivery")
+
     op.drop_index("ix_disclosure_guild_user", table_name="disclosure")
     op.drop_index(op.f("ix_disclosure_guild_id"), table_name="disclosure")
     op.drop_index(op.f("ix_disclosure_conversation_id"), table_name="disclosure")
