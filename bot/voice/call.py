@@ -213,6 +213,7 @@ class VoiceCall:
         self._voice_stats: dict[str, int] = {}
         self.summary: str | None = None
         self._background: set[asyncio.Task[None]] = set()  # webhook rows being written
+        self._last_webhook: asyncio.Task[None] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -359,13 +360,18 @@ class VoiceCall:
             with self.database.session() as session:
                 enqueue(session, self.guild.id, event, lead_id, data, now)
 
+        previous = self._last_webhook
+
         async def run() -> None:
+            if previous is not None:  # in the order they happened: a receiver sees lead.scored before call.booked
+                await asyncio.gather(previous, return_exceptions=True)
             try:
                 await asyncio.to_thread(store)
             except SQLAlchemyError as exc:
                 log.error("guild %s: webhook %s not stored (%s)", self.guild.id, event, db_error_line(exc))
 
         task = asyncio.create_task(run(), name=f"cap-webhook-{self.guild.id}")
+        self._last_webhook = task
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
