@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Final
+from typing import Any, Final
 
 import discord
 from discord.ext import commands
 
 from bot.heartbeat import beat, gateway_alive
+from bot.metrics import CapMetrics
 from bot.settings import Settings
 from bot.storage.database import Database
+from bot.storage.retention import purge_periodically
+from bot.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ class CapBot(commands.AutoShardedBot):
         self.extensions_to_load = extensions
         self.failed_extensions: dict[str, str] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self.metrics = CapMetrics()  # this process's registry: each shard process is scraped on its own
+        self.metrics_server: Any = None
+        self._webhooks: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.database.open()
@@ -59,6 +66,17 @@ class CapBot(commands.AutoShardedBot):
                 await self.sync_commands()
             except discord.HTTPException as exc:  # Discord 5xx/429: the commands synced last time still work
                 log.error("could not sync application commands (%s); continuing with the last synced set", exc)
+        if self.settings.metrics_port is not None:
+            self.metrics_server = self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host)
+        if self.owns_command_sync:  # one process purges (and delivers webhooks) for all shards
+            self._retention = asyncio.create_task(
+                purge_periodically(self.database, self.settings.transcript_retention_days), name="cap-retention"
+            )
+            if self.settings.webhook_url and self.settings.webhook_secret is not None:
+                sender = WebhookSender(
+                    self.database, self.settings.webhook_url, self.settings.webhook_secret.get_secret_value().strip()
+                )
+                self._webhooks = asyncio.create_task(sender.run(), name="cap-webhooks")
         if self.settings.heartbeat_file is not None:
             self._heartbeat = asyncio.create_task(
                 beat(self.settings.heartbeat_file, lambda: gateway_alive(self)), name="cap-heartbeat"
@@ -87,6 +105,12 @@ class CapBot(commands.AutoShardedBot):
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()  # a closing bot is no longer healthy
+        for task in (self._retention, self._webhooks):
+            if task is not None:
+                task.cancel()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         try:
             await super().close()  # unloads the cogs, which end their calls
         finally:

@@ -31,5 +31,7 @@ def make_session_config(settings: Settings, *, listen_only: bool = False) -> Ses
             "text_input": settings.price_text_input_per_mtok,
             "text_output": settings.price_text_output_per_mtok,
             "cached_input": settings.price_cached_input_per_mtok,
+            "transcription_input": settings.price_transcription_input_per_mtok,
+            "transcription_output": settings.price_transcription_output_per_mtok,
         },
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 from websockets.exceptions import InvalidURI
@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     price_text_input_per_mtok: float = Field(4.0, ge=0)
     price_text_output_per_mtok: float = Field(16.0, ge=0)
     price_cached_input_per_mtok: float = Field(0.4, ge=0)
+    # The transcription model's own prices (audio in, text out), USD per million tokens.
+    price_transcription_input_per_mtok: float = Field(6.0, ge=0)
+    price_transcription_output_per_mtok: float = Field(10.0, ge=0)
+    # Prometheus metrics endpoint (GET /metrics) of this process; None: off. Each shard process needs its own port.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Outgoing webhooks (lead saved/scored, call booked/ended): HMAC-SHA256-signed JSON POSTed to this URL.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # Each guild's monthly spending limit (USD, by the estimate above); None: no limit.
+    monthly_budget_usd: float | None = Field(None, gt=0)
 
     # Storage.
     database_url: str = "sqlite:///data/cap.db"
@@ -84,6 +95,10 @@ class Settings(BaseSettings):
     lender_policy_file: Path | None = None
     phone_default_region: str = "US"
     leads_role_id: int | None = None
+    # The lender's staff: a text channel (id) for notices of new qualified leads and bookings, and a role (id)
+    # to mention in them; each is used only in the guild it belongs to.
+    staff_channel_id: int | None = None
+    staff_role_id: int | None = None
 
     # Discord.
     discord_token: SecretStr | None = None
@@ -97,6 +112,14 @@ class Settings(BaseSettings):
     # Voice: other bots in the channel are not heard; who said what is posted in the channel's text chat.
     ignore_bots: bool = True
     post_transcripts: bool = True
+    # Privacy: where posted transcripts go (the staff channel, or the voice channel's own chat, readable by
+    # everyone there), .ics invites by direct message to the caller, and how long transcripts are kept.
+    transcript_destination: Literal["staff", "voice_chat"] = "staff"
+    invite_by_dm: bool = True
+    transcript_retention_days: int = Field(90, ge=0)  # 0 keeps them forever
+    # Cap always says (and posts) that it is an AI assistant and the call is transcribed; with this, each
+    # participant must also say yes before anything they say is transcribed or saved.
+    require_spoken_consent: bool = False
     alone_timeout_seconds: float = Field(60.0, gt=0)
     idle_timeout_seconds: float = Field(900.0, gt=0)
 
@@ -111,7 +134,16 @@ class Settings(BaseSettings):
             raise ValueError(f"not a usable WebSocket URL ({exc})") from None
         return value.rstrip("/")
 
-    @field_validator("openai_api_key", "discord_token")
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _http_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// on a private network)")
+        return value
+
+    @field_validator("openai_api_key", "discord_token", "webhook_secret")
     @classmethod
     def _printable_secret(cls, value: SecretStr | None) -> SecretStr | None:
         # A stray newline or control character would break the HTTP header, and error texts could echo it.
@@ -166,7 +198,10 @@ class Settings(BaseSettings):
         """The lender's rules (validated when the settings were loaded)."""
         return load_policy(self.lender_policy_file)
 
-    @field_validator("leads_role_id", "dev_guild_id", "shard_count", "shard_ids", mode="before")
+    @field_validator(
+        "leads_role_id", "staff_channel_id", "staff_role_id", "dev_guild_id", "shard_count", "shard_ids",
+        "monthly_budget_usd", "metrics_port", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -230,6 +265,14 @@ class Settings(BaseSettings):
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip():
             raise SettingsError("OPENAI_API_KEY: missing (set it in the environment or .env)")
         return self.openai_api_key.get_secret_value().strip()
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        # WEBHOOK_SECRET is required once WEBHOOK_URL is set: a receiver cannot trust an unsigned webhook.
+        secret = self.webhook_secret.get_secret_value().strip() if self.webhook_secret else ""
+        if self.webhook_url and len(secret) < 16:
+            raise ValueError("WEBHOOK_SECRET: set a random secret of at least 16 characters with WEBHOOK_URL")
+        return self
 
     def require_discord_token(self) -> str:
         if self.discord_token is None or not self.discord_token.get_secret_value().strip():

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import discord
 from discord import app_commands
@@ -23,8 +24,10 @@ from sqlmodel import Session
 
 from bot.storage.errors import db_error_line
 from bot.storage.export import ExportFormat, collect_records, export_filename, render_file
+from bot.storage.lead_activity import LeadActivity, lead_activity
 from bot.storage.leads import count_leads, delete_lead, get_lead, list_leads
 from bot.storage.models import MAX_ROW_ID, Lead
+from bot.tools.business_hours import describe
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -39,13 +42,14 @@ PAGE_SIZE = 10
 MAX_ATTACHMENT_BYTES = 8 * 1024 * 1024
 VIEW_TIMEOUT_SECONDS = 300
 CONFIRM_TIMEOUT_SECONDS = 60
+FIELD_LIMIT = 1024  # Discord's limit on an embed field's value
 REFUSED = "You need the Manage Server permission (or the leads role) to use /leads."
 NOT_IN_GUILD = "/leads works only inside a server."
 STORE_DOWN = "The lead store is unavailable right now; try again in a moment."
 INTERNAL_ERROR = "Something went wrong on my side; nothing was changed. The error is in the bot's log."
-DELETE_KEEPS = (
-    "Its deal analyses, booked calls and conversation transcripts are kept, only unlinked from it "
-    "(an operator can remove those in the database)."
+DELETE_ERASES = (
+    "This erases the lead and everything derived from it: its offers, deal analyses, booked calls, "
+    "calls and their transcripts."
 )
 
 StatusChoice = Literal["new", "qualified", "nurture", "scheduled", "closed", "lost"]
@@ -111,7 +115,60 @@ def _money(value: float | None) -> str:
     return "—" if value is None else f"${value:,.0f}"
 
 
-def detail_embed(lead: Lead) -> discord.Embed:
+def _calls_text(activity: LeadActivity) -> str:
+    """When, who, how long and what it cost, newest first."""
+    lines = []
+    for call in activity.conversations:
+        seconds = call.duration_seconds
+        length = "in progress" if seconds is None else f"{max(1, round(seconds / 60))} min"
+        who = " ".join(f"<@{user_id}>" for user_id in call.participants[:5]) or "console"
+        lines.append(f"{call.started_at:%Y-%m-%d %H:%M} UTC · {length} · {who} · ${call.estimated_cost_usd:.2f}")
+    return "\n".join(lines) or "—"
+
+
+def _analyses_text(activity: LeadActivity) -> str:
+    lines = []
+    for analysis in activity.analyses:
+        figures = [f"LTV {analysis.ltv:.0%}" if analysis.ltv is not None else "",
+                   f"DSCR {analysis.dscr:.2f}" if analysis.dscr is not None else "",
+                   {True: "fits", False: "does not fit", None: ""}[analysis.fits_program]]
+        summary = " · ".join(part for part in figures if part)
+        lines.append(f"{analysis.created_at:%Y-%m-%d} {analysis.program or '—'}: {summary or _clean(analysis.verdict)}")
+    return "\n".join(lines) or "—"
+
+
+def _offer_text(activity: LeadActivity) -> str:
+    offer = activity.latest_offer
+    if offer is None:
+        return "—"
+    return (
+        f"{offer.program}: {_money(offer.amount)} at {offer.rate_min:g}–{offer.rate_max:g} %, {offer.points:g} pt, "
+        f"{offer.term_months} months, max LTV {offer.max_ltv:.0%} · {offer.status}, expires {offer.expires_at:%Y-%m-%d}"
+    )
+
+
+def _booked_text(activity: LeadActivity) -> str:
+    lines = []
+    for call in activity.booked_calls:
+        try:
+            when = describe(call.starts_at, ZoneInfo(call.timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            when = f"{call.starts_at:%Y-%m-%d %H:%M} UTC"
+        lines.append(f"{when} · {call.duration_minutes} min · {_clean(call.topic)}")
+    return "\n".join(lines) or "—"
+
+
+def _disclosures_text(activity: LeadActivity) -> str:
+    """Who was told (AI assistant, transcribed), when, which wording, and their answer."""
+    lines = [
+        f"{record.disclosed_at:%Y-%m-%d %H:%M} UTC · <@{record.discord_user_id}> · wording {record.wording_version}"
+        f" · consent {record.consent.replace('_', ' ')}"
+        for record in activity.disclosures
+    ]
+    return "\n".join(lines) or "—"
+
+
+def detail_embed(lead: Lead, activity: LeadActivity | None = None) -> discord.Embed:
     embed = discord.Embed(
         title=f"Lead #{lead.id}: {_clean(lead.full_name, 200)}", colour=discord.Colour.blurple()
     )
@@ -129,7 +186,7 @@ def detail_embed(lead: Lead) -> discord.Embed:
         ("Rehab budget", _money(lead.rehab_budget)),
         ("Property", _clean(lead.property_address, 200)),
         ("Type / units", f"{lead.property_type or '—'} / {lead.property_units or '—'}"),
-        ("Credit", lead.credit_band or "—"),
+        ("Credit", f"{lead.credit_score} ({lead.credit_band})" if lead.credit_score else lead.credit_band or "—"),
         ("Experience", "—" if lead.experience_deals is None else f"{lead.experience_deals} deal(s)"),
         ("Liquidity", _money(lead.liquidity)),
         ("Timeline", (lead.timeline or "—").replace("_", " ")),
@@ -139,6 +196,11 @@ def detail_embed(lead: Lead) -> discord.Embed:
         embed.add_field(name=name, value=value, inline=True)
     if lead.notes:
         embed.add_field(name="Notes", value=_clean(lead.notes, 1000), inline=False)
+    if activity is not None:
+        for name, text in (("Calls", _calls_text(activity)), ("Deal analyses", _analyses_text(activity)),
+                           ("Latest offer", _offer_text(activity)), ("Booked calls", _booked_text(activity)),
+                           ("Disclosures", _disclosures_text(activity))):
+            embed.add_field(name=name, value=text[:FIELD_LIMIT], inline=False)
     embed.set_footer(
         text=f"Created {lead.created_at:%Y-%m-%d %H:%M} UTC · updated {lead.updated_at:%Y-%m-%d %H:%M} UTC"
     )
@@ -280,8 +342,16 @@ class Leads(
     @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
     async def show(self, interaction: discord.Interaction, lead_id: LeadId) -> None:
         found = await self._lead_for(interaction, lead_id, "show")
-        if found is not None:
-            await interaction.followup.send(embed=detail_embed(found[1]), ephemeral=True)
+        if found is None:
+            return
+        guild_id, lead = found
+        try:
+            activity = await self.run(lambda session: lead_activity(session, guild_id, lead_id, lead.discord_user_id))
+        except SQLAlchemyError as exc:
+            log.error("/leads show failed: %s", db_error_line(exc))
+            await interaction.followup.send(STORE_DOWN, ephemeral=True)
+            return
+        await interaction.followup.send(embed=detail_embed(lead, activity), ephemeral=True)
 
     @app_commands.command(name="delete", description="Delete one lead (asks for confirmation)")
     @app_commands.describe(lead_id="the lead's number, as shown by /leads list")
@@ -292,8 +362,7 @@ class Leads(
         guild_id, lead = found
         view = ConfirmDelete(self, interaction, guild_id, lead_id)
         await interaction.followup.send(
-            f"Delete lead #{lead_id} ({_clean(lead.full_name)}) and its offers? {DELETE_KEEPS} "
-            "This cannot be undone.",
+            f"Delete lead #{lead_id} ({_clean(lead.full_name)})? {DELETE_ERASES} This cannot be undone.",
             view=view,
             ephemeral=True,
         )

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.shutdown import end_calls
+from bot.storage.errors import db_error_line
+from bot.usage_report import guild_usage_text
 from bot.voice.call import CallError, VoiceCall, join_refusal
 
 log = logging.getLogger(__name__)
 
 NOT_IN_GUILD = "Use this in a server."
 NOT_ON_A_CALL = "I'm not on a call in this server. Use `/cap join` from a voice channel."
+USAGE_REFUSED = "You need the Manage Server permission to see Cap's usage and spending."
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -89,6 +95,7 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             database=self.bot.database,  # type: ignore[attr-defined]
             on_end=self._call_ended,
             listen_only=mode == "listen",
+            metrics=getattr(self.bot, "metrics", None),
         )
         self.calls[guild.id] = call  # claimed before any await: a second /cap join now sees it busy
         try:
@@ -145,6 +152,29 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
             return
         await interaction.response.send_message(format_status(call.status()), ephemeral=True)
+
+    @app_commands.command(name="usage", description="This server's Cap calls, tokens and estimated cost this month")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        permissions = interaction.permissions
+        if interaction.guild_id is None:
+            await interaction.response.send_message(NOT_IN_GUILD, ephemeral=True)
+            return
+        if not (permissions.manage_guild or permissions.administrator):
+            await interaction.response.send_message(USAGE_REFUSED, ephemeral=True)
+            return
+        await interaction.response.defer(ephemeral=True, thinking=True)  # Discord's 3 s rule, then the query
+        guild_id, budget = interaction.guild_id, self.bot.settings.monthly_budget_usd  # type: ignore[attr-defined]
+
+        def report() -> str:
+            with self.bot.database.session() as session:  # type: ignore[attr-defined]
+                return guild_usage_text(session, guild_id, datetime.now(UTC), budget)
+
+        try:
+            text = await asyncio.to_thread(report)
+        except SQLAlchemyError as exc:
+            log.error("/cap usage failed: %s", db_error_line(exc))
+            text = "The usage store is unavailable right now; try again in a moment."
+        await self._reply_later(interaction, text)
 
     @staticmethod
     async def _reply_later(interaction: discord.Interaction, text: str) -> None:

@@ -139,6 +139,10 @@ class Conversation:
         self._update_count = 0  # session.update events sent on this socket
         self._gate_opened_at: float | None = None  # when a transcript opened the gate, until Cap's reply starts
         self._history: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._announcements = 0
+        self._summary_instructions: str | None = None  # asked for, waiting for the current reply to end
+        self.summary: str | None = None
+        self.summary_finished = False
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session.created": self._ignore,
             "session.updated": self._ignore,
@@ -349,6 +353,30 @@ class Conversation:
         log.info("keeping the %s tool's result for the next Realtime session", call.name)
         return note
 
+    def announce(self, note: str) -> None:
+        """A system note the model acts on at once (e.g. a disclosure to say), remembered across reconnects."""
+        self._announcements += 1
+        self._remember(f"announcement_{self._announcements}", "system", note)
+        if self.connected:
+            self._outbox.append(protocol.replay_message("system", note))
+            self._request_response()
+
+    def request_summary(self, instructions: str) -> None:
+        """The call is over: ask for a text-only, out-of-band reply (`summary`, `summary_finished` when it is
+        done). A reply still in progress is cancelled first; no other reply is asked for after this."""
+        self.summary, self.summary_finished = None, False
+        self._summary_instructions = instructions
+        self._response_wanted = self._deferred_for_caller = False
+        if self._response_id is not None:
+            self._outbox.append(protocol.response_cancel())
+        elif not self._create_pending:
+            self._send_summary_request()
+
+    def _send_summary_request(self) -> None:
+        if self._summary_instructions is not None:
+            self._outbox.append(protocol.text_response_create(self._summary_instructions, SUMMARY_METADATA))
+            self._summary_instructions = None
+
     def _request_response(self) -> None:
         """Ask for a reply once nothing else is in the way (one response at a time; none over the caller)."""
         if not self.connected:
@@ -416,6 +444,8 @@ class Conversation:
             self._turn_spans[event["item_id"]] = [self._session_origin_ms + event["audio_start_ms"], -1]
             while len(self._turn_spans) > TURN_SPEAKERS_LIMIT:
                 del self._turn_spans[next(iter(self._turn_spans))]
+        if self._paused_at is not None:
+            self.metrics.barge_in_latency_ms.append((self.clock() - self._paused_at) * 1000)
         self._paused_at = None
         if self._response_id is not None:
             self._cancelled_responses.add(self._response_id)  # the server cancels it; late deltas stay silent
@@ -489,6 +519,7 @@ class Conversation:
 
     def _on_caller_transcript(self, event: dict[str, Any]) -> None:
         item_id = event["item_id"]
+        self.metrics.add_transcription_usage(event.get("usage") or {}, self.config.prices_per_mtok)
         text = (event.get("transcript") or "").strip()
         speakers = self._turn_speakers.pop(item_id, self._last_speakers)
         caller = self._turn_callers.pop(item_id, self._last_caller)
@@ -524,6 +555,8 @@ class Conversation:
         log.warning("the caller's words could not be transcribed (item %s)", event["item_id"])
 
     def _on_response_created(self, event: dict[str, Any]) -> None:
+        if _is_summary(event["response"]):
+            return  # out of band: no audio, nothing to barge into
         self._response_id = event["response"]["id"]
         self._response_audio_done = False
         self._turn_unanswered = False
@@ -640,6 +673,11 @@ class Conversation:
 
     def _on_response_done(self, event: dict[str, Any]) -> None:
         response = event.get("response") or {}
+        if _is_summary(response):
+            self.metrics.add_usage(response.get("usage") or {}, self.config.prices_per_mtok)
+            self.summary = _output_text(response) if response.get("status") == "completed" else None
+            self.summary_finished = True
+            return
         if response.get("id") in (None, self._response_id):
             self._response_id = None
         self._cancelled_responses.discard(response.get("id"))
@@ -671,6 +709,8 @@ class Conversation:
             self._on_response_not_completed(status, response.get("status_details") or {})
         if self._response_wanted and not self._awaiting_outputs:
             self._request_response()
+        if self._response_id is None and not self._create_pending:
+            self._send_summary_request()
 
     def _on_response_not_completed(self, status: str, details: dict[str, Any]) -> None:
         """A failed reply carries its error here, not in an `error` event: out of quota, for one, looks like
@@ -706,3 +746,21 @@ class Conversation:
                         if item.reported and self.playback.queued_ms(i) == 0]:
             del self._items[item_id]
             self.playback.forget(item_id)
+
+
+SUMMARY_METADATA = {"cap": "summary"}
+
+
+def _is_summary(response: dict[str, Any]) -> bool:
+    return (response.get("metadata") or {}).get("cap") == SUMMARY_METADATA["cap"]
+
+
+def _output_text(response: dict[str, Any]) -> str:
+    """The text parts of a text-only response's output messages."""
+    return "".join(
+        part.get("text") or ""
+        for output in response.get("output") or []
+        if output.get("type") == "message"
+        for part in output.get("content") or []
+        if part.get("type") == "output_text"
+    ).strip()

@@ -36,6 +36,7 @@ Connector = Callable[[SessionConfig], Awaitable[RealtimeConnection]]
 HOUSEKEEPING_SECONDS = 1.0
 SEND_QUEUE_LIMIT = 500  # ~10 s of uplink; past that the socket is stuck and new audio is dropped
 STABLE_SECONDS = 10.0  # a socket up this long resets the count of failures in a row
+SUMMARY_TIMEOUT_SECONDS = 15.0  # the post-call summary: a few seconds of text, well inside a shutdown's grace
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class VoiceSession:
         self._closed = asyncio.Event()
         self._fatal: str | None = None
         self._dropped_sends = 0
+        self._summary_waiter: asyncio.Future[str | None] | None = None
 
     # ----- public API -----
 
@@ -106,6 +108,27 @@ class VoiceSession:
     def gate(self) -> AddressGate:
         """Whom Cap answers (mode, people present): for /cap status."""
         return self.conversation.gate
+
+    def announce(self, note: str) -> None:
+        """Have the model act on a system note now (a disclosure to say): sent, then a reply requested."""
+        self.conversation.announce(note)
+        self._dispatch()
+
+    async def summarize(self, instructions: str, wait_seconds: float = SUMMARY_TIMEOUT_SECONDS) -> str | None:
+        """Before closing: a text-only reply from this same session (it knows the whole call), or None when the
+        session is gone, the reply failed or it took longer than `wait_seconds`."""
+        if self.closed or self._connection is None or self._fatal is not None:
+            return None
+        self._summary_waiter = asyncio.get_running_loop().create_future()
+        self.conversation.request_summary(instructions)
+        self._dispatch()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._summary_waiter), wait_seconds)
+        except TimeoutError:
+            log.warning("the call summary took longer than %.0f s; going on without it", wait_seconds)
+            return None
+        finally:
+            self._summary_waiter = None
 
     @property
     def closed(self) -> bool:
@@ -271,6 +294,9 @@ class VoiceSession:
             task.add_done_callback(self._tool_tasks.discard)
         self._deliver_transcripts()
         self.liveness.note_reply_owed(conversation.reply_owed)
+        waiter = self._summary_waiter
+        if waiter is not None and not waiter.done() and conversation.summary_finished:
+            waiter.set_result(conversation.summary)
         if conversation.fatal_error and self._fatal is None:
             self._fatal = conversation.fatal_error
 

@@ -11,6 +11,24 @@ from typing import Any
 PRICE_KEYS = ("audio_input", "audio_output", "text_input", "text_output", "cached_input")
 
 
+class Samples(deque[float]):
+    """Recent samples, bounded, that also count every sample ever added: a reader polling it (the metrics
+    endpoint) takes just the ones added since its last look."""
+
+    def __init__(self, maxlen: int = 500) -> None:
+        super().__init__(maxlen=maxlen)
+        self.appended = 0
+
+    def append(self, value: float) -> None:
+        super().append(value)
+        self.appended += 1
+
+    def since(self, seen: int) -> list[float]:
+        """The samples added after the first `seen` (those still held)."""
+        new = min(self.appended - seen, len(self))
+        return list(self)[len(self) - new:] if new > 0 else []
+
+
 @dataclass
 class SessionMetrics:
     turns: int = 0
@@ -26,10 +44,15 @@ class SessionMetrics:
     retried_responses: int = 0  # failed replies (server_error) asked for once more
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PRICE_KEYS, 0))
     # Recent reply latencies (speech_stopped -> first audio delta), bounded so hours stay flat.
-    reply_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    reply_latency_ms: Samples = field(default_factory=Samples)
     # Gated answers: from the caller's transcript (what the gate waits for) to Cap's first audio.
-    gated_reply_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+    gated_reply_ms: Samples = field(default_factory=Samples)
+    # Barge-in: from Cap's local pause (the caller's speech onset) to the server confirming the turn.
+    barge_in_latency_ms: Samples = field(default_factory=Samples)
     cost_usd: float = 0.0
+    # The transcription model (input_audio_transcription) is billed apart, at its own prices.
+    transcription_tokens: int = 0
+    transcription_seconds: float = 0.0
 
     def add_usage(self, usage: dict[str, Any], prices_per_mtok: dict[str, float]) -> None:
         """Fold a response.done usage block into the totals and the cost estimate."""
@@ -59,6 +82,17 @@ class SessionMetrics:
         for key, count in billable.items():
             self.cost_usd += count * prices_per_mtok.get(key, 0.0) / 1_000_000
 
+    def add_transcription_usage(self, usage: dict[str, Any], prices_per_mtok: dict[str, float]) -> None:
+        """Fold a transcription.completed usage block: tokens (priced as transcription_input/_output) or, for
+        models billed by duration, seconds of audio (counted, not priced)."""
+        if usage.get("type") == "duration":
+            self.transcription_seconds += float(usage.get("seconds") or 0.0)
+            return
+        input_tokens, output_tokens = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+        self.transcription_tokens += input_tokens + output_tokens
+        self.cost_usd += (input_tokens * prices_per_mtok.get("transcription_input", 0.0)
+                          + output_tokens * prices_per_mtok.get("transcription_output", 0.0)) / 1_000_000
+
     @property
     def median_reply_latency_ms(self) -> float | None:
         return statistics.median(self.reply_latency_ms) if self.reply_latency_ms else None
@@ -79,6 +113,8 @@ class SessionMetrics:
             "retried_responses": self.retried_responses,
             "median_reply_latency_ms": round(latency) if latency is not None else None,
             "tokens": dict(self.tokens),
-            "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"],
+            "transcription_tokens": self.transcription_tokens,
+            "transcription_seconds": round(self.transcription_seconds, 1),
+            "total_tokens": sum(self.tokens.values()) - self.tokens["cached_input"] + self.transcription_tokens,
             "estimated_cost_usd": round(self.cost_usd, 4),
         }

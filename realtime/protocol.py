@@ -156,6 +156,13 @@ def response_create(*, tool_choice: str | None = None) -> dict[str, Any]:
     return {"type": "response.create", "response": {"tool_choice": tool_choice}}
 
 
+def text_response_create(instructions: str, metadata: dict[str, str]) -> dict[str, Any]:
+    """An out-of-band, text-only reply: not added to the conversation, which it still reads (the call summary)."""
+    return {"type": "response.create",
+            "response": {"conversation": "none", "output_modalities": ["text"], "instructions": instructions,
+                         "metadata": metadata}}
+
+
 def response_cancel() -> dict[str, Any]:
     return {"type": "response.cancel"}
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "bot.cli.admin",
     "bot.cli.run",
     "bot.cli.ops",
+    "bot.cli.usage",
 )
 
 

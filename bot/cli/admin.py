@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.cli.database import open_database, settings_database
 from bot.cli.errors import CommandError
 from bot.settings import Settings
-from bot.storage.export import EXPORT_FORMATS, collect_records, render, render_file
+from bot.storage.export import EXPORT_FORMATS, collect_records, render_file
 from bot.tools import build_registry
 from bot.tools.context import CONSOLE_GUILD_ID, CONSOLE_USER_ID, CONSOLE_USER_NAME
 from realtime.tools import ToolContext
@@ -104,8 +104,10 @@ def run_leads_export(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"cannot read the leads: {type(exc).__name__}") from None
     finally:
         database.close()
-    if args.output is None:
-        sys.stdout.write(render(records, args.format))
+    if args.output is None:  # the same bytes as --output (the CSV's BOM included), so `> x.csv` is the same file
+        sys.stdout.flush()
+        sys.stdout.buffer.write(render_file(records, args.format))
+        sys.stdout.buffer.flush()
         return 0
     try:
         args.output.write_bytes(render_file(records, args.format))

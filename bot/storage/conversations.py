@@ -21,9 +21,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session, col, select
 
 from bot.storage.database import Database
+from bot.storage.disclosures import record_answer, record_disclosures
 from bot.storage.errors import db_error_line
 from bot.storage.leads import get_lead
 from bot.storage.models import Conversation, Turn, utcnow
+from bot.storage.usage import CallUsage
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -68,11 +70,15 @@ def conversation_turns(session: Session, guild_id: int, conversation_id: int) ->
 
 @dataclass(frozen=True)
 class _Op:
-    kind: Literal["turn", "lead", "end"]
+    kind: Literal["turn", "lead", "end", "disclosure", "answer"]
     seq: int = 0
     entry: TranscriptEntry | None = None
     lead_id: int | None = None
     at: datetime | None = None
+    usage: CallUsage | None = None
+    users: tuple[int, ...] = ()
+    version: str = ""
+    consent: str = ""
 
 
 class ConversationRecorder:
@@ -125,12 +131,23 @@ class ConversationRecorder:
         if not self._closing:
             self._push(_Op("lead", lead_id=lead_id))
 
-    async def close(self) -> None:
-        """Mark the end, flush what is queued (waiting at most `close_timeout` s), stop the writer."""
+    def record_disclosures(self, users: tuple[int, ...], version: str, consent: str) -> None:
+        """Queue the disclosure made (now) to these participants."""
+        if not self._closing and users:
+            self._push(_Op("disclosure", users=users, version=version, consent=consent, at=utcnow()))
+
+    def record_answer(self, user: int, consent: str) -> None:
+        """Queue a participant's answer (yes/no) to the consent question."""
+        if not self._closing:
+            self._push(_Op("answer", users=(user,), consent=consent, at=utcnow()))
+
+    async def close(self, usage: CallUsage | None = None) -> None:
+        """Mark the end (with the call's usage, when given), flush what is queued (waiting at most
+        `close_timeout` s), stop the writer."""
         if self._closing:
             return
         self._closing = True
-        self._push(_Op("end", at=utcnow()))
+        self._push(_Op("end", at=utcnow(), usage=usage))
         if self._task is None:
             if len(self._pending) > 1:
                 log.error("conversation never started; %d line(s) not stored", len(self._pending) - 1)
@@ -225,10 +242,17 @@ class ConversationRecorder:
                             op.lead_id,
                             self.guild_id,
                         )
+                elif op.kind == "disclosure" and op.at is not None:
+                    record_disclosures(session, self.guild_id, self.conversation_id, op.users, op.version,
+                                       op.consent, op.at)
+                elif op.kind == "answer" and op.at is not None:
+                    record_answer(session, self.guild_id, self.conversation_id, op.users[0], op.consent, op.at)
                 elif op.kind == "end":
                     conversation = get_conversation(session, self.guild_id, self.conversation_id)
                     if conversation is not None:
                         conversation.ended_at = op.at
+                        if op.usage is not None:
+                            op.usage.apply_to(conversation)
                         session.add(conversation)
 
 

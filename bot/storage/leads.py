@@ -6,10 +6,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select, update
+from sqlalchemy import delete, func
+from sqlmodel import Session, col, or_, select
 
-from bot.storage.models import Conversation, DealAnalysis, Lead, Offer, ScheduledCall, utcnow
+from bot.storage.models import (
+    Conversation,
+    DealAnalysis,
+    Disclosure,
+    Lead,
+    Offer,
+    ScheduledCall,
+    Turn,
+    WebhookDelivery,
+    utcnow,
+)
 
 # The fields a caller's answers may set (everything but identity, bookkeeping and scoring).
 LEAD_FIELDS = (
@@ -26,6 +36,7 @@ LEAD_FIELDS = (
     "arv",
     "rehab_budget",
     "credit_band",
+    "credit_score",
     "experience_deals",
     "liquidity",
     "timeline",
@@ -157,17 +168,29 @@ def count_leads(
 
 
 def delete_lead(session: Session, guild_id: int, lead_id: int) -> bool:
-    """Delete the lead and its offers; analyses, calls and conversations stay, unlinked."""
+    """Erase the lead and everything derived from it: offers, deal analyses (also the anonymous ones of its
+    calls), booked calls, its conversations, their transcripts and the disclosures made to it. The caller's
+    transaction makes it all or nothing."""
     lead = get_lead(session, guild_id, lead_id)
     if lead is None:
         return False
-    for offer in session.exec(select(Offer).where(Offer.guild_id == guild_id, Offer.lead_id == lead_id)):
-        session.delete(offer)
-    for model in (DealAnalysis, ScheduledCall, Conversation):
+    conversation_ids = select(Conversation.id).where(
+        Conversation.guild_id == guild_id, Conversation.lead_id == lead_id
+    )
+    session.exec(
+        delete(DealAnalysis).where(
+            DealAnalysis.guild_id == guild_id,  # type: ignore[arg-type]
+            or_(DealAnalysis.lead_id == lead_id, col(DealAnalysis.conversation_id).in_(conversation_ids)),
+        )
+    )
+    session.exec(delete(Turn).where(Turn.guild_id == guild_id, col(Turn.conversation_id).in_(conversation_ids)))
+    told = [col(Disclosure.conversation_id).in_(conversation_ids)]
+    if lead.discord_user_id is not None:
+        told.append(Disclosure.discord_user_id == lead.discord_user_id)
+    session.exec(delete(Disclosure).where(Disclosure.guild_id == guild_id, or_(*told)))  # type: ignore[arg-type]
+    for model in (Offer, ScheduledCall, Conversation, WebhookDelivery):  # pending webhooks carry the lead too
         session.exec(
-            update(model)
-            .where(model.guild_id == guild_id, model.lead_id == lead_id)  # type: ignore[attr-defined]
-            .values(lead_id=None)
+            delete(model).where(model.guild_id == guild_id, model.lead_id == lead_id)  # type: ignore[arg-type]
         )
     session.delete(lead)
     session.flush()

@@ -81,6 +81,7 @@ class Lead(SQLModel, table=True):
     arv: float | None = None
     rehab_budget: float | None = None
     credit_band: str | None = Field(default=None, max_length=20)
+    credit_score: int | None = None  # the exact figure, when the caller gave one (the band is derived from it)
     experience_deals: int | None = None
     liquidity: float | None = None
     timeline: str | None = Field(default=None, max_length=40)
@@ -91,6 +92,11 @@ class Lead(SQLModel, table=True):
     notes: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+    @property
+    def credit(self) -> str | None:
+        """What the rules are judged on: the exact score when the caller gave one ("705"), else their band."""
+        return str(self.credit_score) if self.credit_score is not None else self.credit_band
 
 
 class DealAnalysis(SQLModel, table=True):
@@ -155,9 +161,14 @@ class ScheduledCall(SQLModel, table=True):
 
 
 class Conversation(SQLModel, table=True):
-    """One voice session in a channel (or the console), linked to the lead saved during it."""
+    """One voice session in a channel (or the console), linked to the lead saved during it.
+
+    Its usage (participants, turns, tokens by kind, estimated cost) is written when the call ends: the
+    per-call, per-guild and monthly spending reports and the budget read these columns.
+    """
 
     __tablename__ = "conversation"
+    __table_args__ = (Index("ix_conversation_guild_started", "guild_id", "started_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     guild_id: int = _guild()
@@ -165,6 +176,22 @@ class Conversation(SQLModel, table=True):
     lead_id: int | None = Field(default=None, foreign_key="lead.id", ondelete="SET NULL", index=True)
     started_at: datetime = _created()
     ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str | None = Field(default=None, max_length=200)
+    # Discord user ids (strings, as in Turn.speakers) of everyone heard in the call.
+    participants: list[str] = Field(default_factory=list, sa_type=JSON, sa_column_kwargs={"server_default": "[]"})
+    turns: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    barge_ins: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    audio_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    audio_output_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    text_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    text_output_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    cached_input_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    transcription_tokens: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    estimated_cost_usd: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at is not None else None
 
 
 class Turn(SQLModel, table=True):
@@ -184,3 +211,51 @@ class Turn(SQLModel, table=True):
     item_id: str | None = Field(default=None, max_length=100)
     interrupted: bool = False
     spoken_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Disclosure(SQLModel, table=True):
+    """Cap told one participant of one call that it is an AI assistant and that the call is transcribed.
+
+    Kept per participant with the wording's version and, when a spoken yes is required, their answer: what
+    a lender shows when a transcript is ever questioned. consent is "not_asked" (no yes required),
+    "pending", "yes" or "no".
+    """
+
+    __tablename__ = "disclosure"
+    __table_args__ = (Index("ix_disclosure_guild_user", "guild_id", "discord_user_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    guild_id: int = _guild()
+    conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    discord_user_id: int = Field(sa_type=BigInteger)
+    wording_version: str = Field(max_length=40)
+    disclosed_at: datetime = _created()
+    consent: str = Field(default="not_asked", max_length=20)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One outgoing webhook (HMAC-signed JSON), kept until the receiver acknowledges it (2xx).
+
+    status: "pending" (due at next_attempt_at, retried with back-off), "delivered" or "failed" (gave up).
+    Rows survive restarts; a sender claims due rows by moving next_attempt_at on, so processes sharing the
+    database do not send one twice.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+        Index("ix_webhook_delivery_guild_lead", "guild_id", "lead_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    guild_id: int = Field(sa_type=BigInteger)
+    lead_id: int | None = None  # not a foreign key: deleting the lead deletes its deliveries explicitly
+    event: str = Field(max_length=40)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = Field(default="pending", max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime = _created()
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _created()
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

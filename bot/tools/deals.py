@@ -236,7 +236,7 @@ async def _lead_facts(database: Database, context: ToolContext) -> LeadFacts:
         lead = caller_lead(session, context)
         if lead is None:
             return LeadFacts()
-        return LeadFacts(lead.loan_program, lead.loan_purpose, lead.property_type, lead.credit_band,
+        return LeadFacts(lead.loan_program, lead.loan_purpose, lead.property_type, lead.credit,
                          lead.experience_deals)
 
     try:

@@ -23,6 +23,7 @@ from bot.tools.scoring import (
     DealFacts,
     OfferTerms,
     Timeline,
+    credit_band_for,
     offer_terms,
     score,
     term_sheet,
@@ -231,15 +232,15 @@ def save_lead_tool(settings: Settings, database: Database) -> Tool:
     region = settings.phone_default_region
 
     async def handler(args: SaveLeadArguments, context: ToolContext) -> dict[str, Any]:
-        fields: dict[str, Any] = args.model_dump(exclude={"credit_score", "after_repair_value", "notes"})
+        fields: dict[str, Any] = args.model_dump(exclude={"after_repair_value", "notes"})
         fields["full_name"] = args.full_name.strip()
         fields["email"] = normalise_email(args.email) if args.email and args.email.strip() else None
         fields["phone"] = normalise_phone(args.phone, region) if args.phone and args.phone.strip() else None
         fields["arv"] = args.after_repair_value
-        if args.credit_score is not None:
-            # The exact score is kept (lender minimums like 650 or 660 fall inside the bands). No schema
-            # change: the lead's credit_band column (text) holds either a band ("680-719") or a score ("705").
-            fields["credit_band"] = str(args.credit_score)
+        if args.credit_band is None and args.credit_score is not None:
+            # The exact score is kept in its own column (lender minimums like 650 or 660 fall inside the bands);
+            # the band is derived from it for staff views and exports.
+            fields["credit_band"] = credit_band_for(args.credit_score)
         user_id = context.user_id if is_identified_user(context.user_id) else None
 
         def save(session: Session) -> dict[str, Any]:
@@ -305,14 +306,14 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
             program_id = facts.program if facts else lead.loan_program
             program = policy.programs.get(program_id) if program_id else None
             result = score(
-                credit=lead.credit_band,
+                credit=lead.credit,
                 experience_deals=lead.experience_deals,
                 liquidity=lead.liquidity,
                 timeline=lead.timeline,
                 facts=facts,
                 program=program,
             )
-            borrower = Borrower.of(lead.credit_band, lead.experience_deals)
+            borrower = Borrower.of(lead.credit, lead.experience_deals)
             verdict: Verdict | None = None
             blockers: list[str] = []
             questions: list[str] = []
@@ -330,12 +331,14 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
                     questions.append(cash.text)  # worth asking; it does not hold the indicative offer back
             qualifies = verdict is not None and verdict.fits is True and verdict.limits is not None and not blockers
             lead.score, lead.tier = result.score, result.tier
+            was_qualified = lead.status == "qualified"
             if lead.status in ("new", "qualified", "nurture"):
                 lead.status = "qualified" if qualifies else "nurture"
             lead.updated_at = utcnow()
             session.add(lead)
             out: dict[str, Any] = {"lead_id": lead.id, **result.as_dict(), "qualifies": qualifies,
                                    "blockers": blockers, "questions": questions, "offer": None}
+            out["newly_qualified"] = lead.status == "qualified" and not was_qualified  # staff are told once
             if qualifies and verdict is not None and verdict.limits is not None and program is not None:
                 assert facts is not None and program_id is not None
                 pricing = pricing_tier(policy, borrower)

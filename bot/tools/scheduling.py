@@ -15,7 +15,7 @@ from sqlmodel import Session
 from bot.settings import Settings
 from bot.storage.calls import add_call, booked_between, lock_guild_bookings
 from bot.storage.database import Database
-from bot.storage.models import MAX_ROW_ID, ScheduledCall, utcnow
+from bot.storage.models import MAX_ROW_ID, Lead, ScheduledCall, utcnow
 from bot.tools._common import caller_lead, in_transaction
 from bot.tools.business_hours import (
     MAX_AHEAD,
@@ -35,8 +35,9 @@ DESCRIPTION = (
     "time zone if they may not be in the lender's), then call with start_time as ISO 8601 local time, e.g. "
     "2026-12-03T14:30. Without start_time it returns the next free slots and the current date, so you can "
     "offer times. A time in the past, outside business hours or taken comes back as an error with "
-    "`suggested_slots`: offer one or two of those. On success the call is booked, a calendar invite is "
-    "posted for the caller, and `when_for_caller` is the phrase to read back."
+    "`suggested_slots`: offer one or two of those. Booking needs the caller's saved lead with a phone number. "
+    "On success the call is booked and `when_for_caller` is the phrase to read back; `invite_delivery` says "
+    "whether the caller gets a calendar invite (direct_message) or not (not_sent): mention one only if sent."
 )
 
 # Bookings are checked and written under one lock so two calls at once cannot take the same slot.
@@ -66,6 +67,21 @@ class ScheduleCallArguments(BaseModel):
     lead_id: int | None = Field(
         None, ge=1, le=MAX_ROW_ID, description="The lead; omit for the current caller's lead."
     )
+
+
+def refuse_without_phone(lead: Lead | None) -> None:
+    """A booking staff cannot act on is worse than none: it needs the caller's saved lead and phone number."""
+    if lead is None:
+        raise ToolFailure(
+            "no_lead",
+            "Nothing was booked: save the caller's name and phone number with save_lead first, then book.",
+        )
+    if not lead.phone:
+        raise ToolFailure(
+            "missing_phone",
+            "Nothing was booked: ask for the caller's phone number and save it with save_lead, then book.",
+            field="phone",
+        )
 
 
 def schedule_call_tool(
@@ -137,6 +153,8 @@ def schedule_call_tool(
                     business_hours=hours.summary(),
                 )
             lead = caller_lead(session, context, args.lead_id)
+            refuse_without_phone(lead)
+            assert lead is not None
             uid = f"{uuid.uuid4()}@cap-bot"
             call = add_call(
                 session,
@@ -171,6 +189,7 @@ def schedule_call_tool(
                 "when_for_caller": describe(start, zone),
                 "when_for_lender": describe(start, hours.zone),
                 "duration_minutes": call.duration_minutes,
+                "invite_delivery": "not_sent",  # the voice layer sets direct_message when it sends one
                 "invite": {
                     "filename": f"capital-bridge-call-{call.id}.ics",
                     "content_type": "text/calendar",

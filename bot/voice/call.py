@@ -13,19 +13,38 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal
 
 import discord
+from sqlalchemy.exc import SQLAlchemyError
 
+from bot.budget import BUDGET_REACHED_GOODBYE, BudgetGuard, budget_refusal
+from bot.disclosure import (
+    CONSENT_GATED_TOOLS,
+    CONSENT_QUESTION,
+    DECLINED_TEXT,
+    DISCLOSURE_VERSION,
+    ConsentBook,
+    announcement,
+    posted_text,
+)
+from bot.metrics import CallMetrics, CapMetrics
+from bot.post_call import SUMMARY_INSTRUCTIONS, CallPackage, lead_card, load_package
+from bot.privacy import mask_contacts
 from bot.session_factory import make_session_config
 from bot.settings import Settings
+from bot.staff import staff_channel, staff_mention, staff_notice
 from bot.storage.conversations import ConversationRecorder
 from bot.storage.database import Database
+from bot.storage.errors import db_error_line
+from bot.storage.models import utcnow
+from bot.storage.usage import CallUsage, spent_this_month
 from bot.voice.client import CapVoiceClient
+from bot.webhooks import enqueue, tool_event
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
-from realtime.tools import ToolContext, ToolRegistry
+from realtime.tools import ToolContext, ToolRegistry, tool_error
 from realtime.transcript import TranscriptEntry
 
 log = logging.getLogger(__name__)
@@ -39,6 +58,7 @@ LEAVE_MESSAGES: Final = {
     "idle": "Nobody has said anything for a while, so I hung up. Use /cap join to talk again.",
     "left": "Bye for now!",
     "disconnected": "I was disconnected from the voice channel.",
+    "budget": BUDGET_REACHED_GOODBYE,
 }
 
 
@@ -102,19 +122,38 @@ class AutoLeave:
 
 
 class ObservedRegistry(ToolRegistry):
-    """The same tools, with every result also handed to `on_result(name, result)` (for .ics invites)."""
+    """The same tools, with every result also handed to `on_result(name, result, context)` (.ics invites and
+    staff notices), and a `gate(name, context)` that may refuse a call first (no consent yet)."""
 
-    def __init__(self, inner: ToolRegistry, on_result: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        inner: ToolRegistry,
+        on_result: Callable[[str, dict[str, Any], ToolContext], None],
+        gate: Callable[[str, ToolContext], dict[str, Any] | None] = lambda name, context: None,
+    ) -> None:
         super().__init__(tools=inner.tools, timeout_seconds=inner.timeout_seconds)
         self._on_result = on_result
+        self._gate = gate
 
     async def call(self, name: str, arguments: str | dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        refusal = self._gate(name, context)
+        if refusal is not None:
+            return refusal
         result = await super().call(name, arguments, context)
         try:
-            self._on_result(name, result)
+            self._on_result(name, result, context)
         except Exception:
             log.exception("tool result observer failed for %s", name)
         return result
+
+
+# Where a post goes: the voice channel's own text chat, the lender's staff channel (bot.staff), or a direct
+# message to one caller (the .ics invite).
+Destination = Literal["chat", "staff", "dm"]
+DM_REFUSED: Final = (
+    "📅 The call is booked, but I couldn't send the calendar invite by direct message (DMs from this server "
+    "may be off). The loan team has the booking."
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +161,10 @@ class _Post:
     content: str
     filename: str | None = None
     data: bytes | None = None
+    to: Destination = "chat"
+    mentions: discord.AllowedMentions = field(default_factory=discord.AllowedMentions.none)
+    user_id: int | None = None  # the recipient of a direct message
+    embed: discord.Embed | None = None
 
 
 def _humans_in(channel: discord.abc.GuildChannel | None) -> int:
@@ -143,6 +186,7 @@ class VoiceCall:
         clock: Callable[[], float] = time.monotonic,
         on_end: Callable[[VoiceCall], None] | None = None,
         listen_only: bool = False,
+        metrics: CapMetrics | None = None,
     ) -> None:
         self.guild = channel.guild
         self.channel = channel
@@ -164,6 +208,14 @@ class VoiceCall:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: asyncio.Task[None] | None = None
         self._posting_enabled = settings.post_transcripts
+        self._blocked: set[Destination] = set()  # destinations that refused us (Forbidden)
+        self._budget: BudgetGuard | None = None
+        self.consent = ConsentBook(settings.require_spoken_consent)
+        self._metrics = CallMetrics(metrics) if metrics is not None else None
+        self._voice_stats: dict[str, int] = {}
+        self.summary: str | None = None
+        self._background: set[asyncio.Task[None]] = set()  # webhook rows being written
+        self._last_webhook: asyncio.Task[None] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
@@ -171,12 +223,15 @@ class VoiceCall:
         """Connect the Realtime session, then voice, then the recorder; raises CallError (one line) and
         leaves nothing running."""
         self.recorder = ConversationRecorder(self.database, self.guild.id, self.channel.id)
+        await self._check_budget()
         try:
             if self._registry_factory is None:
                 from bot.tools import build_registry
 
                 self._registry_factory = build_registry
-            registry = ObservedRegistry(self._registry_factory(self.settings, self.database), self._on_tool_result)
+            registry = ObservedRegistry(
+                self._registry_factory(self.settings, self.database), self._on_tool_result, self._tool_gate
+            )
             self.session = self._session_factory(
                 make_session_config(self.settings, listen_only=self.listen_only),
                 registry,
@@ -214,6 +269,29 @@ class VoiceCall:
             asyncio.create_task(self._post_loop(), name=f"cap-call-posts-{self.guild.id}"),
         ]
         log.info("call started in guild %s channel %s", self.guild.id, self.channel.id)
+        if self._metrics is not None:
+            self._metrics.started()
+        self._disclose(newcomers_only=False)
+
+    async def _check_budget(self) -> None:
+        """Refuse (CallError) a guild over its monthly budget; otherwise arm the guard for this call."""
+        budget = self.settings.monthly_budget_usd
+        if budget is None:
+            return
+        now = utcnow()
+
+        def spent() -> float:
+            with self.database.session() as session:
+                return spent_this_month(session, self.guild.id, now)
+
+        try:
+            spent_usd = await asyncio.to_thread(spent)
+        except SQLAlchemyError as exc:
+            raise CallError(f"the usage store is unavailable ({db_error_line(exc)})") from None
+        refusal = budget_refusal(spent_usd, budget, now)
+        if refusal is not None:
+            raise CallError(refusal)
+        self._budget = BudgetGuard(budget, spent_usd)
 
     def _check_not_stopped(self) -> None:
         """`/cap leave` (or shutdown) may land while start() awaits: then undo what start() did so far."""
@@ -236,6 +314,10 @@ class VoiceCall:
             watch.cancel()
         try:
             await self._teardown()
+            if self._metrics is not None and self.started_at is not None:
+                self._sync_metrics()
+                self._metrics.ended(reason)
+            await self._post_package()
             poster = self._tasks[1] if len(self._tasks) > 1 else None
             if poster is not None:  # let the goodbye and the last lines out, briefly
                 with contextlib.suppress(TimeoutError):
@@ -253,14 +335,95 @@ class VoiceCall:
         # What was said is stored before the voice disconnect, which may wait for Discord for many seconds
         # (a shutdown's deadline could otherwise pass with the last lines unwritten).
         if self.session is not None:
+            if self._wants_summary():
+                self.summary = await self.session.summarize(SUMMARY_INSTRUCTIONS)
             await self.session.aclose()
         if self.recorder is not None:
-            await self.recorder.close()
+            await self.recorder.close(self._usage())
         if voice is not None:
             # Always, connected or not: a connection in the middle of discord.py's reconnect reports
             # is_connected() False, and left alone it rejoins the channel with no call attached.
             with contextlib.suppress(Exception):
                 await voice.disconnect(force=True)
+
+    def _wants_summary(self) -> bool:
+        """A call someone talked in (and, when a yes is required, someone agreed in) whose session is alive."""
+        session = self.session
+        if session is None or session.closed or self.started_at is None or session.metrics.turns == 0:
+            return False
+        return not self.consent.required or "yes" in self.consent.states.values()
+
+    def _webhook(self, event: str, lead_id: int | None, data: dict[str, Any]) -> None:
+        """Store an outgoing webhook (bot.webhooks delivers it); written in a worker thread, awaited at stop."""
+        if self.settings.webhook_url is None:
+            return
+        now = utcnow()
+
+        def store() -> None:
+            with self.database.session() as session:
+                enqueue(session, self.guild.id, event, lead_id, data, now)
+
+        previous = self._last_webhook
+
+        async def run() -> None:
+            if previous is not None:  # in the order they happened: a receiver sees lead.scored before call.booked
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                await asyncio.to_thread(store)
+            except SQLAlchemyError as exc:
+                log.error("guild %s: webhook %s not stored (%s)", self.guild.id, event, db_error_line(exc))
+
+        task = asyncio.create_task(run(), name=f"cap-webhook-{self.guild.id}")
+        self._last_webhook = task
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _post_package(self) -> None:
+        """The summary and the lead card to the staff channel, and the call.ended webhook, once the call's rows
+        are stored."""
+        conversation_id = self.recorder.conversation_id if self.recorder is not None else None
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        wanted_staff = staff_channel(self.guild, self.settings) is not None
+        if conversation_id is None or not (wanted_staff or self.settings.webhook_url):
+            return
+
+        def load() -> CallPackage | None:
+            with self.database.session() as session:
+                return load_package(session, self.guild.id, conversation_id, utcnow())
+
+        try:
+            package = await asyncio.to_thread(load)
+        except SQLAlchemyError as exc:
+            log.warning("guild %s: no post-call package (%s)", self.guild.id, db_error_line(exc))
+            return
+        if package is None:
+            return
+        if wanted_staff:
+            card = lead_card(package, self.summary, self.settings.phone_default_region)
+            self._enqueue(_Post("📋 Call summary", to="staff", embed=card))
+        call = package.conversation
+        self._webhook("call.ended", call.lead_id, {
+            "conversation_id": call.id, "started_at": call.started_at.isoformat(),
+            "ended_at": call.ended_at.isoformat() if call.ended_at else None,
+            "duration_seconds": call.duration_seconds, "turns": call.turns, "end_reason": call.end_reason,
+            "estimated_cost_usd": call.estimated_cost_usd,
+            "summary": mask_contacts(self.summary, self.settings.phone_default_region) if self.summary else None,
+        })
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _sync_metrics(self) -> None:
+        if self._metrics is None or self.session is None:
+            return
+        if self.voice is not None:
+            self._voice_stats = dict(self.voice.stats())
+        self._metrics.sync(self.session.metrics, self._voice_stats)
+
+    def _usage(self) -> CallUsage:
+        """What the call used, for its conversation row (read after the session has closed: final figures)."""
+        summary = self.session.metrics.summary() if self.session is not None else {}
+        return CallUsage.from_summary(summary, self._spoken, self.end_reason)
 
     def _voice_gone(self) -> None:
         """discord.py tore the voice connection down (kicked, channel deleted, reconnects exhausted)."""
@@ -282,9 +445,13 @@ class VoiceCall:
             humans = _humans_in(self.current_channel)
             self.auto_leave.observe_humans(humans)
             session.set_humans(humans)  # a second person joined or left: whom Cap answers changes
+            self._disclose(newcomers_only=True)
+            self._sync_metrics()
             if not session.idle:
                 self.auto_leave.activity()
             reason = self.auto_leave.reason()
+            if reason is None and self._budget is not None and self._budget.reached(session.metrics.cost_usd):
+                reason = "budget" if session.idle else None  # at a turn boundary: never cut a reply
             if reason is not None:
                 self.stop(reason)
                 return
@@ -293,6 +460,8 @@ class VoiceCall:
 
     def _feed(self, frame: bytes, speakers: frozenset[int]) -> None:
         """Every 20 ms from the mixer tick (event loop)."""
+        if any(self.consent.declined(user) for user in speakers):
+            return  # someone who declined: neither heard nor transcribed (others talking over them too)
         if speakers:
             self._spoken.update(speakers)
             self.auto_leave.activity()
@@ -346,41 +515,123 @@ class VoiceCall:
             conversation_id=self.recorder.conversation_id if self.recorder else None,
         )
 
+    def _disclose(self, *, newcomers_only: bool) -> None:
+        """Tell participants not yet told (voice and text) that Cap is an AI and the call is transcribed; store it."""
+        members = getattr(self.current_channel, "members", None) or ()
+        new = self.consent.newcomers(member.id for member in members if not member.bot)
+        if not new:
+            return
+        required = self.consent.required
+        if self.session is not None and not self.session.closed:
+            self.session.announce(announcement(required, newcomer=newcomers_only))
+        mentions = " ".join(f"<@{user}>" for user in new)
+        self._enqueue(_Post(posted_text(required, mentions)[:MESSAGE_LIMIT]))  # always: callers must see it
+        if self.recorder is not None:
+            self.recorder.record_disclosures(tuple(new), DISCLOSURE_VERSION, self.consent.states[new[0]])
+
+    def _tool_gate(self, name: str, context: ToolContext) -> dict[str, Any] | None:
+        if name in CONSENT_GATED_TOOLS and not self.consent.may_record(context.user_id):
+            return tool_error(
+                "no_consent",
+                f"Nothing was done: this caller has not said yes to the disclosure yet. Ask \"{CONSENT_QUESTION}\" "
+                "and wait for a yes before saving, scoring, analysing or booking anything for them.",
+            )
+        return None
+
+    def _may_keep(self, entry: TranscriptEntry) -> bool:
+        """Caller lines only of participants who agreed; Cap's lines once anyone has (when a yes is required)."""
+        if entry.role == "cap":
+            return not self.consent.required or "yes" in self.consent.states.values()
+        if not self.consent.required:
+            return True
+        return bool(entry.speakers) and all(self.consent.may_record(user) for user in entry.speakers)
+
     def _on_transcript(self, entry: TranscriptEntry) -> None:
+        if entry.role == "caller":
+            for user, answer in self.consent.answer(entry.speakers, entry.text).items():
+                if self.recorder is not None:
+                    self.recorder.record_answer(user, answer)
+                if answer == "no":
+                    self._enqueue(_Post(f"<@{user}>: {DECLINED_TEXT}"))
+        if not self._may_keep(entry):
+            return
         if self.recorder is not None:
             self.recorder.record(entry)
-        self._post(format_transcript_line(entry, self._display_name))
+        masked = replace(entry, text=mask_contacts(entry.text, self.settings.phone_default_region))
+        line = format_transcript_line(masked, self._display_name)
+        if self.settings.transcript_destination == "voice_chat":
+            self._post(line)
+        elif self._posting_enabled and staff_channel(self.guild, self.settings) is not None:
+            self._enqueue(_Post(line[:MESSAGE_LIMIT], to="staff"))
 
-    def _on_tool_result(self, name: str, result: dict[str, Any]) -> None:
+    def _on_tool_result(self, name: str, result: dict[str, Any], context: ToolContext) -> None:
+        if self._metrics is not None:
+            self._metrics.tool_result(name, result)
+        event = tool_event(name, result)
+        if event is not None:
+            keep = ("created", "missing", "score", "tier", "qualifies", "offer", "call_id", "starts_at_utc",
+                    "duration_minutes", "newly_qualified")
+            self._webhook(event, result.get("lead_id"), {key: result[key] for key in keep if key in result})
+        notice = staff_notice(name, result)
+        if notice is not None:
+            self._post_staff(notice)
         invite = result.get("invite") if result.get("ok") else None
-        if isinstance(invite, dict) and isinstance(invite.get("ics"), str):
+        if not (isinstance(invite, dict) and isinstance(invite.get("ics"), str)):
+            return
+        if self.settings.invite_by_dm and context.user_id is not None and self.guild.get_member(context.user_id):
             when = result.get("when_for_caller") or "the booked time"
             filename = str(invite.get("filename") or "invite.ics")
-            self._post(f"📅 Call booked for {when}. Add it to your calendar:", filename, invite["ics"].encode())
+            text = f"📅 Your call with the loan team is booked for {when}. Add it to your calendar:"
+            self._enqueue(_Post(text, filename, invite["ics"].encode(), to="dm", user_id=context.user_id))
+            result["invite_delivery"] = "direct_message"  # the model tells the caller where to look
 
     def _post(self, content: str, filename: str | None = None, data: bytes | None = None) -> None:
-        if not self._posting_enabled or not content:
+        if self._posting_enabled and content:
+            self._enqueue(_Post(content[:MESSAGE_LIMIT], filename, data))
+
+    def _post_staff(self, content: str) -> None:
+        """A notice for the staff channel, with the staff role's mention when one is set."""
+        if staff_channel(self.guild, self.settings) is None:
             return
+        mention, allowed = staff_mention(self.guild, self.settings)
+        self._enqueue(_Post((mention + content)[:MESSAGE_LIMIT], to="staff", mentions=allowed))
+
+    def _enqueue(self, post: _Post) -> None:
         try:
-            self._posts.put_nowait(_Post(content[:MESSAGE_LIMIT], filename, data))
+            self._posts.put_nowait(post)
         except asyncio.QueueFull:
-            log.warning("transcript posting is behind; dropped a line")
+            log.warning("posting is behind; dropped a %s message", post.to)
+
+    def _destination(self, post: _Post) -> discord.abc.Messageable | None:
+        if post.to in self._blocked:
+            return None
+        if post.to == "dm":
+            return self.guild.get_member(post.user_id) if post.user_id is not None else None
+        return staff_channel(self.guild, self.settings) if post.to == "staff" else self.current_channel
 
     async def _post_loop(self) -> None:
         while True:
             post = await self._posts.get()
-            if not self._posting_enabled:  # turned off after lines were queued
+            destination = self._destination(post)
+            if destination is None:  # turned off or refused after lines were queued
                 self._posts.task_done()
                 continue
             try:
                 file = discord.File(io.BytesIO(post.data), filename=post.filename) if post.data else None
-                kwargs: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+                kwargs: dict[str, Any] = {"allowed_mentions": post.mentions}
                 if file is not None:
                     kwargs["file"] = file
-                await self.current_channel.send(post.content, **kwargs)
+                if post.embed is not None:
+                    kwargs["embed"] = post.embed
+                await destination.send(post.content, **kwargs)
             except discord.Forbidden:
-                log.warning("no permission to post in %s's text chat; transcript posting off", self.current_channel)
-                self._posting_enabled = False
+                if post.to == "dm":  # this caller's DMs are closed; others' may not be
+                    log.info("guild %s: a caller's DMs are closed; the invite was not delivered", self.guild.id)
+                    self._post(DM_REFUSED)
+                    continue
+                log.warning("no permission to post in the %s channel of guild %s; posting there is off",
+                            post.to, self.guild.id)
+                self._blocked.add(post.to)
             except discord.HTTPException as exc:
                 log.warning("could not post a transcript line: %s", exc)
             finally:

@@ -46,7 +46,8 @@ async def test_setup_hook_opens_the_database_loads_cogs_and_syncs_globally(caplo
         assert any("cogs.does_not_exist" in record.getMessage() for record in caplog.records)
         assert {command.name for command in bot.tree.get_commands()} >= {"cap", "leads"}
         cap = bot.tree.get_command("cap")
-        assert {sub.name for sub in cap.commands} == {"join", "leave", "status", "ask"}  # type: ignore[union-attr]
+        assert {sub.name for sub in cap.commands} == {  # type: ignore[union-attr]
+            "join", "leave", "status", "ask", "usage"}
         bot.tree.sync.assert_awaited_once_with()
     finally:
         bot.database.close()
@@ -99,3 +100,15 @@ async def test_the_heartbeat_runs_with_the_bot_and_stops_when_it_closes(tmp_path
     await asyncio.sleep(0)
     assert heartbeat.cancelled()
     assert not (tmp_path / "beat").exists(), "a bot that never reached Discord is not alive"
+
+
+async def test_transcript_retention_runs_with_the_bot_and_stops_when_it_closes(monkeypatch) -> None:
+    monkeypatch.setattr(commands.AutoShardedBot, "close", AsyncMock())
+    bot = make_bot(transcript_retention_days=30)
+    bot.tree.sync = AsyncMock(return_value=[])  # type: ignore[method-assign]
+    await bot.setup_hook()
+    retention = bot._retention
+    assert retention is not None and not retention.done()
+    await bot.close()
+    await asyncio.sleep(0)
+    assert retention.cancelled()

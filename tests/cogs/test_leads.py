@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 import cogs.leads
 from bot.storage.database import Database
+from bot.storage.lead_activity import LeadActivity, lead_activity
 from bot.storage.leads import get_lead, upsert_lead
 from cogs.leads import (
     NOT_IN_GUILD,
@@ -317,11 +318,12 @@ async def test_show_is_scoped_to_the_guild(cog: Leads, database: Database) -> No
 
 async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) -> None:
     [lead_id] = add_leads(database, GUILD, 1)
+    add_activity(database, GUILD, lead_id)
     fake = interaction()
     await cog.delete.callback(cog, fake, lead_id=lead_id)
     reply = sent(fake)
     assert reply["ephemeral"] is True and "cannot be undone" in reply["content"]
-    assert "analyses, booked calls and conversation transcripts are kept" in reply["content"]  # says what stays
+    assert "offers, deal analyses, booked calls, calls and their transcripts" in reply["content"]  # says what goes
     view: ConfirmDelete = reply["view"]
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is not None  # nothing happens before the click
@@ -331,6 +333,7 @@ async def test_delete_asks_first_then_deletes(cog: Leads, database: Database) ->
     click.edit_original_response.assert_awaited_once_with(content=f"Lead #{lead_id} deleted.", view=None)
     with database.session() as session:
         assert get_lead(session, GUILD, lead_id) is None
+        assert lead_activity(session, GUILD, lead_id) == LeadActivity([], [], None, [], [])  # nothing derived is left
 
 
 async def test_delete_can_be_cancelled(cog: Leads, database: Database) -> None:
@@ -381,3 +384,55 @@ async def test_an_unexpected_error_still_gets_an_answer(cog: Leads, answered: bo
     await cog.cog_app_command_error(fake, discord.app_commands.AppCommandError("boom"))
     reply = fake.followup.send if answered else fake.response.send_message
     reply.assert_awaited_once_with(cogs.leads.INTERNAL_ERROR, ephemeral=True)
+
+
+def add_activity(database: Database, guild: int, lead_id: int) -> None:
+    """A finished call, a deal analysis, two offers and a booked call for the lead."""
+    from datetime import timedelta
+
+    from bot.storage.models import Conversation, DealAnalysis, Disclosure, Offer, ScheduledCall, utcnow
+
+    now = utcnow()
+    with database.session() as session:
+        conversation = Conversation(
+            guild_id=guild, lead_id=lead_id, started_at=now - timedelta(minutes=12), ended_at=now,
+            participants=["4321"], turns=9, estimated_cost_usd=0.4213,
+        )
+        session.add(conversation)
+        session.flush()
+        session.add(Disclosure(guild_id=guild, conversation_id=conversation.id, discord_user_id=4321,
+                               wording_version="2026-12-v1", consent="yes"))
+        session.add(
+            DealAnalysis(
+                guild_id=guild, lead_id=lead_id, program="dscr_rental", ltv=0.75, dscr=1.31, fits_program=True,
+                verdict="Fits DSCR rental.",
+            )
+        )
+        for amount in (300_000.0, 318_000.0):
+            session.add(
+                Offer(
+                    guild_id=guild, lead_id=lead_id, program="dscr_rental", amount=amount, max_ltv=0.75,
+                    rate_min=7.25, rate_max=7.75, points=1.0, term_months=360, expires_at=now + timedelta(days=14),
+                )
+            )
+            session.flush()
+        session.add(
+            ScheduledCall(
+                guild_id=guild, lead_id=lead_id, starts_at=now + timedelta(days=1), duration_minutes=30,
+                timezone="America/Chicago", topic="Rate lock", ics_uid=f"uid-{lead_id}@cap-bot",
+            )
+        )
+
+
+async def test_show_lists_the_calls_analyses_latest_offer_and_booked_calls(cog: Leads, database: Database) -> None:
+    [lead_id] = add_leads(database, GUILD, 1, email="ann@example.com")
+    add_activity(database, GUILD, lead_id)
+    fake = interaction()
+    await cog.show.callback(cog, fake, lead_id=lead_id)
+    fields = {field.name: field.value for field in sent(fake)["embed"].fields}
+    assert "12 min" in fields["Calls"] and "<@4321>" in fields["Calls"] and "$0.42" in fields["Calls"]
+    assert "dscr_rental" in fields["Deal analyses"] and "DSCR 1.31" in fields["Deal analyses"]
+    assert "$318,000" in fields["Latest offer"] and "7.25" in fields["Latest offer"]
+    assert "Rate lock" in fields["Booked calls"] and "CST" in fields["Booked calls"]
+    assert "<@4321>" in fields["Disclosures"] and "2026-12-v1" in fields["Disclosures"]
+    assert "consent yes" in fields["Disclosures"]

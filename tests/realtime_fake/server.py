@@ -11,6 +11,11 @@ Event order of one audio response, as emitted here (and by the service):
   response.content_part.added, (response.output_audio.delta | response.output_audio_transcript.delta)*,
   response.output_audio.done, response.output_audio_transcript.done, response.content_part.done,
   response.output_item.done, conversation.item.done, response.done
+A text-only response (output_modalities ["text"]): response.created, rate_limits.updated,
+  response.output_item.added, [conversation.item.added,] response.content_part.added,
+  response.output_text.delta*, response.output_text.done, response.content_part.done,
+  response.output_item.done, [conversation.item.done,] response.done; out of band (conversation "none")
+  without the bracketed events, conversation_id null, and its metadata echoed.
 A cancelled response ends with the same `.done` events (item status "incomplete") and
 `response.done` {status "cancelled", status_details.reason "turn_detected" | "client_cancelled"}.
 """
@@ -156,6 +161,7 @@ class _ServerVad:
 class _Response:
     id: str
     tool_choice: str = "auto"  # response.create's response.tool_choice, else the session's
+    params: Event = field(default_factory=dict)  # response.create's `response` (modalities, out of band, …)
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -545,7 +551,7 @@ class _Session:
             )
             await self._error("conversation_already_has_active_response", message, event=event)
             return
-        self._start_response((event.get("response") or {}).get("tool_choice"))
+        self._start_response(event.get("response") or {})
 
     async def _on_response_cancel(self, event: Event) -> None:
         wanted = event.get("response_id")
@@ -555,8 +561,10 @@ class _Session:
             return
         await self._cancel_response("client_cancelled")
 
-    def _start_response(self, tool_choice: str | None = None) -> None:
-        self.response = _Response(_new_id("resp"), tool_choice or self.record.session.get("tool_choice") or "auto")
+    def _start_response(self, params: Event | None = None) -> None:
+        params = dict(params or {})
+        tool_choice = params.get("tool_choice") or self.record.session.get("tool_choice") or "auto"
+        self.response = _Response(_new_id("resp"), tool_choice, params)
         self.response.task = self._spawn(self._run_response(self.response))
 
     async def _cancel_response(self, reason: str) -> None:
@@ -591,13 +599,19 @@ class _Session:
             "status": status,
             "status_details": details,
             "output": output,
-            "conversation_id": self.conversation_id,
-            "output_modalities": list(self.record.session.get("output_modalities") or ["audio"]),
+            # An out-of-band response (conversation "none") belongs to no conversation.
+            "conversation_id": None if response.params.get("conversation") == "none" else self.conversation_id,
+            "output_modalities": self._modalities(response),
             "max_output_tokens": "inf",
-            "metadata": None,
+            "metadata": response.params.get("metadata"),
             "usage": usage,
             "audio": {"output": {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}, "voice": voice}},
         }
+
+    def _modalities(self, response: _Response) -> list[str]:
+        """The response's own output_modalities, else the session's."""
+        return list(response.params.get("output_modalities") or self.record.session.get("output_modalities")
+                    or ["audio"])
 
     async def _run_response(self, response: _Response) -> None:
         try:
@@ -612,7 +626,10 @@ class _Session:
                     {"name": "tokens", "limit": 40_000, "remaining": max(remaining, 0), "reset_seconds": 0.9},
                 ],
             )
-            spec = self.server.function_calls.pop(0) if self.server.function_calls else None
+            # An out-of-band text reply (the call summary) calls no tools; a text-only session (listen mode) does.
+            out_of_band = response.params.get("conversation") == "none"
+            text_only = self._modalities(response) == ["text"]
+            spec = self.server.function_calls.pop(0) if self.server.function_calls and not out_of_band else None
             if spec is None and self.server.function_call_storm and response.tool_choice != "none":
                 spec = dict(self.server.function_call_storm, call_id=_new_id("call", 16))
             if response.tool_choice == "none":
@@ -629,7 +646,7 @@ class _Session:
             output: list[Event] = []
             out_audio_ms = 0
             if spec is None or spec.get("preamble"):  # a preamble: "Let me check that." and the call, one response
-                if self.record.session.get("output_modalities") == ["text"]:
+                if text_only:
                     audio_item = await self._stream_text(response, previous)
                 else:
                     audio_item, out_audio_ms = await self._stream_audio(response, previous)
@@ -700,21 +717,29 @@ class _Session:
         return item, self.audio_ms[item["id"]]
 
     async def _stream_text(self, response: _Response, previous: str | None) -> Event:
-        """A text-only reply (session output_modalities ["text"]): the reply transcript as output_text."""
+        """A text-only message (output_modalities ["text"]); out of band it is not added to the conversation.
+        An out-of-band reply (the call summary) says `text_reply`; a text-only session's reply the next of
+        `reply_transcripts`."""
         item = {"id": _new_id("item"), "object": "realtime.item", "type": "message", "status": "in_progress",
                 "role": "assistant", "content": []}
+        in_conversation = response.params.get("conversation") != "none"
         ids = {"response_id": response.id, "item_id": item["id"], "output_index": 0, "content_index": 0}
         await self._emit("response.output_item.added", response_id=response.id, output_index=0, item=item)
-        await self._add_item(item, previous)
+        if in_conversation:
+            await self._add_item(item, previous)
         await self._emit("response.content_part.added", **ids, part={"type": "text", "text": ""})
-        text = next(self.server._reply_transcripts)
+        text = next(self.server._reply_transcripts) if in_conversation else self.server.text_reply
         for word in re.findall(r"\S+\s*", text):
+            if response.cancel_reason:
+                break
             await self._emit("response.output_text.delta", **ids, delta=word)
+            await self._pace(response, 5)
         await self._emit("response.output_text.done", **ids, text=text)
         await self._emit("response.content_part.done", **ids, part={"type": "text", "text": text})
         item.update(status="completed", content=[{"type": "output_text", "text": text}])
         await self._emit("response.output_item.done", response_id=response.id, output_index=0, item=item)
-        await self._emit("conversation.item.done", item=item, previous_item_id=previous)
+        if in_conversation:
+            await self._emit("conversation.item.done", item=item, previous_item_id=previous)
         return item
 
     async def _stream_function_call(
@@ -798,6 +823,7 @@ class FakeRealtimeServer:
         user_transcripts: Iterable[str] = ("Hello.",),
         reply_audio: bytes | None = None,
         reply_transcripts: Iterable[str] = ("Happy to help with that.",),
+        text_reply: str = "Ann Lee called about a DSCR rental loan; Cap booked a call with the loan team.",
         chunk_ms: int = 100,
         realtime_factor: float = 10.0,
         function_calls: Iterable[Event] = (),
@@ -826,6 +852,7 @@ class FakeRealtimeServer:
         self.user_transcripts = list(user_transcripts)
         self.reply_audio = tone_pcm() if reply_audio is None else reply_audio
         self.reply_transcripts = list(reply_transcripts)
+        self.text_reply = text_reply  # the text of a text-only response (output_modalities ["text"])
         self.chunk_ms = chunk_ms
         self.realtime_factor = realtime_factor  # <= 0: no pacing at all
         self.function_calls = list(

@@ -144,3 +144,13 @@ def test_guilds_stay_apart_through_the_cli(capsys) -> None:
         "2",
     )
     assert status == 1 and json.loads(out)["error"]["code"] == "lead_not_found"
+
+
+def test_stdout_csv_has_the_same_bytes_as_output(capsysbinary, tmp_path: Path) -> None:
+    """`leads export > x.csv` and `--output x.csv` make the same file: with the BOM Excel needs for UTF-8."""
+    save(capsysbinary, 1, full_name="José Lee", email="jose@example.com")
+    target = tmp_path / "leads.csv"
+    assert run(capsysbinary, "leads", "export", "--guild", "1", "--output", str(target))[0] == 0
+    status = main(["leads", "export", "--guild", "1"])
+    out = capsysbinary.readouterr().out
+    assert status == 0 and out.startswith(b"\xef\xbb\xbf") and out == target.read_bytes()

@@ -3,12 +3,22 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlmodel import select
 
 from bot.storage import leads as repo
-from bot.storage.conversations import create_conversation, get_conversation
+from bot.storage.conversations import create_conversation
 from bot.storage.database import Database
-from bot.storage.deals import add_analysis, add_offer, latest_offer
-from bot.storage.models import DealAnalysis, Offer
+from bot.storage.deals import add_analysis, add_offer
+from bot.storage.models import (
+    Conversation,
+    DealAnalysis,
+    Disclosure,
+    Lead,
+    Offer,
+    ScheduledCall,
+    Turn,
+    WebhookDelivery,
+)
 
 GUILD_A, GUILD_B = 111, 222
 ANN, BOB = 9001, 9002
@@ -106,32 +116,54 @@ def test_list_filters_and_pages_newest_first(database: Database) -> None:
         assert all(lead.tier == "A" for lead in repo.list_leads(session, GUILD_A, tier="A"))
 
 
-def test_delete_removes_offers_and_unlinks_the_rest(database: Database) -> None:
-    lead_id, _ = save(database, GUILD_A, ANN, full_name="Ann")
+def _offer(lead_id: int) -> Offer:
+    return Offer(guild_id=GUILD_A, lead_id=lead_id, program="bridge", amount=1.0, max_ltv=0.7, rate_min=9,
+                 rate_max=10, points=2, term_months=12, expires_at=datetime.now(UTC) + timedelta(days=1))
+
+
+def _derived(database: Database, lead_id: int, channel: int) -> None:
+    """An offer, an analysis, a booked call and a conversation with a turn and an anonymous analysis."""
     with database.session() as session:
-        add_offer(
-            session,
-            Offer(
-                guild_id=GUILD_A,
-                lead_id=lead_id,
-                program="bridge",
-                amount=1.0,
-                max_ltv=0.7,
-                rate_min=9,
-                rate_max=10,
-                points=2,
-                term_months=12,
-                expires_at=datetime.now(UTC) + timedelta(days=1),
-            ),
-        )
-        analysis = add_analysis(session, DealAnalysis(guild_id=GUILD_A, lead_id=lead_id))
-        conversation = create_conversation(session, GUILD_A, 5)
+        add_offer(session, _offer(lead_id))
+        add_analysis(session, DealAnalysis(guild_id=GUILD_A, lead_id=lead_id))
+        conversation = create_conversation(session, GUILD_A, channel)
         conversation.lead_id = lead_id
-        analysis_id, conversation_id = analysis.id, conversation.id
+        session.add(Turn(guild_id=GUILD_A, conversation_id=conversation.id, seq=1, role="caller",
+                         text="my number is 512 555 0143", spoken_at=datetime.now(UTC)))
+        add_analysis(session, DealAnalysis(guild_id=GUILD_A, conversation_id=conversation.id))
+        session.add(Disclosure(guild_id=GUILD_A, conversation_id=conversation.id, discord_user_id=channel,
+                               wording_version="v1"))
+        session.add(WebhookDelivery(guild_id=GUILD_A, lead_id=lead_id, event="lead.saved", payload={"lead": {}}))
+        session.add(ScheduledCall(guild_id=GUILD_A, lead_id=lead_id, starts_at=datetime.now(UTC), duration_minutes=30,
+                                  timezone="UTC", ics_uid=f"{lead_id}@cap-bot"))
+
+
+def _rows(database: Database) -> dict[str, int]:
+    with database.session() as session:
+        return {model.__name__: len(session.exec(select(model)).all())
+                for model in (Lead, Offer, DealAnalysis, Conversation, Turn, ScheduledCall, Disclosure,
+                              WebhookDelivery)}
+
+
+def test_delete_erases_everything_derived_from_the_lead(database: Database) -> None:
+    lead_id, _ = save(database, GUILD_A, ANN, full_name="Ann")
+    kept_id, _ = save(database, GUILD_A, BOB, full_name="Bob")
+    _derived(database, lead_id, 5)
+    _derived(database, kept_id, 6)
     with database.session() as session:
         assert repo.delete_lead(session, GUILD_A, lead_id)
     with database.session() as session:
         assert repo.get_lead(session, GUILD_A, lead_id) is None
-        assert latest_offer(session, GUILD_A, lead_id) is None
-        assert session.get(DealAnalysis, analysis_id).lead_id is None
-        assert get_conversation(session, GUILD_A, conversation_id).lead_id is None
+    one_lead = {"Lead": 1, "Offer": 1, "DealAnalysis": 2, "Conversation": 1, "Turn": 1, "ScheduledCall": 1,
+                "Disclosure": 1, "WebhookDelivery": 1}
+    assert _rows(database) == one_lead  # Bob's are all still there, Ann's all gone
+
+
+def test_a_failed_delete_erases_nothing(database: Database) -> None:
+    lead_id, _ = save(database, GUILD_A, ANN, full_name="Ann")
+    _derived(database, lead_id, 5)
+    before = _rows(database)
+    with pytest.raises(RuntimeError), database.session() as session:
+        assert repo.delete_lead(session, GUILD_A, lead_id)
+        raise RuntimeError("the connection dropped before the commit")
+    assert _rows(database) == before  # one transaction: all or nothing

@@ -22,6 +22,7 @@ from bot.storage.models import Conversation, Lead, Offer, Turn, utcnow
 from tests.bot.storage.helpers import POSTGRES_ENV, private_schema
 
 MODEL_TABLES = {table.name for table in SQLModel.metadata.sorted_tables}
+LEGACY_SCHEMA = migrate.LEGACY_BASELINE  # what create_all made before migrations existed
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -78,10 +79,12 @@ def test_without_auto_migrate_a_pending_database_is_refused_in_one_line(tmp_path
 
 
 def test_a_database_from_before_migrations_is_adopted(tmp_path: Path) -> None:
-    """Cap once made its tables with create_all: such a file is stamped 0001 and keeps its rows."""
+    """Cap once made its tables with create_all (the 0001 schema): such a file is stamped 0001, upgraded and
+    keeps its rows."""
+    migrate.upgrade(sqlite_url(tmp_path), LEGACY_SCHEMA)
     engine = make_engine(sqlite_url(tmp_path))
-    SQLModel.metadata.create_all(engine)
     with engine.begin() as connection:
+        connection.execute(text("DROP TABLE alembic_version"))
         connection.execute(
             text(
                 "INSERT INTO lead (guild_id, status, source, created_at, updated_at) "
@@ -117,13 +120,14 @@ def test_new_revision_autogenerates_nothing_when_the_models_match(
     shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(migrate, "MIGRATIONS_DIR", scripts)
     migrate.script_directory.cache_clear()
+    head = migrate.head_revision()
     try:
         path = migrate.new_revision("nothing changed")
         source = path.read_text()
     finally:
         migrate.script_directory.cache_clear()
-    assert path.name == "0002_nothing_changed.py"
-    assert 'down_revision: str | Sequence[str] | None = "0001"' in source.replace("'", '"')
+    assert path.name == f"{int(head) + 1:04d}_nothing_changed.py"
+    assert f'down_revision: str | Sequence[str] | None = "{head}"' in source.replace("'", '"')
     assert "op." not in source.split("def upgrade")[1].split("def downgrade")[0]
 
 
@@ -158,8 +162,8 @@ THROWAWAY_MIGRATION = '''
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{revision}"
+down_revision = "{down_revision}"
 
 
 def upgrade() -> None:
@@ -176,7 +180,11 @@ def downgrade() -> None:
 def _with_throwaway_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> None:
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_throwaway.py").write_text(THROWAWAY_MIGRATION.format(extra=extra))
+    head = migrate.head_revision()
+    following = f"{int(head) + 1:04d}"
+    (scripts / "versions" / f"{following}_throwaway.py").write_text(
+        THROWAWAY_MIGRATION.format(extra=extra, revision=following, down_revision=head)
+    )
     monkeypatch.setattr(migrate, "MIGRATIONS_DIR", scripts)
     migrate.script_directory.cache_clear()
 
@@ -238,7 +246,7 @@ def test_a_sqlite_batch_migration_of_lead_keeps_its_offers_and_links(
         result = migrate.upgrade(url)
     finally:
         migrate.script_directory.cache_clear()
-    assert (result.before, result.after) == ("0001", "0002")
+    assert int(result.after) == int(result.before) + 1
     assert _counts(url) == (1, 1, 1, 1)  # with foreign keys on, DROP TABLE lead cascaded: 1, 0, 1, None
     engine = make_engine(url)
     with engine.connect() as connection:  # and enforcement is back on for everything after the migration
@@ -248,13 +256,14 @@ def test_a_sqlite_batch_migration_of_lead_keeps_its_offers_and_links(
 
 def test_a_sqlite_migration_that_orphans_rows_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = _populated_sqlite(tmp_path)
+    head = migrate.head_revision()
     _with_throwaway_migration(tmp_path, monkeypatch, extra='op.execute("DELETE FROM lead")')
     try:
-        with pytest.raises(migrate.SchemaError, match=r"offer row 1 -> lead.*rolled back"):
+        with pytest.raises(migrate.SchemaError, match=r"2 row\(s\) pointing at missing parents.*-> lead.*rolled back"):
             migrate.upgrade(url)
     finally:
         migrate.script_directory.cache_clear()
-    assert migrate.current_revision(url) == "0001"
+    assert migrate.current_revision(url) == head
     assert _counts(url) == (1, 1, 1, 1)
     engine = make_engine(url)
     assert "_alembic_tmp_lead" not in inspect(engine).get_table_names()  # the rebuild's DDL was undone too
@@ -269,10 +278,11 @@ def test_postgres_migrations_run_without_the_statement_and_lock_timeouts(
         pytest.skip(f"PostgreSQL variant: {POSTGRES_ENV} is not set")
     with private_schema(base_url) as url, tempfile.TemporaryDirectory() as scripts:
         migrate.upgrade(url)
+        head = migrate.head_revision()
         show = 'op.get_bind().exec_driver_sql("SHOW {}").scalar()'
         check = f"assert ({show.format('statement_timeout')}, {show.format('lock_timeout')}) == ('0', '0')"
         _with_throwaway_migration(Path(scripts), monkeypatch, extra=check)
         try:
-            assert migrate.upgrade(url).after == "0002"
+            assert migrate.upgrade(url).after == f"{int(head) + 1:04d}"
         finally:
             migrate.script_directory.cache_clear()

@@ -86,7 +86,8 @@ async def test_the_same_caller_is_updated_not_duplicated(registry, database) -> 
     assert not again["created"]
     [lead] = leads_in(database, GUILD)
     # The exact score is kept, not only its band.
-    assert lead.credit_band == "765" and lead.experience_deals == 6 and lead.phone == "+12125550100"
+    assert (lead.credit_score, lead.credit_band, lead.credit) == (765, "760+", "765")
+    assert lead.experience_deals == 6 and lead.phone == "+12125550100"
     assert "loan_program" not in again["missing"] and "credit_band" not in again["missing"]
 
 
@@ -285,7 +286,7 @@ async def test_two_callers_in_one_conversation_keep_their_own_leads(registry, da
         ann_lead, bob_lead = get_lead(session, GUILD, a["lead_id"]), get_lead(session, GUILD, b["lead_id"])
         assert session.get(DealAnalysis, ann_analysis["analysis_id"]).lead_id == a["lead_id"]
         assert session.get(DealAnalysis, bob_analysis["analysis_id"]).lead_id == b["lead_id"]
-    assert (ann_lead.full_name, ann_lead.email, ann_lead.credit_band) == ("Ann", "ann@example.com", "765")
+    assert (ann_lead.full_name, ann_lead.email, ann_lead.credit) == ("Ann", "ann@example.com", "765")
     assert ann_lead.purchase_price == 400_000 and bob_lead.purchase_price == 500_000
     assert (bob_lead.discord_user_id, bob_lead.credit_band) == (BOB, "below_600")
 
@@ -305,8 +306,8 @@ async def test_a_second_caller_cannot_score_or_schedule_the_first_callers_lead(d
     start = {"start_time": "2026-12-03T10:00"}
     taken = await call(reg, "schedule_call", {**start, "lead_id": a["lead_id"]}, bob)
     assert taken["error"]["code"] == "lead_not_found"
-    booked = await call(reg, "schedule_call", start, bob)
-    assert booked["booked"] and booked["lead_id"] is None
+    unbooked = await call(reg, "schedule_call", start, bob)  # Bob has no lead of his own: nothing is booked
+    assert unbooked["error"]["code"] == "no_lead"
     with database.session() as session:
         lead = get_lead(session, GUILD, a["lead_id"])
     assert (lead.score, lead.status) == (None, "new")
@@ -380,3 +381,11 @@ async def test_a_save_that_timed_out_does_not_land_afterwards(database: Database
         await asyncio.to_thread(blocker.join)
     await asyncio.sleep(0.5)  # the save's worker thread gets the lock and finishes its transaction
     assert leads_in(database, GUILD) == []
+
+
+async def test_the_exact_credit_score_is_kept_beside_its_band(registry, database) -> None:
+    saved = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com", "credit_score": 742},
+                       caller())
+    with database.session() as session:
+        lead = get_lead(session, GUILD, saved["lead_id"])
+    assert (lead.credit_score, lead.credit_band) == (742, "720-759")

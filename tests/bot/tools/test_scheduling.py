@@ -11,6 +11,7 @@ from icalendar import Calendar
 from sqlmodel import select
 
 from bot.storage.database import Database
+from bot.storage.leads import find_lead, upsert_lead
 from bot.storage.models import ScheduledCall
 from bot.tools.business_hours import BusinessHours, NonexistentTime, describe, localize, parse_start
 from bot.tools.scheduling import schedule_call_tool
@@ -25,6 +26,11 @@ HOURS = BusinessHours(NY, 9, 17, frozenset(range(5)), timedelta(minutes=30))
 
 
 def registry(database: Database, now: datetime = NOW, **settings: Any) -> ToolRegistry:
+    """The tool, with caller 42 saved as a lead with a phone number in GUILD and the next guild."""
+    with database.session() as session:
+        for guild in (GUILD, GUILD + 1):
+            if find_lead(session, guild, discord_user_id=42) is None:
+                upsert_lead(session, guild, {"full_name": "Ann Lee", "phone": "+15125550143"}, discord_user_id=42)
     return ToolRegistry.of([schedule_call_tool(test_settings(**settings), database, clock=lambda: now)])
 
 
@@ -248,3 +254,30 @@ async def test_slots_offered_near_the_horizon_can_all_be_booked(database: Databa
     assert slots and all(slot["start_time"] < "2027-03-02" for slot in slots)
     for slot in slots:
         assert (await book(reg, start_time=slot["start_time"]))["booked"]
+
+
+async def test_a_call_is_booked_only_for_a_saved_lead_with_a_phone_number(database: Database) -> None:
+    reg = registry(database)
+    stranger = await reg.call(
+        "schedule_call", {"start_time": "2026-12-03T10:00"}, ToolContext(guild_id=GUILD, user_id=77, user_name="Bo")
+    )
+    assert stranger["ok"] is False and stranger["error"]["code"] == "no_lead"
+    with database.session() as session:
+        upsert_lead(session, GUILD, {"full_name": "Bo", "email": "bo@example.com"}, discord_user_id=77)
+    no_phone = await reg.call(
+        "schedule_call", {"start_time": "2026-12-03T10:00"}, ToolContext(guild_id=GUILD, user_id=77, user_name="Bo")
+    )
+    assert no_phone["ok"] is False and no_phone["error"]["code"] == "missing_phone"
+    assert "save_lead" in no_phone["error"]["message"]
+    with database.session() as session:
+        assert session.exec(select(ScheduledCall)).all() == []
+    slots = await reg.call("schedule_call", {}, ToolContext(guild_id=GUILD, user_id=77, user_name="Bo"))
+    assert slots["ok"] and slots["free_slots"]  # offering times needs no lead yet
+
+
+async def test_the_tool_promises_no_invite_it_cannot_deliver(database: Database) -> None:
+    reg = registry(database)
+    description = reg.specs()[0]["description"]
+    assert "posted" not in description and "invite_delivery" in description
+    result = await book(reg, start_time="2026-12-03T10:00")
+    assert result["invite_delivery"] == "not_sent"  # only the Discord call layer sends one, and then says so

@@ -94,12 +94,23 @@ class FakeSession:
         self.humans: list[int] = []  # every set_humans() value
         self.gate = AddressGate(config.reply_mode)
         self.asked: list[int] = []
+        self.announced: list[str] = []
 
     def set_humans(self, count: int) -> None:
         self.humans.append(count)
 
     def ask(self, user_id: int) -> None:
         self.asked.append(user_id)
+
+    def announce(self, note: str) -> None:
+        self.announced.append(note)
+
+    summary: str | None = "Alice asked about a DSCR loan; Cap booked a call. Her number is 512-555-0143."
+    summarized: list[str]
+
+    async def summarize(self, instructions: str) -> str | None:
+        self.summarized = [*getattr(self, "summarized", []), instructions]
+        return self.summary
 
     async def start(self) -> None:
         if self.fail_with is not None:
@@ -142,8 +153,8 @@ def make_channel() -> MagicMock:
     guild = MagicMock(spec=discord.Guild)
     guild.id = 5
     members = {
-        ALICE: MagicMock(spec=discord.Member, display_name="Alice", bot=False),
-        BOB: MagicMock(spec=discord.Member, display_name="Bob", bot=False),
+        ALICE: MagicMock(spec=discord.Member, id=ALICE, display_name="Alice", bot=False),
+        BOB: MagicMock(spec=discord.Member, id=BOB, display_name="Bob", bot=False),
     }
     guild.get_member.side_effect = members.get
     channel = MagicMock(spec=discord.VoiceChannel)
@@ -176,6 +187,11 @@ def make_call(channel: MagicMock, database: Database, clock: Clock | None = None
 ended: list[VoiceCall] = []
 
 
+def chat_posts(channel: MagicMock) -> list[tuple[str, dict[str, Any]]]:
+    """What Cap posted in the voice channel's chat, besides the disclosure every call starts with."""
+    return [(c.args[0], c.kwargs) for c in channel.send.await_args_list if not c.args[0].startswith("ℹ️")]
+
+
 async def drain_posts(call: VoiceCall) -> None:
     await asyncio.wait_for(call._posts.join(), 5)
 
@@ -205,21 +221,25 @@ async def test_start_wires_voice_session_and_recorder(database: Database) -> Non
         await call.stop("left")
 
 
-async def test_transcripts_are_stored_and_posted_and_invites_attached(database: Database) -> None:
+async def test_transcripts_are_stored_and_posted_and_invites_sent_to_the_caller(database: Database) -> None:
     channel = make_channel()
-    call = make_call(channel, database)
+    alice = channel.guild.get_member(ALICE)
+    alice.send = AsyncMock()
+    call = make_call(channel, database, transcript_destination="voice_chat")
     await call.start()
     session = call.session
     assert isinstance(session, FakeSession)
     session.on_transcript(TranscriptEntry(role="caller", text="Book me", item_id="a", speakers=frozenset({ALICE})))
     session.on_transcript(TranscriptEntry(role="cap", text="Done.", item_id="b"))
-    result = await session.registry.call("schedule_call", {"when": "Tue 3 pm"}, session.context_factory(frozenset()))
+    context = session.context_factory(frozenset({ALICE}))
+    result = await session.registry.call("schedule_call", {"when": "Tue 3 pm"}, context)
     assert result["ok"] is True and result["invite"]["filename"] == "call-1.ics"  # the model still sees it all
+    assert result["invite_delivery"] == "direct_message"
     await drain_posts(call)
-    sent = [(c.args[0], c.kwargs) for c in channel.send.await_args_list]
-    assert sent[0][0] == "**Alice:** Book me" and sent[1][0] == "**Cap:** Done."
+    sent = chat_posts(channel)
+    assert [text for text, _ in sent] == ["**Alice:** Book me", "**Cap:** Done."]  # no invite in the open
     assert all(kwargs["allowed_mentions"].to_dict()["parse"] == [] for _, kwargs in sent)
-    invite_text, invite_kwargs = sent[2]
+    invite_text, invite_kwargs = alice.send.await_args.args[0], alice.send.await_args.kwargs
     assert "Tue 3 pm" in invite_text and invite_kwargs["file"].filename == "call-1.ics"
     conversation_id = call.recorder.conversation_id
     await call.stop("left")
@@ -235,16 +255,16 @@ async def test_posting_can_be_turned_off_and_a_forbidden_channel_stops_it(databa
     await call.start()
     call.session.on_transcript(TranscriptEntry(role="cap", text="Hi", item_id="x"))  # type: ignore[union-attr]
     await call.stop("left")
-    channel.send.assert_not_awaited()
+    assert chat_posts(channel) == []
 
     channel = make_channel()
     channel.send.side_effect = discord.Forbidden(MagicMock(status=403, reason="Forbidden"), "no")
-    call = make_call(channel, database)
+    call = make_call(channel, database, transcript_destination="voice_chat")
     await call.start()
     for text in ("one", "two"):
         call.session.on_transcript(TranscriptEntry(role="cap", text=text, item_id=text))  # type: ignore[union-attr]
     await drain_posts(call)
-    assert channel.send.await_count == 1
+    assert channel.send.await_count == 1  # the disclosure was refused: nothing more is tried
     await call.stop("left")
 
 
@@ -354,8 +374,8 @@ async def test_the_last_lines_are_stored_before_voice_disconnects(database: Data
     voice.disconnect.side_effect = lambda **_: order.append("voice disconnect")
     original_close = recorder.close
 
-    async def close_recorder() -> None:
-        await original_close()
+    async def close_recorder(usage: object = None) -> None:
+        await original_close(usage)  # type: ignore[arg-type]
         order.append("transcript flushed")
 
     recorder.close = close_recorder  # type: ignore[method-assign]
@@ -423,3 +443,342 @@ async def test_listen_mode_configures_a_session_that_never_speaks(database: Data
         assert talking.session.config.reply_mode == "adaptive"  # the setting's default
     finally:
         await talking.stop("left")
+
+
+STAFF_CHANNEL, STAFF_ROLE = 31, 32
+
+
+class ScoreArgs(BaseModel):
+    lead_id: int
+
+
+async def score(args: ScoreArgs, context: ToolContext) -> dict:
+    return {"lead_id": args.lead_id, "score": 82, "tier": "A", "qualifies": True, "newly_qualified": True,
+            "offer": {"program": "dscr_rental", "amount": 318000.0}}
+
+
+async def booked(args: InviteArgs, context: ToolContext) -> dict:
+    return {"booked": True, "lead_id": 7, "when_for_caller": args.when, "when_for_lender": "Tue 4 pm EST",
+            "duration_minutes": 30, "invite": {"filename": "call-1.ics", "ics": "BEGIN:VCALENDAR\r\n"}}
+
+
+def staff_registry(settings: Settings, database: Database) -> ToolRegistry:
+    return ToolRegistry.of(
+        [Tool("score_lead", "Score.", ScoreArgs, score), Tool("schedule_call", "Book.", InviteArgs, booked)]
+    )
+
+
+def add_staff_channel(channel: MagicMock) -> MagicMock:
+    """A staff text channel and role in the call's guild."""
+    staff = MagicMock(spec=discord.TextChannel)
+    staff.id = STAFF_CHANNEL
+    staff.send = AsyncMock()
+    role = MagicMock(spec=discord.Role, id=STAFF_ROLE, mention=f"<@&{STAFF_ROLE}>")
+    guild = channel.guild
+    guild.get_channel.side_effect = {STAFF_CHANNEL: staff}.get
+    guild.get_role.side_effect = {STAFF_ROLE: role}.get
+    return staff
+
+
+async def test_staff_hear_of_new_qualified_leads_and_bookings_with_a_role_mention(database: Database) -> None:
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL, staff_role_id=STAFF_ROLE)
+    call._registry_factory = staff_registry
+    await call.start()
+    context = call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    await call.session.registry.call("score_lead", {"lead_id": 7}, context)  # type: ignore[union-attr]
+    await call.session.registry.call("schedule_call", {"when": "Tue 3 pm"}, context)  # type: ignore[union-attr]
+    await drain_posts(call)
+    notices = [(c.args[0], c.kwargs["allowed_mentions"]) for c in staff.send.await_args_list]
+    assert len(notices) == 2
+    assert notices[0][0].startswith(f"<@&{STAFF_ROLE}> ") and "lead #7" in notices[0][0] and "tier A" in notices[0][0]
+    assert "Tue 4 pm EST" in notices[1][0] and "lead #7" in notices[1][0]
+    assert all(mentions.to_dict()["roles"] == [STAFF_ROLE] for _, mentions in notices)
+    await call.stop("left")
+
+
+async def test_a_staff_channel_of_another_guild_gets_nothing(database: Database) -> None:
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=999, staff_role_id=STAFF_ROLE)  # not in this guild
+    call._registry_factory = staff_registry
+    await call.start()
+    context = call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    await call.session.registry.call("score_lead", {"lead_id": 7}, context)  # type: ignore[union-attr]
+    await drain_posts(call)
+    staff.send.assert_not_awaited()
+    await call.stop("left")
+
+
+async def test_transcripts_go_to_the_staff_channel_by_default_with_contacts_masked(database: Database) -> None:
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL, staff_role_id=STAFF_ROLE)
+    await call.start()
+    said = "I'm at 512-555-0143 or ann_lee@example.com"
+    call.session.on_transcript(  # type: ignore[union-attr]
+        TranscriptEntry(role="caller", text=said, item_id="a", speakers=frozenset({ALICE}))
+    )
+    await drain_posts(call)
+    [line] = [c.args[0] for c in staff.send.await_args_list]
+    assert line == "**Alice:** I'm at [phone] or [email]"
+    assert staff.send.await_args.kwargs["allowed_mentions"].to_dict()["parse"] == []  # transcripts ping nobody
+    assert chat_posts(channel) == []  # nothing in the voice channel's chat, readable by everyone there
+    conversation_id = call.recorder.conversation_id
+    await call.stop("left")
+    with database.session() as db:
+        assert [t.text for t in conversation_turns(db, 5, conversation_id)] == [said]  # stored as said
+
+
+async def test_without_a_staff_channel_transcripts_are_not_posted_anywhere(database: Database) -> None:
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    call.session.on_transcript(TranscriptEntry(role="cap", text="Hi", item_id="x"))  # type: ignore[union-attr]
+    await drain_posts(call)
+    assert chat_posts(channel) == []
+    await call.stop("left")
+
+
+async def test_a_caller_with_closed_dms_is_told_without_the_invite(database: Database) -> None:
+    channel = make_channel()
+    alice = channel.guild.get_member(ALICE)
+    alice.send = AsyncMock(side_effect=discord.Forbidden(MagicMock(status=403, reason="Forbidden"), "closed"))
+    call = make_call(channel, database)
+    await call.start()
+    await call.session.registry.call(  # type: ignore[union-attr]
+        "schedule_call", {"when": "Tue 3 pm"}, call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    )
+    await drain_posts(call)
+    [(text, kwargs)] = chat_posts(channel)
+    assert text == call_module.DM_REFUSED and "file" not in kwargs
+    await call.stop("left")
+
+
+async def test_no_invite_is_sent_when_invites_by_dm_are_off(database: Database) -> None:
+    channel = make_channel()
+    alice = channel.guild.get_member(ALICE)
+    alice.send = AsyncMock()
+    call = make_call(channel, database, invite_by_dm=False, transcript_destination="voice_chat")
+    await call.start()
+    result = await call.session.registry.call(  # type: ignore[union-attr]
+        "schedule_call", {"when": "Tue 3 pm"}, call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    )
+    await drain_posts(call)
+    assert "invite_delivery" not in result  # the tool's own not_sent stands (this fake tool sets none)
+    alice.send.assert_not_awaited()
+    assert chat_posts(channel) == []
+    await call.stop("left")
+
+
+async def test_a_finished_call_stores_its_usage(database: Database) -> None:
+    from bot.storage.conversations import get_conversation
+
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    voice = channel.connect.return_value
+    sink = voice.start_conversation.call_args.args[0]
+    sink(SILENCE_FRAME, frozenset({ALICE}))
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    metrics = call.session.metrics  # type: ignore[union-attr]
+    metrics.turns, metrics.barge_ins = 7, 2
+    metrics.add_usage({"input_token_details": {"audio_tokens": 1000, "text_tokens": 200, "cached_tokens": 0},
+                       "output_token_details": {"audio_tokens": 500, "text_tokens": 40}},
+                      {"audio_input": 32.0, "audio_output": 64.0})
+    metrics.add_transcription_usage({"type": "tokens", "input_tokens": 300, "output_tokens": 12},
+                                    {"transcription_input": 6.0})
+    conversation_id = call.recorder.conversation_id
+    await call.stop("alone")
+    with database.session() as db:
+        row = get_conversation(db, 5, conversation_id)
+    assert row.ended_at is not None and row.duration_seconds is not None and row.end_reason == "alone"
+    assert sorted(row.participants) == sorted([str(ALICE), str(BOB)])
+    assert (row.turns, row.barge_ins) == (7, 2)
+    assert (row.audio_input_tokens, row.text_input_tokens, row.audio_output_tokens, row.text_output_tokens) == (
+        1000, 200, 500, 40)
+    assert row.transcription_tokens == 312
+    assert row.estimated_cost_usd == pytest.approx(1000 * 32e-6 + 500 * 64e-6 + 300 * 6e-6, abs=1e-4)
+
+
+def spend(database: Database, guild: int, usd: float) -> None:
+    """A finished call this month that cost `usd`."""
+    from bot.storage.models import Conversation, utcnow
+
+    with database.session() as db:
+        db.add(Conversation(guild_id=guild, started_at=utcnow(), ended_at=utcnow(), estimated_cost_usd=usd))
+
+
+async def test_a_guild_over_its_monthly_budget_is_refused_before_anything_connects(database: Database) -> None:
+    spend(database, 5, 20.0)
+    spend(database, 6, 500.0)  # another guild's spending is not this guild's
+    channel = make_channel()
+    call = make_call(channel, database, monthly_budget_usd=25.0)
+    await call.start()  # $20 of $25: still allowed
+    await call.stop("left")
+    spend(database, 5, 5.0)
+    channel = make_channel()
+    call = make_call(channel, database, monthly_budget_usd=25.0)
+    with pytest.raises(CallError, match=r"monthly budget.*\$25\.00"):
+        await call.start()
+    channel.connect.assert_not_awaited()
+
+
+async def test_a_running_call_over_budget_ends_politely_at_the_next_turn_boundary(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(call_module, "WATCH_INTERVAL_SECONDS", 0.01)
+    spend(database, 5, 9.0)
+    channel = make_channel()
+    call = make_call(channel, database, monthly_budget_usd=10.0, transcript_destination="voice_chat")
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.idle = False  # Cap is mid-reply
+    session.metrics.cost_usd = 1.5
+    await asyncio.sleep(0.1)
+    assert call._stopping is None  # the reply is not cut
+    session.idle = True  # the turn is over
+    for _ in range(500):
+        if call._stopping is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert call._stopping is not None
+    await call._stopping
+    assert call.end_reason == "budget"
+    assert "monthly budget" in channel.send.await_args_list[-1].args[0]
+
+
+def disclosures(database: Database) -> list[tuple[int, str, str]]:
+    from sqlmodel import select
+
+    from bot.storage.models import Disclosure
+
+    with database.session() as db:
+        rows = db.exec(select(Disclosure).order_by(Disclosure.id)).all()
+    return [(row.discord_user_id, row.wording_version, row.consent) for row in rows]
+
+
+async def test_everyone_present_and_each_newcomer_is_told_by_voice_and_text_and_it_is_stored(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.disclosure import DISCLOSURE, DISCLOSURE_VERSION
+
+    monkeypatch.setattr(call_module, "WATCH_INTERVAL_SECONDS", 0.01)
+    channel = make_channel()
+    call = make_call(channel, database, post_transcripts=False)  # the disclosure is posted all the same
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    assert len(session.announced) == 1 and DISCLOSURE in session.announced[0]
+    carol = MagicMock(spec=discord.Member, id=333, display_name="Carol", bot=False)
+    channel.members = [*channel.members, carol, MagicMock(spec=discord.Member, id=444, bot=True)]
+    for _ in range(500):
+        if len(session.announced) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(session.announced) == 2 and "Someone new" in session.announced[1]
+    await drain_posts(call)
+    posts = [c.args[0] for c in channel.send.await_args_list]
+    assert posts[0] == f"ℹ️ <@{ALICE}> <@{BOB}>: {DISCLOSURE}" and posts[1] == f"ℹ️ <@333>: {DISCLOSURE}"
+    await call.stop("left")
+    assert disclosures(database) == [(ALICE, DISCLOSURE_VERSION, "not_asked"), (BOB, DISCLOSURE_VERSION, "not_asked"),
+                                     (333, DISCLOSURE_VERSION, "not_asked")]  # the bot is not told
+
+
+async def test_with_a_required_yes_a_caller_who_declines_is_neither_heard_nor_stored(database: Database) -> None:
+    from bot.disclosure import CONSENT_QUESTION
+
+    channel = make_channel()
+    call = make_call(channel, database, require_spoken_consent=True, transcript_destination="voice_chat")
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession) and CONSENT_QUESTION in session.announced[0]
+    context = session.context_factory(frozenset({ALICE}))
+    refused = await session.registry.call("schedule_call", {"when": "Tue"}, context)
+    assert refused["error"]["code"] == "no_consent"  # nothing saved before a yes
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes, that's fine.", item_id="a",
+                                          speakers=frozenset({ALICE})))
+    session.on_transcript(TranscriptEntry(role="caller", text="No thanks, I'd rather not.", item_id="b",
+                                          speakers=frozenset({BOB})))
+    session.on_transcript(TranscriptEntry(role="caller", text="My number is 512 555 0143", item_id="c",
+                                          speakers=frozenset({BOB})))
+    session.on_transcript(TranscriptEntry(role="caller", text="Book me for Tuesday", item_id="d",
+                                          speakers=frozenset({ALICE})))
+    assert (await session.registry.call("schedule_call", {"when": "Tue"}, context))["ok"]
+    sink = channel.connect.return_value.start_conversation.call_args.args[0]
+    session.fed.clear()
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    sink(SILENCE_FRAME, frozenset({ALICE, BOB}))
+    sink(SILENCE_FRAME, frozenset({ALICE}))
+    assert [speakers for _, speakers in session.fed] == [{ALICE}]  # Bob is not sent to the model any more
+    await drain_posts(call)
+    conversation_id = call.recorder.conversation_id
+    await call.stop("left")
+    with database.session() as db:
+        kept = [t.text for t in conversation_turns(db, 5, conversation_id)]
+    assert kept == ["Yes, that's fine.", "Book me for Tuesday"]
+    assert sorted((user, consent) for user, _, consent in disclosures(database)) == [(ALICE, "yes"), (BOB, "no")]
+    posted = " ".join(text for text, _ in chat_posts(channel))
+    assert "512" not in posted and "[phone]" not in posted and "I won't transcribe" in posted
+
+
+async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database) -> None:
+    from bot.storage.leads import upsert_lead
+
+    channel = make_channel()
+    staff = add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL)
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.metrics.turns = 4
+    with database.session() as db:
+        lead, _ = upsert_lead(db, 5, {"full_name": "Alice Lee", "loan_program": "dscr_rental",
+                                      "loan_amount": 318000.0}, discord_user_id=ALICE)
+        lead_id = lead.id
+    call.recorder.link_lead(lead_id)
+    await call.stop("left")
+    assert session.summarized and "summary" in session.summarized[0]  # asked of the same session, before close
+    card = next(c.kwargs["embed"] for c in staff.send.await_args_list if c.kwargs.get("embed"))
+    assert card.title == f"Call ended · lead #{lead_id}"
+    assert "booked a call" in card.description and "512-555" not in card.description  # contacts masked
+    fields = {field.name: field.value for field in card.fields}
+    assert fields["Name"] == "Alice Lee" and fields["Loan amount"] == "$318,000"
+    assert fields["Details"] == f"`/leads show {lead_id}`"
+
+
+async def test_a_silent_call_asks_for_no_summary(database: Database) -> None:
+    channel = make_channel()
+    add_staff_channel(channel)
+    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL)
+    await call.start()
+    await call.stop("left")
+    assert not getattr(call.session, "summarized", [])
+
+
+async def test_tool_results_and_the_end_of_a_call_become_webhook_events(database: Database) -> None:
+    from sqlmodel import select
+
+    from bot.storage.leads import upsert_lead
+    from bot.storage.models import WebhookDelivery
+
+    channel = make_channel()
+    call = make_call(channel, database, webhook_url="https://crm.example/hook", webhook_secret="x" * 20)
+    call._registry_factory = staff_registry
+    await call.start()
+    with database.session() as db:
+        lead, _ = upsert_lead(db, 5, {"full_name": "Alice Lee"}, discord_user_id=ALICE)
+    call.recorder.link_lead(lead.id)
+    context = call.session.context_factory(frozenset({ALICE}))  # type: ignore[union-attr]
+    await call.session.registry.call("score_lead", {"lead_id": lead.id}, context)  # type: ignore[union-attr]
+    await call.session.registry.call("schedule_call", {"when": "Tue"}, context)  # type: ignore[union-attr]
+    call.session.metrics.turns = 3  # type: ignore[union-attr]
+    await call.stop("left")
+    with database.session() as db:
+        events = [(row.event, row.status) for row in db.exec(select(WebhookDelivery).order_by(WebhookDelivery.id))]
+        ended = db.exec(select(WebhookDelivery).where(WebhookDelivery.event == "call.ended")).one()
+    assert events == [("lead.scored", "pending"), ("call.booked", "pending"), ("call.ended", "pending")]
+    assert ended.lead_id == lead.id and ended.payload["lead"]["first_name"] == "Alice"
+    assert "booked a call" in ended.payload["data"]["summary"] and "512-555" not in ended.payload["data"]["summary"]
