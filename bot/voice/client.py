@@ -30,6 +30,7 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
 
 from bot.voice.crypto import SUPPORTED_MODES
+from bot.voice.dave import is_rust_panic, is_survivable
 from bot.voice.mixer import Mixer, metronome
 from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource, FrameSource
@@ -70,7 +71,9 @@ class PromptSocketReader(SocketReader):
                 for callback in list(self._callbacks):
                     try:
                         callback(data)
-                    except Exception:
+                    except BaseException as exc:  # a davey panic is a BaseException: it would end this thread
+                        if not is_survivable(exc):
+                            raise
                         log.exception("voice socket listener %s failed", callback)
 
 
@@ -107,6 +110,7 @@ class CapVoiceClient(discord.VoiceClient):
         self._on_tick = self._tick  # one bound method, so the shared metronome finds it again
         self._cleanup_callbacks: list[Callable[[], None]] = []
         self._paused_ticks = 0
+        self._dave_encrypt_failed = 0
         self._log = RateLimitedLog(log)
 
     # ---- discord.py hooks -----------------------------------------------------------------------------------
@@ -140,6 +144,22 @@ class CapVoiceClient(discord.VoiceClient):
         elif op == OP_SESSION_DESCRIPTION and self._audio is not None:
             # discord.py sent "not speaking" with the new key; a waiting player re-announces "speaking".
             self._audio.assume_speaking()
+
+    def _get_voice_packet(self, data: bytes) -> bytes:
+        """discord.py's packet builder, but a davey panic in `encrypt_opus` sends one Opus silence frame instead.
+
+        discord.py's AudioPlayer thread catches only Exception; a panic (a BaseException) would end the thread
+        while `is_playing()` stays True, so nothing restarts it and Cap falls silent. Silence is never DAVE
+        encrypted, so the substitute needs no key; the RTP sequence and timestamp advance as for the lost frame.
+        """
+        try:
+            return super()._get_voice_packet(data)
+        except BaseException as exc:
+            if not is_rust_panic(exc):
+                raise
+            self._dave_encrypt_failed += 1
+            self._log(logging.ERROR, "dave-encrypt", "DAVE could not encrypt a frame (%s): sent silence", exc)
+            return super()._get_voice_packet(OPUS_SILENCE)
 
     async def connect(
         self,
@@ -275,6 +295,7 @@ class CapVoiceClient(discord.VoiceClient):
         stats = self.receiver.stats()
         stats["mixer_ticks"] = self.mixer.ticks
         stats["mixer_ticks_with_speech"] = self.mixer.mixed_ticks
+        stats["dave_encrypt_failed"] = self._dave_encrypt_failed
         if self._audio is not None:
             stats["frames_spoken"] = self._audio.frames_encoded
         return stats

@@ -7,7 +7,9 @@ plain frame from a member of a ready group outside a transition is refused, as D
 otherwise the voice server could speak as any caller, which is what end-to-end encryption rules out.
 The session is read fresh for every frame through a callable, because discord.py replaces it (or
 re-initialises it) on every MLS epoch change. `decrypt` raises ValueError (e.g. NoDecryptorForUser)
-while the group has no key for that user yet: the frame is lost, the caller is not.
+while the group has no key for that user yet: the frame is lost, the caller is not. A Rust panic inside davey
+arrives as `pyo3_runtime.PanicException`, a BaseException that `except Exception` lets through (and with it
+out of the socket reader thread): `is_survivable` lets it cost one frame, while interrupts still propagate.
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ import davey
 DAVE_MAGIC: Final = b"\xfa\xfa"
 OPUS_SILENCE: Final = b"\xf8\xff\xfe"
 _AUDIO: Final = davey.MediaType.audio
+
+
+def is_rust_panic(exc: BaseException) -> bool:
+    """Whether `exc` is a Rust panic inside davey: pyo3 raises `pyo3_runtime.PanicException`, a BaseException.
+
+    pyo3 creates that class at run time (there is no module to import it from), hence the name check.
+    """
+    return any(cls.__name__ == "PanicException" and cls.__module__ == "pyo3_runtime" for cls in type(exc).__mro__)
+
+
+def is_survivable(exc: BaseException) -> bool:
+    """An error one packet may cost: any Exception, or a davey panic; never an interrupt, exit or cancellation."""
+    return isinstance(exc, Exception) or is_rust_panic(exc)
 
 
 class DaveSessionLike(Protocol):
@@ -69,9 +84,11 @@ class DaveDecryptor:
         except ValueError as exc:  # no key for this user yet (NoDecryptorForUser), or a failed tag
             self.last_error = str(exc)
             return DaveFailure.NO_KEY if "NoDecryptor" in self.last_error else DaveFailure.FAILED
-        except Exception as exc:  # a Rust panic or borrow error surfacing from davey: lose the frame only
+        except BaseException as exc:  # a borrow error or a Rust panic (not an Exception) from davey
+            if not is_survivable(exc):
+                raise
             self.last_error = f"{type(exc).__name__}: {exc}"
-            return DaveFailure.ERROR
+            return DaveFailure.ERROR  # lose the frame only
         self.decrypted += 1
         return opus
 
@@ -82,6 +99,8 @@ class DaveDecryptor:
             return False
         try:
             return str(user_id) in session.get_user_ids() and not session.can_passthrough(user_id)
-        except Exception as exc:  # a davey error must not cost the frame
+        except BaseException as exc:  # a davey error or panic must not cost the frame
+            if not is_survivable(exc):
+                raise
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False

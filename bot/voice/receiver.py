@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from bot.voice.crypto import DecryptFailure, TransportDecryptor, UnsupportedModeError
-from bot.voice.dave import DaveDecryptor, DaveFailure
+from bot.voice.dave import DaveDecryptor, DaveFailure, is_survivable
 from bot.voice.jitter import DEFAULT_DEPTH, Push, SpeakerDecoder
 from bot.voice.rtp import OPUS_PAYLOAD_TYPE, Reject, parse_header
 from realtime.audio import mix_frames
@@ -213,7 +213,9 @@ class VoiceReceiver:
         """Handle one UDP datagram (called on discord.py's socket reader thread). Never raises."""
         try:
             self._on_packet(packet)
-        except Exception:  # a bug here must not kill the reader thread's callbacks for everyone
+        except BaseException as exc:  # a bug, or a davey panic (a BaseException), must not kill the reader thread
+            if not is_survivable(exc):
+                raise
             self._counts["internal_error"] += 1
             self._log(logging.ERROR, "internal", "voice packet handling failed", exc_info=True)
 
