@@ -21,6 +21,8 @@ from typing import Final, Protocol
 import davey
 
 DAVE_MAGIC: Final = b"\xfa\xfa"
+# How long members' plain audio stays acceptable after a DAVE transition executes (discord.py's own figure).
+PASSTHROUGH_AFTER_TRANSITION_SECONDS: Final = 10
 OPUS_SILENCE: Final = b"\xf8\xff\xfe"
 _AUDIO: Final = davey.MediaType.audio
 
@@ -48,6 +50,8 @@ class DaveSessionLike(Protocol):
     def get_user_ids(self) -> list[str]: ...
 
     def can_passthrough(self, user_id: int) -> bool: ...
+
+    def set_passthrough_mode(self, passthrough_mode: bool, transition_expiry: int | None = None) -> None: ...
 
 
 class DaveFailure(Enum):
@@ -91,6 +95,25 @@ class DaveDecryptor:
             return DaveFailure.ERROR  # lose the frame only
         self.decrypted += 1
         return opus
+
+    def transition_executed(self, protocol_version: int) -> None:
+        """A DAVE transition just executed (op 22, after discord.py handled it): plain audio ends 10 s from now.
+
+        discord.py 2.7.1's `_execute_transition` calls `set_passthrough_mode(True, 10)` when the call comes back
+        to DAVE after a downgrade; in davey `True` means *unlimited* (the expiry applies only when turning
+        passthrough off), so members' plain audio would be accepted for good. Turning it off with the same
+        expiry ends it 10 s from now. davey only ever shortens an expiry this way, so after any other
+        transition it changes nothing. After a downgrade (protocol 0) plain audio is the norm: left alone.
+        """
+        session = self._session_source()
+        if protocol_version == 0 or session is None or not getattr(session, "ready", False):
+            return
+        try:
+            session.set_passthrough_mode(False, PASSTHROUGH_AFTER_TRANSITION_SECONDS)
+        except BaseException as exc:
+            if not is_survivable(exc):
+                raise
+            self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _refuses_plaintext(self, user_id: int) -> bool:
         """A ready group, this user in it, and their decryptor not in passthrough (no transition running)."""

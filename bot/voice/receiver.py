@@ -39,6 +39,7 @@ OP_RESUMED: Final = 9
 OP_CLIENTS_CONNECT: Final = 11
 OP_VIDEO: Final = 12  # {user_id, audio_ssrc, video_ssrc, rtx_ssrc, streams: [{ssrc, rtx_ssrc, ...}]}
 OP_CLIENT_DISCONNECT: Final = 13
+OP_DAVE_EXECUTE_TRANSITION: Final = 22
 
 
 class TransportState(Protocol):
@@ -154,12 +155,16 @@ class VoiceReceiver:
     def _on_client_disconnect(self, data: Mapping[str, Any]) -> None:
         self.forget_user(int(data["user_id"]))
 
+    def _on_dave_transition_executed(self, _data: Mapping[str, Any]) -> None:
+        self._dave.transition_executed(int(getattr(self._transport, "dave_protocol_version", 0) or 0))
+
     _ws_handlers: Final[dict[Any, Callable[[VoiceReceiver, Mapping[str, Any]], None]]] = {
         OP_READY: _on_ready,
         OP_SPEAKING: _on_speaking,
         OP_CLIENTS_CONNECT: _on_clients_connect,
         OP_VIDEO: _on_video,
         OP_CLIENT_DISCONNECT: _on_client_disconnect,
+        OP_DAVE_EXECUTE_TRANSITION: _on_dave_transition_executed,
     }
 
     def map_ssrc(self, ssrc: int, user_id: int) -> None:
