@@ -40,6 +40,9 @@ def format_status(status: dict[str, Any]) -> str:
                        if name.startswith("dave_") and name not in ("dave_passthrough", "dave_decrypted"))
         lines.append(f"Voice in: {voice.get('packets', 0):,} packets · {voice.get('decoded', 0):,} frames decoded · "
                      f"{concealed:,} concealed · {unopened:,} DAVE frames not opened")
+        if voice.get("voice_gateway_deaths"):
+            lines.append(f"Voice gateway: its reader stopped {voice['voice_gateway_deaths']} time(s); reconnected "
+                         f"{voice.get('voice_gateway_revivals', 0)} time(s) (see the bot's log)")
     return "\n".join(lines)
 
 

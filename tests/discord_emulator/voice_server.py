@@ -84,6 +84,7 @@ class VoiceSession:
     seq: int = 0
     ws: web.WebSocketResponse | None = None
     valid: bool = True
+    resumes: int = 0
     client_messages: list[dict[str, Any]] = field(default_factory=list)
     client_binary: list[tuple[int, bytes]] = field(default_factory=list)
 
@@ -247,6 +248,7 @@ class VoiceServer(asyncio.DatagramProtocol):
             await self._close(ws, CLOSE_SESSION_INVALID, "session no longer valid")
             return None
         old, session.ws = session.ws, ws
+        session.resumes += 1
         if old is not None and old is not ws:
             self._close_soon(old, 1000)
         # Assumption: RESUMED and nothing else; the key, SSRC and UDP route stay as they were.

@@ -15,6 +15,7 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.player import AudioPlayer
 
 from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
+from bot.voice.connection import CapConnectionState
 from bot.voice.crypto import TransportDecryptor
 from bot.voice.mixer import metronome
 from bot.voice.rtp import parse_header
@@ -68,7 +69,7 @@ def test_connection_state_carries_the_hook_and_a_prompt_socket_reader() -> None:
     try:
         before = {thread.name for thread in threading.enumerate()}
         vc = CapVoiceClient(fake_discord_client(loop), fake_channel())
-        assert vc._connection.hook == vc._ws_hook
+        assert isinstance(vc._connection, CapConnectionState) and vc._connection._cap_hook == vc._ws_hook
         assert CapVoiceClient.supported_modes == (MODE,)
         assert isinstance(vc._connection._socket_reader, PromptSocketReader)
         assert wait_until(lambda: len({t.name for t in threading.enumerate()} - before) == 1)  # one reader
