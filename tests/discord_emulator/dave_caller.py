@@ -3,7 +3,9 @@
 The emulator's callers are not discord.py clients, but their MLS must be real so that Cap's session is
 checked against real signatures, epochs and keys. This mirrors `DiscordVoiceWebSocket.received_message` /
 `received_binary_message` and `VoiceConnectionState.reinit_dave_session` / `_execute_transition` (the
-passthrough calls included), and returns what such a client would send back.
+passthrough calls included), and returns what such a client would send back. One difference, on purpose:
+a commit or welcome under a transition is applied when the transition executes (op 22), as Discord's own
+clients switch keys, not when it arrives, as davey and discord.py do.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class DaveCaller:
         self.protocol_version = protocol_version
         self.session = davey.DaveSession(protocol_version, user_id, channel_id)
         self.pending_transitions: dict[int, int] = {}
+        self.staged: dict[int, tuple[int, bytes]] = {}  # transition id -> (op 29 or 30, commit or welcome)
         self.downgraded = False
         self.errors: list[str] = []
 
@@ -87,18 +90,26 @@ class DaveCaller:
                 return [ClientMessage(self.user_id, OP_COMMIT_WELCOME, result.commit + (result.welcome or b""))]
         elif op in (OP_ANNOUNCE_COMMIT, OP_WELCOME):
             transition_id = int.from_bytes(payload[:2], "big")
-            try:
-                if op == OP_ANNOUNCE_COMMIT:
-                    session.process_commit(payload[2:])
-                else:
-                    session.process_welcome(payload[2:])
-            except ValueError as exc:
-                self.errors.append(str(exc))
-                invalid = ClientMessage(self.user_id, OP_INVALID_COMMIT_WELCOME, data={"transition_id": transition_id})
-                return [invalid, *self._reinit()]
-            if transition_id != 0:
-                self.pending_transitions[transition_id] = self.protocol_version
-                return [self._ready(transition_id)]
+            if transition_id == 0:
+                return self._apply(transition_id, op, payload[2:])
+            # Discord's own clients switch to the new epoch's keys when the transition executes (op 22), once
+            # every member is ready; davey switches when it processes the commit. Holding the commit until op 22
+            # makes these callers send new-epoch media only after Cap (a member that sent op 23) has the keys.
+            self.staged[transition_id] = (op, payload[2:])
+            self.pending_transitions[transition_id] = self.protocol_version
+            return [self._ready(transition_id)]
+        return []
+
+    def _apply(self, transition_id: int, op: int, message: bytes) -> list[ClientMessage]:
+        try:
+            if op == OP_ANNOUNCE_COMMIT:
+                self.session.process_commit(message)
+            else:
+                self.session.process_welcome(message)
+        except ValueError as exc:
+            self.errors.append(str(exc))
+            invalid = ClientMessage(self.user_id, OP_INVALID_COMMIT_WELCOME, data={"transition_id": transition_id})
+            return [invalid, *self._reinit()]
         return []
 
     def _on_json(self, op: int, data: dict[str, Any]) -> list[ClientMessage]:
@@ -111,8 +122,11 @@ class DaveCaller:
                 self.session.set_passthrough_mode(True, 120)
             return [self._ready(data["transition_id"])]
         if op == OP_EXECUTE_TRANSITION:
+            staged = self.staged.pop(data["transition_id"], None)
+            replies = self._apply(data["transition_id"], *staged) if staged else []
             self._execute(data["transition_id"])
-        elif op == OP_PREPARE_EPOCH and data["epoch"] == 1:
+            return replies
+        if op == OP_PREPARE_EPOCH and data["epoch"] == 1:
             self.protocol_version = data["protocol_version"]
             return self._reinit()
         return []
