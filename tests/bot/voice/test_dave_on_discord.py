@@ -117,3 +117,19 @@ async def test_after_a_downgrade_and_an_upgrade_plain_audio_of_a_member_is_refus
                          what="the plain frames refused")
         assert cap.heard(ALICE) - heard_before < 5
         assert relay.errors == []
+
+
+async def test_after_a_bad_mls_message_cap_rejoins_the_dave_group_and_hears_encrypted_audio() -> None:
+    """One malformed op 27 kills discord.py's voice poller (item 2); the reconnect must bring DAVE back too."""
+    async with cap_on_discord(dave_protocol_version=1) as cap:
+        relay = await dave_call(cap)
+        first_session = cap.discord.voice_server.current
+        await relay.send_malformed_proposals_to_cap()
+        await wait_until(lambda: cap.discord.voice_server.current is not first_session, within=10,
+                         what="a reconnect after the dead poller")
+        await cap.connected_in(LOBBY_ID)
+        await wait_until(lambda: cap_in_group(cap, relay), what="Cap back in the DAVE group")
+        decrypted = cap.voice.stats()["dave_decrypted"]
+        await cap.hears(ALICE)
+        assert cap.voice.stats()["dave_decrypted"] - decrypted >= 40
+        assert relay.errors == []
