@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.shutdown import end_calls
-from bot.voice.call import CallError, VoiceCall, join_refusal
+from bot.voice.call import CallError, VoiceCall, join_refusal, leave_refusal
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             settings=self.bot.settings,  # type: ignore[attr-defined]
             database=self.bot.database,  # type: ignore[attr-defined]
             on_end=self._call_ended,
+            started_by=caller.id,
         )
         self.calls[guild.id] = call  # claimed before any await: a second /cap join now sees it busy
         try:
@@ -107,6 +108,12 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
         if call is None and stray is None:
             await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
             return
+        if isinstance(interaction.user, discord.Member):
+            channel = call.current_channel if call is not None else getattr(stray, "channel", None)
+            refusal = leave_refusal(interaction.user, channel, call.started_by if call is not None else None)
+            if refusal is not None:
+                await interaction.response.send_message(refusal, ephemeral=True)
+                return
         await interaction.response.defer(ephemeral=True, thinking=True)
         if call is not None:
             await call.stop("left")

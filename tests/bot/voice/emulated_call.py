@@ -64,9 +64,10 @@ class CapOnDiscord:
     realtime: FakeRealtimeServer
 
     def member(self, user_id: int) -> discord.Member:
-        member = self.guild.get_member(user_id)
-        assert member is not None
-        return member
+        """The member as an interaction carries it (built from the payload: with only the voice-states intent
+        discord.py caches just the members in voice)."""
+        data = self.discord.users[user_id].member()
+        return discord.Member(data=data, guild=self.guild, state=self.bot._connection)  # type: ignore[arg-type]
 
     @property
     def call(self) -> VoiceCall | None:

@@ -344,6 +344,23 @@ async def test_the_last_lines_are_stored_before_voice_disconnects(database: Data
     assert session.closed and order == ["transcript flushed", "voice disconnect"]
 
 
+@pytest.mark.parametrize("failing", ["session", "recorder"])
+async def test_a_failing_close_still_leaves_voice(database: Database, failing: str) -> None:
+    """Issue 9 item 6: an exception closing the Realtime session or the recorder skipped the voice disconnect,
+    and discord.py kept Cap in the channel with no call attached."""
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    broken = call.session if failing == "session" else call.recorder
+
+    async def fail() -> None:
+        raise RuntimeError("close failed")
+
+    setattr(broken, "aclose" if failing == "session" else "close", fail)
+    await call.stop("left")
+    channel.connect.return_value.disconnect.assert_awaited_once_with(force=True)
+
+
 async def test_a_kick_while_the_call_starts_ends_it_cleanly(database: Database,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     channel = make_channel()

@@ -13,7 +13,7 @@ from bot.voice.call import LEAVE_MESSAGES
 from bot.voice.source import OPUS_SILENCE
 from realtime.audio import FRAME_BYTES
 from tests.audio_checks import loud
-from tests.bot.voice.emulated_call import ALICE, CapOnDiscord, cap_on_discord, speech
+from tests.bot.voice.emulated_call import ALICE, BOB, EVE, SAM, CapOnDiscord, cap_on_discord, speech
 from tests.discord_emulator import LOBBY_ID, STAGE_ID, wait_until
 
 OP_MLS_PROPOSALS = 27
@@ -154,3 +154,30 @@ async def test_a_kick_ends_the_call_with_a_message() -> None:
         await wait_until(lambda: cap.call is None, what="the call ending")
         await wait_until(lambda: LEAVE_MESSAGES["disconnected"] in cap.discord.texts(LOBBY_ID), what="the goodbye")
         assert cap.voice is None
+
+
+async def test_only_the_call_its_caller_or_staff_can_end_it() -> None:
+    """Issue 9 item 6: any member anywhere in the guild could /cap leave someone else's call."""
+    async with cap_on_discord() as cap:
+        await cap.join(ALICE)
+        await cap.connected_in(LOBBY_ID)
+        assert "Only the people in" in await cap.command("leave", EVE)  # not in the call, not staff
+        await cap.discord.join(BOB, LOBBY_ID)
+        await wait_until(lambda: cap.member(BOB).voice is not None, what="Bob in the Lobby")
+        assert cap.call is not None
+        await cap.discord.join(ALICE, STAGE_ID)  # the caller who started it may end it from anywhere
+        await wait_until(lambda: cap.member(ALICE).voice.channel.id == STAGE_ID, what="Alice elsewhere")
+        assert await cap.command("leave", ALICE) == "I left the call."
+        assert cap.call is None
+
+
+async def test_staff_and_people_in_the_call_can_end_it() -> None:
+    async with cap_on_discord() as cap:
+        await cap.join(ALICE)
+        await cap.connected_in(LOBBY_ID)
+        await cap.discord.join(BOB, LOBBY_ID)
+        await wait_until(lambda: cap.member(BOB).voice is not None, what="Bob in the Lobby")
+        assert await cap.command("leave", BOB) == "I left the call."
+        await cap.join(ALICE)
+        await cap.connected_in(LOBBY_ID)
+        assert await cap.command("leave", SAM) == "I left the call."  # staff: Move Members
