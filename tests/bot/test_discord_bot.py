@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from unittest.mock import AsyncMock, MagicMock
 
 import discord
@@ -118,3 +119,10 @@ async def test_an_unexpected_command_error_still_gets_an_answer(deferred: bool, 
     answer = interaction.followup.send if deferred else interaction.response.send_message
     answer.assert_awaited_once_with(INTERNAL_ERROR_REPLY, ephemeral=True)
     assert any("failed" in record.getMessage() for record in caplog.records)
+
+
+def test_the_readme_invite_link_asks_for_exactly_what_cap_uses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    wanted = discord.Permissions(connect=True, speak=True, send_messages=True, attach_files=True,
+                                 use_application_commands=True)
+    assert f"scope=bot+applications.commands&permissions={wanted.value}" in readme
