@@ -17,7 +17,8 @@ Discord behaviours assumed here (from the DAVE protocol whitepaper and davey/dis
   commit is announced (op 29) to the old members, its Welcome (op 30) to the added ones, both under a
   transition id; once every member of the new epoch sent op 23 transition_ready the server sends op 22.
   Proposals the winning commit left out are proposed again in the new epoch.
-- Membership changes that arrive while a transition is running wait until it has executed.
+- Membership changes that arrive while a transition is running, or while proposals of the current epoch are
+  out, wait until the epoch's commit has executed (one proposal batch per epoch).
 - Downgrade: op 21 {transition_id, protocol_version: 0}, op 22 after every member's op 23. Upgrade: op 24
   {epoch: 1, protocol_version: 1}; clients make new sessions and send key packages, and the group forms again.
 """
@@ -173,7 +174,8 @@ class DaveGroupServer:
             self.key_packages.pop(user, None)
         self.proposals = []  # the rest are re-proposed for the new epoch once the transition executes
         transition_id = self._new_transition_id()
-        self.transition = _Transition(transition_id, set(self.members), self.protocol_version)
+        # Members still to be removed (they left, or reset their session) will not answer this transition.
+        self.transition = _Transition(transition_id, set(self.members) - self.leaving, self.protocol_version)
         header = transition_id.to_bytes(2, "big")
         out = self._to([u for u in old_members if u not in removed], OP_ANNOUNCE_COMMIT, header + commit.message)
         if welcome is not None:
@@ -237,7 +239,10 @@ class DaveGroupServer:
             return False
         if self.epoch is None:
             return commit.epoch == 0 and user_id in self._waiting_group_builders()
-        return commit.epoch == self.epoch and user_id in self.members and self.leaves[commit.committer_leaf] == user_id
+        if user_id in self.leaving or user_id not in self.members:  # a departed client's commit is not waited for
+            return False
+        leaf = commit.committer_leaf
+        return commit.epoch == self.epoch and leaf < len(self.leaves) and self.leaves[leaf] == user_id
 
     def _apply(self, removed: set[int | None], added: list[int | None]) -> None:
         """RFC 9420 §12.3: removes blank their leaves, then each add takes the leftmost blank leaf (or a new one).
@@ -282,14 +287,17 @@ class DaveGroupServer:
             return []
         if self.epoch is None:
             return self._propose_new_group()
-        proposed_adds = {p.add_user for p in self.proposals}
-        proposed_removes = {p.remove_user for p in self.proposals}
+        if self.proposals:
+            # One batch per epoch: a member commits each batch it gets, and davey, shown its first commit of
+            # the epoch in op 29, merges its *latest* pending commit instead (OwnCommit -> merge_pending_commit),
+            # so a second batch would split the group. Later changes wait for the next epoch.
+            return []
         new: list[_Proposal] = []
-        for user in sorted(self.leaving - proposed_removes):
+        for user in sorted(self.leaving):
             if user in self.members:
                 new.append(self._proposal(remove_proposal(self.leaf_of(user)), self.epoch, remove_user=user))
         for user, key_package in self.key_packages.items():
-            if user not in proposed_adds and (user not in self.members or user in self.leaving):
+            if user not in self.members or user in self.leaving:
                 new.append(self._proposal(add_proposal(key_package), self.epoch, add_user=user))
         if not new:
             return []

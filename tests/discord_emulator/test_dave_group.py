@@ -5,8 +5,8 @@ from __future__ import annotations
 import davey
 import pytest
 
-from tests.discord_emulator.dave_caller import DaveCaller, join, leave, run_until_quiet
-from tests.discord_emulator.dave_group import OP_PROPOSALS, BinaryFrame, DaveGroupServer
+from tests.discord_emulator.dave_caller import DaveCaller, deliver, join, leave, run_until_quiet
+from tests.discord_emulator.dave_group import OP_PROPOSALS, OP_WELCOME, BinaryFrame, DaveGroupServer
 from tests.discord_emulator.mls import ExternalSender
 
 CHANNEL = 4242
@@ -168,3 +168,43 @@ def _vector(message: bytes) -> bytes:
     from tests.discord_emulator.mls import vector
 
     return vector(message)
+
+
+def test_a_caller_whose_welcome_fails_recovers_with_a_new_key_package() -> None:
+    """Op 31: the client could not use its welcome; it resets, sends a new key package and is added again."""
+    server, callers = _call(ALICE, BOB)
+    carol = callers[CAROL] = DaveCaller(CAROL, CHANNEL)
+    run_until_quiet(server, callers, server.session_started(CAROL))
+    outgoing = []
+    for frame in server.key_package(CAROL, carol.start()[0].payload):
+        for reply in callers[frame.user_id].receive(frame):
+            outgoing += deliver(reply, server)
+    broken = [
+        BinaryFrame(m.user_id, m.op, m.payload[:-20] + bytes(20)) if m.op == OP_WELCOME else m for m in outgoing
+    ]
+    assert broken != outgoing  # the welcome to Carol is corrupted
+
+    run_until_quiet(server, callers, broken)
+
+    assert carol.errors and "welcome" in carol.errors[0].lower()
+    _assert_agree(server, callers)
+    assert CAROL in server.members
+    assert _hears(callers, CAROL, ALICE) and _hears(callers, ALICE, CAROL)
+
+
+def test_a_member_who_leaves_with_a_commit_in_flight_is_neither_followed_nor_waited_for() -> None:
+    server, callers = _call(ALICE, BOB, CAROL)
+    newcomer = DaveCaller(2001, CHANNEL)
+    callers[2001] = newcomer
+    run_until_quiet(server, callers, server.session_started(2001))
+    proposals = server.key_package(2001, newcomer.start()[0].payload)
+    commits = {frame.user_id: callers[frame.user_id].receive(frame)[0] for frame in proposals}
+
+    run_until_quiet(server, callers, server.left(CAROL))  # Carol leaves; her commit is still on its way
+    del callers[CAROL]
+    assert server.commit_welcome(CAROL, commits[CAROL].payload) == []
+    run_until_quiet(server, callers, server.commit_welcome(BOB, commits[BOB].payload))
+    run_until_quiet(server, callers, [])
+
+    _assert_agree(server, callers)  # the newcomer is in, Carol is out (the next epoch), nobody waits on her
+    assert sorted(server.members) == sorted([ALICE, BOB, 2001])
