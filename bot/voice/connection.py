@@ -118,6 +118,14 @@ class CapConnectionState(VoiceConnectionState):
         self._revival = asyncio.get_running_loop().create_task(self._revive(), name="cap-voice-revive")
         return True
 
+    async def disconnect(self, *, force: bool = True, cleanup: bool = True, wait: bool = False) -> None:
+        """discord.py's disconnect; a reconnect started by watch_poller is called off first (a /cap leave
+        during it must not be followed by Cap rejoining the channel)."""
+        revival = self._revival
+        if revival is not None and not revival.done() and revival is not asyncio.current_task():
+            revival.cancel()
+        await super().disconnect(force=force, cleanup=cleanup, wait=wait)
+
     async def _revive(self) -> None:
         voice_state = self.self_voice_state
         self_deaf = voice_state.self_deaf if voice_state is not None else self.self_deaf

@@ -94,6 +94,7 @@ class DiscordEmulator:
         self.gateway = FakeGateway(self)
         self.gateway_session_id = secrets.token_hex(16)
         self.port = 0
+        self.gateway_latency = GATEWAY_LATENCY_SECONDS  # a test may slow the gateway to widen a race
         self._grants: dict[str, int] = {}  # voice token -> channel id it admits to
         self._ids = itertools.count(800_000_000_000_000_000)
         self._ssrcs = itertools.count(0x1000, 0x111)
@@ -184,7 +185,7 @@ class DiscordEmulator:
         """Deliver gateway events one at a time, a round trip after they were caused."""
         while True:
             event = await self._events.get()
-            await asyncio.sleep(GATEWAY_LATENCY_SECONDS)
+            await asyncio.sleep(self.gateway_latency)
             result = event()
             if asyncio.iscoroutine(result):
                 await result

@@ -181,3 +181,21 @@ async def test_staff_and_people_in_the_call_can_end_it() -> None:
         await cap.join(ALICE)
         await cap.connected_in(LOBBY_ID)
         assert await cap.command("leave", SAM) == "I left the call."  # staff: Move Members
+
+
+async def test_leaving_while_cap_recovers_from_a_dead_poller_calls_the_recovery_off() -> None:
+    """A /cap leave during the reconnect after a dead poller: the reconnect must not go on (and rejoin, or hang
+    for discord.py's 30 s connect timeout)."""
+    async with cap_on_discord(dave_protocol_version=1) as cap:
+        await cap.join()
+        await cap.connected_in(LOBBY_ID)
+        session, voice = cap.discord.voice_server.current, cap.voice
+        assert session is not None and voice is not None
+        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+        cap.discord.gateway_latency = 1.0  # the reconnect now waits on the gateway long enough to be overtaken
+        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
+        await wait_until(lambda: voice.stats().get("voice_gateway_deaths") == 1, what="the dead poller noticed")
+        assert await cap.command("leave") == "I left the call."
+        revival = voice._connection._revival
+        assert revival is not None and revival.cancelled()
+        assert cap.guild.voice_client is None
