@@ -85,6 +85,7 @@ class VoiceSession:
     ws: web.WebSocketResponse | None = None
     valid: bool = True
     resumes: int = 0
+    heartbeats: list[tuple[int | None, int]] = field(default_factory=list)  # (client's seq_ack, server's seq)
     client_messages: list[dict[str, Any]] = field(default_factory=list)
     client_binary: list[tuple[int, bytes]] = field(default_factory=list)
 
@@ -119,6 +120,7 @@ class VoiceServer(asyncio.DatagramProtocol):
         self.cap_packets: list[CapPacket] = []
         self.transport: asyncio.DatagramTransport | None = None
         self.udp_port = 0
+        self.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS
         self._ssrcs = itertools.count(0x5000)
         self._closing: set[asyncio.Task[None]] = set()
         # DAVE (ops 21-31) is relayed by an MLS module when one is plugged in (tests/discord_emulator/mls.py).
@@ -186,7 +188,7 @@ class VoiceServer(asyncio.DatagramProtocol):
             await ws.close(code=4012, message=b"unknown protocol version")
             return ws
         session: VoiceSession | None = None
-        hello = {"op": OP_HELLO, "d": {"v": 8, "heartbeat_interval": HEARTBEAT_INTERVAL_MS}}
+        hello = {"op": OP_HELLO, "d": {"v": 8, "heartbeat_interval": self.heartbeat_interval_ms}}
         await ws.send_str(json.dumps(hello))  # before any session exists: no seq yet
         async for message in ws:
             if message.type is WSMsgType.TEXT:
@@ -215,6 +217,7 @@ class VoiceServer(asyncio.DatagramProtocol):
             await self._close(ws, 4003, "not authenticated")
             return None
         if op == OP_HEARTBEAT:
+            session.heartbeats.append((data.get("seq_ack"), session.seq))
             await self.send(session, OP_HEARTBEAT_ACK, {"t": data.get("t")})
         elif op == OP_SELECT_PROTOCOL:
             await self._select_protocol(session, data)

@@ -107,6 +107,20 @@ async def test_a_crashed_voice_server_is_resumed() -> None:
         assert cap.call is not None and cap.voice is not None and cap.voice.is_connected()
 
 
+async def test_a_refused_resume_falls_back_to_a_full_reconnect() -> None:
+    """Close 4015 but the voice server no longer knows the session: RESUME is closed with 4006, and Cap
+    identifies afresh instead of ending the call."""
+    async with cap_on_discord() as cap:
+        await cap.join()
+        await cap.connected_in(LOBBY_ID)
+        await cap.hears(ALICE)
+        cap.discord.close_voice(4015, invalidate=True)
+        await wait_until(lambda: sessions(cap) == 2, what="a new voice session")
+        await cap.connected_in(LOBBY_ID)
+        await cap.hears(ALICE, announce=False)
+        assert cap.call is not None
+
+
 async def test_a_bad_mls_message_is_survived_and_reported() -> None:
     """Issue 9 item 2: a ValueError from davey ends discord.py's voice poller while is_connected() stays True.
     Cap notices within a couple of seconds, reconnects, and /cap status says it happened."""

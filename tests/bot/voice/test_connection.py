@@ -33,10 +33,12 @@ class StockVoiceClient(discord.VoiceClient):
 
 @contextlib.asynccontextmanager
 async def stock_voice_client(
-    *, dave_protocol_version: int = 0
+    *, dave_protocol_version: int = 0, heartbeat_interval_ms: int | None = None
 ) -> AsyncIterator[tuple[DiscordEmulator, discord.VoiceClient]]:
     """discord.py's own VoiceClient, connected to the emulator's Lobby."""
     async with DiscordEmulator(dave_protocol_version=dave_protocol_version) as emulator:
+        if heartbeat_interval_ms is not None:
+            emulator.voice_server.heartbeat_interval_ms = heartbeat_interval_ms
         intents = discord.Intents.none()
         intents.guilds = intents.voice_states = True
         client = discord.Client(intents=intents)
