@@ -80,6 +80,7 @@ class _Proposal:
     ref: bytes
     add_user: int | None = None  # the user an Add brings in
     remove_user: int | None = None  # the user a Remove takes out
+    sent_to: frozenset[int] = frozenset()  # who holds it (a revoke goes to them)
 
 
 @dataclass
@@ -139,11 +140,15 @@ class DaveGroupServer:
         """`user_id` left the channel (or its voice connection closed)."""
         self.key_packages.pop(user_id, None)
         out: list[Outgoing] = []
-        stale = [p for p in self.proposals if p.add_user == user_id]
-        if stale and self.epoch is not None:
-            self.proposals = [p for p in self.proposals if p.add_user != user_id]
-            refs = b"".join(vector(p.ref) for p in stale)
-            out += self._to(self._proposal_recipients(), OP_PROPOSALS, bytes([PROPOSALS_REVOKE]) + vector(refs))
+        if self.epoch is None and any(p.add_user == user_id for p in self.proposals):
+            # A client forming the group left: every waiting client drops its round, and a new round starts.
+            out += self._revoke(self.proposals, gone=user_id)
+            self.proposals = []
+        else:
+            stale = [p for p in self.proposals if p.add_user == user_id]
+            if stale:
+                out += self._revoke(stale, gone=user_id)
+                self.proposals = [p for p in self.proposals if p.add_user != user_id]
         if user_id in self.members:
             self.leaving.add(user_id)
         if self.transition is not None:
@@ -278,8 +283,14 @@ class DaveGroupServer:
     def _waiting_group_builders(self) -> list[int]:
         return list(self.key_packages)
 
-    def _proposal_recipients(self) -> list[int]:
-        return self.members if self.epoch is not None else self._waiting_group_builders()
+    def _revoke(self, proposals: list[_Proposal], gone: int) -> list[Outgoing]:
+        """Op 27 revoke of `proposals` to everyone still here who holds them."""
+        refs: dict[int, list[bytes]] = {}
+        for proposal in proposals:
+            for holder in proposal.sent_to - {gone}:
+                refs.setdefault(holder, []).append(vector(proposal.ref))
+        revoke = bytes([PROPOSALS_REVOKE])
+        return [BinaryFrame(user, OP_PROPOSALS, revoke + vector(b"".join(held))) for user, held in refs.items()]
 
     def _propose(self) -> list[Outgoing]:
         """Send proposals for every change not yet proposed in the current epoch (none while transitioning)."""
@@ -301,8 +312,10 @@ class DaveGroupServer:
                 new.append(self._proposal(add_proposal(key_package), self.epoch, add_user=user))
         if not new:
             return []
-        self.proposals += new
         recipients = [u for u in self.members if u not in self.leaving]
+        for proposal in new:
+            proposal.sent_to = frozenset(recipients)
+        self.proposals += new
         batch = b"".join(p.message for p in new)
         return self._to(recipients, OP_PROPOSALS, bytes([PROPOSALS_APPEND]) + vector(batch))
 
@@ -314,6 +327,8 @@ class DaveGroupServer:
         self.proposals = [
             self._proposal(add_proposal(self.key_packages[user]), 0, add_user=user) for user in waiting
         ]
+        for proposal in self.proposals:
+            proposal.sent_to = frozenset(waiting) - {proposal.add_user}
         out: list[Outgoing] = []
         for recipient in waiting:
             batch = b"".join(p.message for p in self.proposals if p.add_user != recipient)

@@ -208,3 +208,23 @@ def test_a_member_who_leaves_with_a_commit_in_flight_is_neither_followed_nor_wai
 
     _assert_agree(server, callers)  # the newcomer is in, Carol is out (the next epoch), nobody waits on her
     assert sorted(server.members) == sorted([ALICE, BOB, 2001])
+
+
+def test_a_client_leaving_while_the_group_forms_restarts_the_round_without_them() -> None:
+    server = DaveGroupServer(CHANNEL)
+    callers = {user: DaveCaller(user, CHANNEL) for user in (ALICE, BOB, CAROL)}
+    for user in callers:
+        run_until_quiet(server, callers, server.session_started(user))
+    first_round = server.key_package(ALICE, callers[ALICE].start()[0].payload)
+    first_round += server.key_package(BOB, callers[BOB].start()[0].payload)
+    assert server.key_package(CAROL, callers[CAROL].start()[0].payload) == []  # waits for the next round
+    (stale_commit,) = callers[ALICE].receive(next(f for f in first_round if f.user_id == ALICE))
+
+    restart = server.left(BOB)  # before anyone's commit reached the server
+    del callers[BOB]
+    run_until_quiet(server, callers, restart)
+    assert server.commit_welcome(ALICE, stale_commit.payload) == []  # it adds Bob: revoked
+
+    _assert_agree(server, callers)
+    assert sorted(server.members) == sorted([ALICE, CAROL])
+    assert _hears(callers, ALICE, CAROL)
