@@ -139,13 +139,15 @@ async def test_a_bad_mls_message_is_survived_and_reported() -> None:
         assert "voice gateway" in status.lower() and "reconnected" in status.lower()
 
 
-async def test_a_same_channel_reconnect_still_hears_callers_without_new_speaking() -> None:
-    """Issue 9 item 6: op 2 READY used to forget every SSRC; callers keep theirs and may not announce again."""
+@pytest.mark.parametrize("code", [4006, 1001])
+async def test_a_same_channel_reconnect_still_hears_callers_without_new_speaking(code: int) -> None:
+    """Issue 9 item 6: op 2 READY used to forget every SSRC; callers keep theirs and may not announce again.
+    4006 (session no longer valid) and 1001 (going away) both make discord.py reconnect in full."""
     async with cap_on_discord() as cap:
         await cap.join()
         await cap.connected_in(LOBBY_ID)
         await cap.hears(ALICE)
-        cap.discord.close_voice(4006)
+        cap.discord.close_voice(code, invalidate=True)
         await wait_until(lambda: sessions(cap) == 2, what="a new voice session")
         await cap.connected_in(LOBBY_ID)
         await cap.hears(ALICE, announce=False)
