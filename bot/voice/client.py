@@ -251,7 +251,8 @@ class CapVoiceClient(discord.VoiceClient):
                 self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
         self._pace_player()
         if self.mixer.ticks % PLAYER_CHECK_TICKS == 0:
-            self._connection.watch_poller()  # type: ignore[attr-defined]
+            if isinstance(self._connection, CapConnectionState):
+                self._connection.watch_poller()
             self._ensure_playing()
 
     def _pace_player(self) -> None:
