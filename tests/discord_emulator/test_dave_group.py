@@ -7,7 +7,7 @@ import pytest
 
 from tests.discord_emulator.dave_caller import DaveCaller, deliver, join, leave, run_until_quiet
 from tests.discord_emulator.dave_group import OP_PROPOSALS, OP_WELCOME, BinaryFrame, DaveGroupServer
-from tests.discord_emulator.mls import ExternalSender
+from tests.discord_emulator.mls import ExternalSender, vector
 
 CHANNEL = 4242
 ALICE, BOB, CAROL = 1001, 1002, 1003
@@ -100,12 +100,12 @@ def test_a_caller_who_leaves_before_being_added_has_its_proposal_revoked() -> No
 
 def test_davey_refuses_a_proposal_signed_by_another_key() -> None:
     server, callers = _call(ALICE, BOB)
-    impostor = ExternalSender(key=None)
+    impostor = ExternalSender()  # a P-256 key of its own, not the group's
     carol = DaveCaller(CAROL, CHANNEL)
     forged = impostor.proposal_message(server.group_id, server.epoch, b"\x00\x01" + carol.start()[0].payload)
 
     with pytest.raises(ValueError, match="InvalidSignature"):
-        callers[ALICE].session.process_proposals(davey.ProposalsOperationType.append, _vector(forged))
+        callers[ALICE].session.process_proposals(davey.ProposalsOperationType.append, vector(forged))
 
 
 def test_davey_refuses_a_proposal_for_another_epoch() -> None:
@@ -114,7 +114,7 @@ def test_davey_refuses_a_proposal_for_another_epoch() -> None:
     stale = server.sender.proposal_message(server.group_id, server.epoch - 1, b"\x00\x01" + carol.start()[0].payload)
 
     with pytest.raises(ValueError, match="WrongEpoch"):
-        callers[ALICE].session.process_proposals(davey.ProposalsOperationType.append, _vector(stale))
+        callers[ALICE].session.process_proposals(davey.ProposalsOperationType.append, vector(stale))
 
 
 def test_a_late_commit_for_a_finished_epoch_is_dropped() -> None:
@@ -163,11 +163,6 @@ def test_the_malformed_helpers_make_davey_raise_value_error() -> None:
         callers[BOB].receive(server.forged_proposals(BOB, newcomer))
     _assert_agree(server, callers)  # nothing changed for either of them
 
-
-def _vector(message: bytes) -> bytes:
-    from tests.discord_emulator.mls import vector
-
-    return vector(message)
 
 
 def test_a_caller_whose_welcome_fails_recovers_with_a_new_key_package() -> None:
