@@ -1,6 +1,8 @@
 """Concurrency: how many simultaneous conversations one core carries with under 0.5 % late playback frames.
 
-Run as `.venv/bin/python bench/bench_concurrency.py [SECONDS]` (default 6 s measured per N; about 3 minutes).
+Run as `.venv/bin/python bench/bench_concurrency.py [SECONDS] [--dave]` (default 6 s measured per N; about
+3 minutes; `--dave` runs the same search again with DAVE on, bench/dave_rig.py, and prints both, plus Cap's
+core load at 32 calls with DAVE off and on, interleaved; `--dave-cost` runs only that comparison).
 Each N runs in a fresh process pinned to one core: N calls over the whole Discord path of rig.py (reader
 thread, decrypt, jitter buffer, Opus decode, mixer, engine, Opus encode, encrypt, discord.py's AudioPlayer
 threads), against the fake Realtime service and the fake voice relay on the other cores. Every caller talks
@@ -24,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+import dave_rig
 import rig
 
 LATE_LIMIT_PERCENT = 0.5
@@ -40,11 +43,14 @@ CONVERSATION: list[list[Any]] = [
 ]
 
 
-async def child(calls: int, seconds: float) -> dict[str, Any]:
+async def child(calls: int, seconds: float, dave: bool = False) -> dict[str, Any]:
     rig.pin_to_core()
     async with rig.FarSide({"reply": ["hello.wav"]}) as far:
         rigs = await rig.open_calls(calls, far, probed=True)
         try:
+            if dave:
+                for call in rigs:
+                    await dave_rig.join_dave(far, call)
             for index, call in enumerate(rigs):
                 await rig.add_caller(far, call, CONVERSATION, repeat=True, start_after=STAGGER_SECONDS * index / calls)
             await asyncio.sleep(WARM_UP_SECONDS)
@@ -69,14 +75,16 @@ async def child(calls: int, seconds: float) -> dict[str, Any]:
                 "uplink_p99_ms": rig.ms(statistics.quantiles(lags, n=100)[98]) if len(lags) > 1 else None,
                 "uplink_max_ms": rig.ms(max(lags)) if lags else None,
                 "turns": sum(call.session.metrics.turns for call in rigs),
+                "dave": dave,
+                "dave_decrypted": sum(call.receiver.stats().get("dave_decrypted", 0) for call in rigs),
                 "far_side_percent": far_cpu,
             }
         finally:
             await rig.close_calls(rigs)
 
 
-def run_child(calls: int, seconds: float) -> dict[str, Any]:
-    return rig.run_child(__file__, calls, seconds)
+def run_child(calls: int, seconds: float, dave: bool = False) -> dict[str, Any]:
+    return rig.run_child(__file__, calls, seconds, int(dave))
 
 
 def sustained(result: dict[str, Any], reference: dict[str, Any]) -> bool:
@@ -117,16 +125,16 @@ def largest(predicate: Any, results: dict[int, dict[str, Any]], run: Any, tolera
     return max(n for n in [good, *results] if n < bad and (n == good or predicate(results[n])))
 
 
-def search(seconds: float, log: Any = None) -> tuple[int, int, dict[int, dict[str, Any]]]:
+def search(seconds: float, log: Any = None, dave: bool = False) -> tuple[int, int, dict[int, dict[str, Any]]]:
     """N with < 0.5 % late frames (to 10 %), and N that also keeps the uplink p99 within 25 ms (to 25 %)."""
     results: dict[int, dict[str, Any]] = {}
 
     def run(n: int) -> dict[str, Any]:
-        result = run_child(n, seconds)
+        result = run_child(n, seconds, dave)
         if log:
             log(describe(result))
         if n != FIRST_N and not passes(result, results[FIRST_N]):
-            again = run_child(n, seconds)  # one stall of a shared machine can fail a run: it must fail twice
+            again = run_child(n, seconds, dave)  # one stall of a shared machine can fail a run: it must fail twice
             if log:
                 log(describe(again) + " (again)")
             result = max(result, again, key=lambda r: (passes(r, results[FIRST_N]), -r["late_percent"]))
@@ -145,14 +153,17 @@ def describe(r: dict[str, Any]) -> str:
     uplink = (f"uplink lag median {r['uplink_median_ms']:.1f} / p99 {r['uplink_p99_ms']:.1f} / "
               f"max {r['uplink_max_ms']:.1f} ms" if r["uplink_p99_ms"] is not None else "no uplink")
     far = ", ".join(f"{name} {percent:.0f} %" for name, percent in r["far_side_percent"].items())
-    return (f"  N={r['calls']:>3}: {r['late']}/{r['ticks']} playback frames late ({r['late_percent']:.2f} %; "
+    dave = f"DAVE on ({r['dave_decrypted']} frames opened), " if r.get("dave") else ""
+    return (f"  {dave}N={r['calls']:>3}: {r['late']}/{r['ticks']} playback frames late ({r['late_percent']:.2f} %; "
             f"{r['ticks'] / r['calls']:.0f} per call), "
             f"worst {r['worst_ms']:.0f} ms; Cap's core {r['cpu_percent']:.0f} % busy; {uplink}; "
             f"{r['turns']} turns; far side {far}")
 
 
-def measure(seconds: float = 6.0, log: Any = None) -> list[rig.Row]:
-    best, steady_n, results = search(seconds, log)
+def measure(seconds: float = 6.0, log: Any = None, dave: bool = False) -> list[rig.Row]:
+    best, steady_n, results = search(seconds, log, dave)
+    if dave and any(not r["dave_decrypted"] for r in results.values()):
+        raise RuntimeError("a DAVE-on run opened no DAVE frame: the figures would be DAVE off")
     smallest = results[min(results)]
     at_best = results.get(best)
     above = [n for n in results if n > best]
@@ -170,6 +181,13 @@ def measure(seconds: float = 6.0, log: Any = None) -> list[rig.Row]:
     steady_reference = "largest N run"
     if next_tried is not None and results[next_tried]["uplink_p99_ms"] is not None:
         steady_reference = f"next N run: {next_tried}, uplink p99 {results[next_tried]['uplink_p99_ms']:.0f} ms"
+    if dave:
+        return [
+            rig.Row("3c. ... with DAVE on (real MLS group per call; caller's and Cap's Opus end-to-end encrypted)",
+                    figure, reference, f"≥ {GOAL_CALLS}", best >= GOAL_CALLS),
+            rig.Row("3d. ... with DAVE on and the uplink lag's 99th percentile ≤ 25 ms", steady_figure,
+                    steady_reference, f"≥ {GOAL_CALLS}", steady_n >= GOAL_CALLS),
+        ]
     return [
         rig.Row("3. simultaneous conversations on one core with < 0.5 % late playback frames", figure, reference,
                 f"≥ {GOAL_CALLS}", best >= GOAL_CALLS),
@@ -178,14 +196,38 @@ def measure(seconds: float = 6.0, log: Any = None) -> list[rig.Row]:
     ]
 
 
+def dave_cost(calls: int = 32, seconds: float = 6.0, rounds: int = 3, log: Any = None) -> list[rig.Row]:
+    """Cap's core load at a fixed N with DAVE off and on, runs interleaved so a busy machine hits both alike."""
+    busy: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for dave in (False, True):
+            result = run_child(calls, seconds, dave)
+            if log:
+                log(describe(result))
+            if dave and not result["dave_decrypted"]:
+                raise RuntimeError("a DAVE-on run opened no DAVE frame")
+            busy[dave].append(result["cpu_percent"])
+    off, on = statistics.median(busy[False]), statistics.median(busy[True])
+    return [rig.Row(f"3e. Cap's core busy with {calls} conversations, DAVE on (median of {rounds}, interleaved)",
+                    f"{on:.1f} % ({on - off:+.1f} points)", f"DAVE off: {off:.1f} %")]
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         rig.count_errors()
-        result = asyncio.run(child(int(sys.argv[2]), float(sys.argv[3])))
+        dave = len(sys.argv) > 4 and sys.argv[4] == "1"
+        result = asyncio.run(child(int(sys.argv[2]), float(sys.argv[3]), dave))
         print(json.dumps({**result, "log_errors": rig.logged_errors()}))
         return
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
-    rig.print_rows(measure(seconds, log=print))
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    seconds = float(args[0]) if args else 6.0
+    if "--dave-cost" in sys.argv:  # only the fixed-N comparison (about 1.5 minutes)
+        rig.print_rows(dave_cost(seconds=seconds, log=print))
+        return
+    rows = measure(seconds, log=print)
+    if "--dave" in sys.argv:  # the same search with DAVE on, after the DAVE-off one: both in the same run
+        rows += measure(seconds, log=print, dave=True) + dave_cost(seconds=seconds, log=print)
+    rig.print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ Protocol: JSON lines on stdin, one JSON line answered on stdout for each.
   {"cmd": "caller", "port": P, "ssrc": S, "script": [...], "repeat": false, "start_after": seconds}
   {"cmd": "report"}          -> {"callers": {"P": {...}}}
   {"cmd": "drop"}            -> forget every caller
+  {"cmd": "dave_join", "port": P, "channel": C, "caller_user": U, "cap_user": V}
+                             -> {"to_cap": [...]}: the caller forms a real DAVE (MLS) group with Cap, run by the
+                                emulator's DAVE server (tests/discord_emulator); from then on its Opus is encrypted
+  {"cmd": "dave_from_cap", "port": P, "messages": [...]}  -> {"to_cap": [...]}: Cap's DAVE messages in, the
+                                server's answers to Cap out (messages: {"op", "payload" (base64), "data"})
 Script steps: ["wait", seconds] | ["say", fixture, max_frames or null, mark or null] |
               ["await_audible", packets] (Cap sent that many non-silent packets since the step began) |
               ["await_quiet", seconds] (Cap has sent nothing audible for that long: a paused player sends
@@ -20,6 +25,7 @@ Script steps: ["wait", seconds] | ["say", fixture, max_frames or null, mark or n
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import sys
@@ -43,6 +49,8 @@ from tests.bot.voice.voice_packets import (  # noqa: E402
     frames_of,
     opus_encode,
 )
+from tests.discord_emulator.dave_caller import ClientMessage, DaveCaller, deliver, join  # noqa: E402
+from tests.discord_emulator.dave_group import BinaryFrame, DaveGroupServer, Outgoing  # noqa: E402
 
 TICK_SECONDS = 0.02
 PADDING_EVERY = 3  # Discord's relays pad some packets; the receiver must strip it
@@ -82,12 +90,50 @@ class Caller:
         }
 
 
+class DaveCall:
+    """One call's DAVE group: the emulator's voice-server side, the caller's davey session, Cap's messages."""
+
+    def __init__(self, channel: int, caller_user: int, cap_user: int) -> None:
+        self.group = DaveGroupServer(channel)
+        self.caller = DaveCaller(caller_user, channel)
+        self.cap_user = cap_user
+
+    def start(self) -> list[dict[str, Any]]:
+        join(self.group, {self.caller.user_id: self.caller}, self.caller)
+        return self._pump(self.group.session_started(self.cap_user))
+
+    def from_cap(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        outgoing: list[Outgoing] = []
+        for message in messages:
+            payload = base64.b64decode(message.get("payload") or "")
+            outgoing += deliver(ClientMessage(self.cap_user, message["op"], payload, message.get("data") or {}),
+                                self.group)
+        return self._pump(outgoing)
+
+    def _pump(self, outgoing: list[Outgoing]) -> list[dict[str, Any]]:
+        """Run the caller's side to quiet; what is left is for Cap."""
+        to_cap: list[dict[str, Any]] = []
+        queue = list(outgoing)
+        while queue:
+            message = queue.pop(0)
+            if message.user_id == self.cap_user:
+                if isinstance(message, BinaryFrame):
+                    to_cap.append({"op": message.op, "payload": base64.b64encode(message.payload).decode()})
+                else:
+                    to_cap.append({"op": message.op, "data": message.data})
+            else:
+                for reply in self.caller.receive(message):
+                    queue += deliver(reply, self.group)
+        return to_cap
+
+
 class Relay(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.callers: dict[int, Caller] = {}
         self.transport: asyncio.DatagramTransport | None = None
         self._decryptor = TransportDecryptor(MODE, SECRET_KEY)
         self._speech: dict[str, list[bytes]] = {}
+        self.dave: dict[int, DaveCall] = {}  # by Cap's port: the call's DAVE group, when it has one
 
     # -- Cap's packets ------------------------------------------------------------------------------------
 
@@ -162,6 +208,9 @@ class Relay(asyncio.DatagramProtocol):
                 payload = next(caller.steps)  # type: ignore[arg-type]
                 if payload is None:
                     continue
+                dave = self.dave.get(caller.port)
+                if dave is not None:
+                    payload = dave.caller.encrypt(payload)
                 padding = 4 if caller.packets_sent % PADDING_EVERY == 0 else 0
                 packet = caller.sender.packet(payload, padding=padding)
                 assert self.transport is not None
@@ -188,7 +237,14 @@ class Relay(asyncio.DatagramProtocol):
             return {"callers": {str(port): caller.report() for port, caller in self.callers.items()}}
         if cmd == "drop":
             self.callers.clear()
+            self.dave.clear()
             return {"ok": True}
+        if cmd == "dave_join":
+            call = DaveCall(message["channel"], message["caller_user"], message["cap_user"])
+            self.dave[message["port"]] = call
+            return {"to_cap": call.start()}
+        if cmd == "dave_from_cap":
+            return {"to_cap": self.dave[message["port"]].from_cap(message["messages"])}
         raise ValueError(f"unknown command {cmd!r}")
 
 

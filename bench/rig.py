@@ -309,6 +309,7 @@ class CallRig:
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
         transport = SimpleNamespace(mode=MODE, secret_key=SECRET_KEY, dave_session=None, ssrc=CAP_SSRC_BASE + index)
+        self.transport = transport  # bench/dave_rig.py puts a DAVE session here
         self.receiver = VoiceReceiver(transport)  # type: ignore[arg-type]
         self.receiver.on_ws_message({"op": 5, "d": {"user_id": str(self.caller_user), "ssrc": self.caller_ssrc,
                                                     "speaking": 1}})
@@ -329,6 +330,7 @@ class CallRig:
         self._audio = self.source
         self._playback = session.playback
         self._paused_ticks = 0
+        self._connection = SimpleNamespace(watch_poller=lambda: False)  # no voice WebSocket poller to watch here
         self.send_audio_packet = self.client.send_audio_packet
         self.is_connected = self.client.is_connected
         # ... and VoiceCall's.

@@ -19,6 +19,7 @@ from bot.webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 EXTENSIONS: Final = ("cogs.voice", "cogs.leads")
+INTERNAL_ERROR_REPLY: Final = "Something went wrong on my side (it is in the bot's log). Please try again."
 
 
 def cap_intents() -> discord.Intents:
@@ -52,6 +53,7 @@ class CapBot(commands.AutoShardedBot):
         self.metrics = CapMetrics()  # this process's registry: each shard process is scraped on its own
         self.metrics_server: Any = None
         self._webhooks: asyncio.Task[None] | None = None
+        self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
 
     async def setup_hook(self) -> None:
         self.database.open()
@@ -98,6 +100,24 @@ class CapBot(commands.AutoShardedBot):
             synced = await self.tree.sync()
             log.info("synced %d global application commands (they can take up to an hour to appear)", len(synced))
         return synced
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction, error: discord.app_commands.AppCommandError
+    ) -> None:
+        """One answer for every slash command that failed: an unexpected error must not leave "thinking…"."""
+        if isinstance(error, discord.app_commands.CheckFailure):
+            reply = str(error) or "You can't use this command here."
+        else:
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("/%s failed", command, exc_info=error)
+            reply = INTERNAL_ERROR_REPLY
+        try:
+            if interaction.response.is_done():  # deferred ("thinking…") or already answered
+                await interaction.followup.send(reply, ephemeral=True)
+            else:
+                await interaction.response.send_message(reply, ephemeral=True)
+        except discord.HTTPException as exc:  # the interaction expired meanwhile
+            log.warning("could not tell the user that /%s failed: %s", getattr(interaction.command, "name", "?"), exc)
 
     async def on_ready(self) -> None:
         log.info("logged in as %s (%s) in %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))

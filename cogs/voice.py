@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.shutdown import end_calls
 from bot.storage.errors import db_error_line
 from bot.usage_report import guild_usage_text
-from bot.voice.call import CallError, VoiceCall, join_refusal
+from bot.voice.call import CallError, VoiceCall, join_refusal, leave_refusal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ def format_status(status: dict[str, Any]) -> str:
                        if name.startswith("dave_") and name not in ("dave_passthrough", "dave_decrypted"))
         lines.append(f"Voice in: {voice.get('packets', 0):,} packets · {voice.get('decoded', 0):,} frames decoded · "
                      f"{concealed:,} concealed · {unopened:,} DAVE frames not opened")
+        if voice.get("voice_gateway_deaths"):
+            lines.append(f"Voice gateway: its reader stopped {voice['voice_gateway_deaths']} time(s); reconnected "
+                         f"{voice.get('voice_gateway_revivals', 0)} time(s) (see the bot's log)")
     return "\n".join(lines)
 
 
@@ -96,6 +99,7 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
             on_end=self._call_ended,
             listen_only=mode == "listen",
             metrics=getattr(self.bot, "metrics", None),
+            started_by=caller.id,
         )
         self.calls[guild.id] = call  # claimed before any await: a second /cap join now sees it busy
         try:
@@ -123,6 +127,12 @@ class Voice(commands.GroupCog, group_name="cap", group_description="Talk with Ca
         if call is None and stray is None:
             await interaction.response.send_message(NOT_ON_A_CALL, ephemeral=True)
             return
+        if isinstance(interaction.user, discord.Member):
+            channel = call.current_channel if call is not None else getattr(stray, "channel", None)
+            refusal = leave_refusal(interaction.user, channel, call.started_by if call is not None else None)
+            if refusal is not None:
+                await interaction.response.send_message(refusal, ephemeral=True)
+                return
         await interaction.response.defer(ephemeral=True, thinking=True)
         if call is not None:
             await call.stop("left")

@@ -88,6 +88,27 @@ def join_refusal(caller: discord.Member, busy_channel: discord.abc.GuildChannel 
     return None
 
 
+def leave_refusal(
+    member: discord.Member, channel: discord.abc.GuildChannel | None, started_by: int | None
+) -> str | None:
+    """Why `member` may not end Cap's call in `channel`, as an ephemeral reply; None means they may.
+
+    Allowed: whoever started the call, anyone in the call's voice channel (they are the ones Cap is talking
+    with), and staff who could end it by hand anyway (Move Members or Manage Channels there). Anyone else in the
+    guild could otherwise hang up on a conversation they are not part of.
+    """
+    if channel is None or member.id == started_by:
+        return None
+    voice = member.voice
+    if voice is not None and voice.channel is not None and voice.channel.id == channel.id:
+        return None
+    permissions = channel.permissions_for(member)
+    if permissions.move_members or permissions.manage_channels:
+        return None
+    return (f"Only the people in {channel.mention}, whoever started the call, or staff who can move members "
+            "can end it.")
+
+
 @dataclass
 class AutoLeave:
     """Leave after `alone_timeout` s with no human in the channel, or `idle_timeout` s without speech."""
@@ -187,6 +208,7 @@ class VoiceCall:
         on_end: Callable[[VoiceCall], None] | None = None,
         listen_only: bool = False,
         metrics: CapMetrics | None = None,
+        started_by: int | None = None,
     ) -> None:
         self.guild = channel.guild
         self.channel = channel
@@ -197,6 +219,7 @@ class VoiceCall:
         self._clock = clock
         self._on_end = on_end
         self.listen_only = listen_only  # `/cap join mode:listen`: Cap transcribes and fills the lead, never speaks
+        self.started_by = started_by  # the member who ran /cap join (may always end the call)
         self.auto_leave = AutoLeave(settings.alone_timeout_seconds, settings.idle_timeout_seconds, clock)
         self.voice: CapVoiceClient | None = None
         self.session: VoiceSession | None = None
@@ -334,12 +357,22 @@ class VoiceCall:
                 await voice.stop_conversation()
         # What was said is stored before the voice disconnect, which may wait for Discord for many seconds
         # (a shutdown's deadline could otherwise pass with the last lines unwritten).
+        # Each step is guarded: an exception in one must not skip the voice disconnect below.
         if self.session is not None:
-            if self._wants_summary():
-                self.summary = await self.session.summarize(SUMMARY_INSTRUCTIONS)
-            await self.session.aclose()
+            try:
+                if self._wants_summary():
+                    self.summary = await self.session.summarize(SUMMARY_INSTRUCTIONS)
+            except Exception:
+                log.exception("the call summary failed")
+            try:
+                await self.session.aclose()
+            except Exception:
+                log.exception("closing the Realtime session failed")
         if self.recorder is not None:
-            await self.recorder.close(self._usage())
+            try:
+                await self.recorder.close(self._usage())
+            except Exception:
+                log.exception("closing the conversation recorder failed")
         if voice is not None:
             # Always, connected or not: a connection in the middle of discord.py's reconnect reports
             # is_connected() False, and left alone it rejoins the channel with no call attached.

@@ -11,6 +11,11 @@ Hooks into discord.py 2.7.1 internals (re-check them when upgrading discord.py):
   idempotently (remove, then add) after each READY/RESUMED anyway, which is safe whatever the reader's
   paused state.
 - `self._connection.mode / .secret_key / .dave_session / .ssrc` are read by the receiver per packet.
+- `create_connection_state()` returns `CapConnectionState` (bot/voice/connection.py): discord.py's state with
+  its fixes for moves after reconnects, 4015 resumes and a dead WebSocket poller.
+- `send_audio_packet()` is serialised by a lock: discord.py advances `sequence`, `timestamp` and `_incr_nonce`
+  unlocked, and both its player thread and Cap's keepalive (event loop) send. A nonce used twice under one key
+  breaks XChaCha20-Poly1305.
 - `self._connection._socket_reader` is swapped for `PromptSocketReader`: discord.py's reader blocks in
   select() for up to 30 s, and closing the socket does not wake it, so after a reconnect (new socket)
   it would stay deaf for up to 30 s. Ours wakes every half second and drains all queued datagrams.
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import select
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +35,9 @@ import discord
 from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
 
+from bot.voice.connection import CapConnectionState
 from bot.voice.crypto import SUPPORTED_MODES
+from bot.voice.dave import is_rust_panic, is_survivable
 from bot.voice.mixer import Mixer, metronome
 from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource, FrameSource
@@ -70,7 +78,9 @@ class PromptSocketReader(SocketReader):
                 for callback in list(self._callbacks):
                     try:
                         callback(data)
-                    except Exception:
+                    except BaseException as exc:  # a davey panic is a BaseException: it would end this thread
+                        if not is_survivable(exc):
+                            raise
                         log.exception("voice socket listener %s failed", callback)
 
 
@@ -107,12 +117,15 @@ class CapVoiceClient(discord.VoiceClient):
         self._on_tick = self._tick  # one bound method, so the shared metronome finds it again
         self._cleanup_callbacks: list[Callable[[], None]] = []
         self._paused_ticks = 0
+        self._send_lock = threading.Lock()
+        self._ready_channel_id: int | None = None
+        self._dave_encrypt_failed = 0
         self._log = RateLimitedLog(log)
 
     # ---- discord.py hooks -----------------------------------------------------------------------------------
 
     def create_connection_state(self) -> VoiceConnectionState:
-        state = VoiceConnectionState(self, hook=self._ws_hook)
+        state = CapConnectionState(self, hook=self._ws_hook)
         _retire_reader(state._socket_reader)
         state._socket_reader = PromptSocketReader(state)
         state._socket_reader.start()
@@ -133,13 +146,45 @@ class CapVoiceClient(discord.VoiceClient):
         receiver = getattr(self, "receiver", None)  # the hook exists before __init__ finishes
         if receiver is None:
             return
-        receiver.on_ws_message(msg)
         op = msg.get("op")
+        if op == OP_READY and not self._new_channel_ready():
+            # A new session in the same channel: callers keep their SSRCs and need not send SPEAKING again,
+            # so the receiver keeps its map (SPEAKING still remaps any SSRC that changed hands).
+            pass
+        else:
+            receiver.on_ws_message(msg)
         if op in (OP_READY, OP_RESUMED) and self._sink is not None:
             self.listen()
         elif op == OP_SESSION_DESCRIPTION and self._audio is not None:
             # discord.py sent "not speaking" with the new key; a waiting player re-announces "speaking".
             self._audio.assume_speaking()
+
+    def _get_voice_packet(self, data: bytes) -> bytes:
+        """discord.py's packet builder, but a davey panic in `encrypt_opus` sends one Opus silence frame instead.
+
+        discord.py's AudioPlayer thread catches only Exception; a panic (a BaseException) would end the thread
+        while `is_playing()` stays True, so nothing restarts it and Cap falls silent. Silence is never DAVE
+        encrypted, so the substitute needs no key; the RTP sequence and timestamp advance as for the lost frame.
+        """
+        try:
+            return super()._get_voice_packet(data)
+        except BaseException as exc:
+            if not is_rust_panic(exc):
+                raise
+            self._dave_encrypt_failed += 1
+            self._log(logging.ERROR, "dave-encrypt", "DAVE could not encrypt a frame (%s): sent silence", exc)
+            return super()._get_voice_packet(OPUS_SILENCE)
+
+    def _new_channel_ready(self) -> bool:
+        """On READY: is this session in another channel than the previous READY's?"""
+        channel_id = getattr(self.channel, "id", None)
+        previous, self._ready_channel_id = self._ready_channel_id, channel_id
+        return previous is None or previous != channel_id
+
+    def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
+        """discord.py's sender, one packet at a time (player thread and keepalive share the RTP/nonce counters)."""
+        with self._send_lock:
+            super().send_audio_packet(data, encode=encode)
 
     async def connect(
         self,
@@ -206,6 +251,8 @@ class CapVoiceClient(discord.VoiceClient):
                 self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
         self._pace_player()
         if self.mixer.ticks % PLAYER_CHECK_TICKS == 0:
+            if isinstance(self._connection, CapConnectionState):
+                self._connection.watch_poller()
             self._ensure_playing()
 
     def _pace_player(self) -> None:
@@ -275,6 +322,12 @@ class CapVoiceClient(discord.VoiceClient):
         stats = self.receiver.stats()
         stats["mixer_ticks"] = self.mixer.ticks
         stats["mixer_ticks_with_speech"] = self.mixer.mixed_ticks
+        connection = self._connection
+        if isinstance(connection, CapConnectionState):
+            stats["voice_gateway_deaths"] = connection.poller_deaths
+            stats["voice_gateway_revivals"] = connection.poller_revivals
+            stats["voice_resumes"] = connection.resumes
+        stats["dave_encrypt_failed"] = self._dave_encrypt_failed
         if self._audio is not None:
             stats["frames_spoken"] = self._audio.frames_encoded
         return stats

@@ -7,7 +7,9 @@ plain frame from a member of a ready group outside a transition is refused, as D
 otherwise the voice server could speak as any caller, which is what end-to-end encryption rules out.
 The session is read fresh for every frame through a callable, because discord.py replaces it (or
 re-initialises it) on every MLS epoch change. `decrypt` raises ValueError (e.g. NoDecryptorForUser)
-while the group has no key for that user yet: the frame is lost, the caller is not.
+while the group has no key for that user yet: the frame is lost, the caller is not. A Rust panic inside davey
+arrives as `pyo3_runtime.PanicException`, a BaseException that `except Exception` lets through (and with it
+out of the socket reader thread): `is_survivable` lets it cost one frame, while interrupts still propagate.
 """
 
 from __future__ import annotations
@@ -19,8 +21,23 @@ from typing import Final, Protocol
 import davey
 
 DAVE_MAGIC: Final = b"\xfa\xfa"
+# How long members' plain audio stays acceptable after a DAVE transition executes (discord.py's own figure).
+PASSTHROUGH_AFTER_TRANSITION_SECONDS: Final = 10
 OPUS_SILENCE: Final = b"\xf8\xff\xfe"
 _AUDIO: Final = davey.MediaType.audio
+
+
+def is_rust_panic(exc: BaseException) -> bool:
+    """Whether `exc` is a Rust panic inside davey: pyo3 raises `pyo3_runtime.PanicException`, a BaseException.
+
+    pyo3 creates that class at run time (there is no module to import it from), hence the name check.
+    """
+    return any(cls.__name__ == "PanicException" and cls.__module__ == "pyo3_runtime" for cls in type(exc).__mro__)
+
+
+def is_survivable(exc: BaseException) -> bool:
+    """An error one packet may cost: any Exception, or a davey panic; never an interrupt, exit or cancellation."""
+    return isinstance(exc, Exception) or is_rust_panic(exc)
 
 
 class DaveSessionLike(Protocol):
@@ -33,6 +50,8 @@ class DaveSessionLike(Protocol):
     def get_user_ids(self) -> list[str]: ...
 
     def can_passthrough(self, user_id: int) -> bool: ...
+
+    def set_passthrough_mode(self, passthrough_mode: bool, transition_expiry: int | None = None) -> None: ...
 
 
 class DaveFailure(Enum):
@@ -69,11 +88,32 @@ class DaveDecryptor:
         except ValueError as exc:  # no key for this user yet (NoDecryptorForUser), or a failed tag
             self.last_error = str(exc)
             return DaveFailure.NO_KEY if "NoDecryptor" in self.last_error else DaveFailure.FAILED
-        except Exception as exc:  # a Rust panic or borrow error surfacing from davey: lose the frame only
+        except BaseException as exc:  # a borrow error or a Rust panic (not an Exception) from davey
+            if not is_survivable(exc):
+                raise
             self.last_error = f"{type(exc).__name__}: {exc}"
-            return DaveFailure.ERROR
+            return DaveFailure.ERROR  # lose the frame only
         self.decrypted += 1
         return opus
+
+    def transition_executed(self, protocol_version: int) -> None:
+        """A DAVE transition just executed (op 22, after discord.py handled it): plain audio ends 10 s from now.
+
+        discord.py 2.7.1's `_execute_transition` calls `set_passthrough_mode(True, 10)` when the call comes back
+        to DAVE after a downgrade; in davey `True` means *unlimited* (the expiry applies only when turning
+        passthrough off), so members' plain audio would be accepted for good. Turning it off with the same
+        expiry ends it 10 s from now. davey only ever shortens an expiry this way, so after any other
+        transition it changes nothing. After a downgrade (protocol 0) plain audio is the norm: left alone.
+        """
+        session = self._session_source()
+        if protocol_version == 0 or session is None or not getattr(session, "ready", False):
+            return
+        try:
+            session.set_passthrough_mode(False, PASSTHROUGH_AFTER_TRANSITION_SECONDS)
+        except BaseException as exc:
+            if not is_survivable(exc):
+                raise
+            self.last_error = f"{type(exc).__name__}: {exc}"
 
     def _refuses_plaintext(self, user_id: int) -> bool:
         """A ready group, this user in it, and their decryptor not in passthrough (no transition running)."""
@@ -82,6 +122,8 @@ class DaveDecryptor:
             return False
         try:
             return str(user_id) in session.get_user_ids() and not session.can_passthrough(user_id)
-        except Exception as exc:  # a davey error must not cost the frame
+        except BaseException as exc:  # a davey error or panic must not cost the frame
+            if not is_survivable(exc):
+                raise
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False

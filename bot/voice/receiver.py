@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from bot.voice.crypto import DecryptFailure, TransportDecryptor, UnsupportedModeError
-from bot.voice.dave import DaveDecryptor, DaveFailure
+from bot.voice.dave import DaveDecryptor, DaveFailure, is_survivable
 from bot.voice.jitter import MAX_DELAY, RESTART_DISTANCE, JitterBuffer, Push, SpeakerDecoder
 from bot.voice.rtp import OPUS_PAYLOAD_TYPE, Reject, parse_header, sequence_delta
 from realtime.audio import mix_frames
@@ -73,6 +73,7 @@ OP_RESUMED: Final = 9
 OP_CLIENTS_CONNECT: Final = 11
 OP_VIDEO: Final = 12  # {user_id, audio_ssrc, video_ssrc, rtx_ssrc, streams: [{ssrc, rtx_ssrc, ...}]}
 OP_CLIENT_DISCONNECT: Final = 13
+OP_DAVE_EXECUTE_TRANSITION: Final = 22
 
 
 class TransportState(Protocol):
@@ -195,12 +196,16 @@ class VoiceReceiver:
     def _on_client_disconnect(self, data: Mapping[str, Any]) -> None:
         self.forget_user(int(data["user_id"]))
 
+    def _on_dave_transition_executed(self, _data: Mapping[str, Any]) -> None:
+        self._dave.transition_executed(int(getattr(self._transport, "dave_protocol_version", 0) or 0))
+
     _ws_handlers: Final[dict[Any, Callable[[VoiceReceiver, Mapping[str, Any]], None]]] = {
         OP_READY: _on_ready,
         OP_SPEAKING: _on_speaking,
         OP_CLIENTS_CONNECT: _on_clients_connect,
         OP_VIDEO: _on_video,
         OP_CLIENT_DISCONNECT: _on_client_disconnect,
+        OP_DAVE_EXECUTE_TRANSITION: _on_dave_transition_executed,
     }
 
     def map_ssrc(self, ssrc: int, user_id: int) -> None:
@@ -290,7 +295,9 @@ class VoiceReceiver:
         """Handle one UDP datagram (called on discord.py's socket reader thread). Never raises."""
         try:
             self._on_packet(packet)
-        except Exception:  # a bug here must not kill the reader thread's callbacks for everyone
+        except BaseException as exc:  # a bug, or a davey panic (a BaseException), must not kill the reader thread
+            if not is_survivable(exc):
+                raise
             self._counts["internal_error"] += 1
             self._log(logging.ERROR, "internal", "voice packet handling failed", exc_info=True)
 

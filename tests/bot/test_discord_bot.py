@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from unittest.mock import AsyncMock
+from pathlib import Path
+from unittest.mock import AsyncMock, MagicMock
 
 import discord
 import pytest
 from discord.ext import commands
 
-from bot.discord_bot import EXTENSIONS, CapBot, cap_intents
+from bot.discord_bot import EXTENSIONS, INTERNAL_ERROR_REPLY, CapBot, cap_intents
 from bot.settings import load_settings
 from bot.storage.database import Database
 
@@ -112,3 +113,29 @@ async def test_transcript_retention_runs_with_the_bot_and_stops_when_it_closes(m
     await bot.close()
     await asyncio.sleep(0)
     assert retention.cancelled()
+
+
+@pytest.mark.parametrize("deferred", [True, False])
+async def test_an_unexpected_command_error_still_gets_an_answer(deferred: bool, caplog) -> None:
+    """No "thinking…" forever: a command that raised after deferring (e.g. /cap leave) gets a follow-up."""
+    bot = make_bot()
+    interaction = MagicMock(spec=discord.Interaction)
+    interaction.command = bot.tree.get_command("cap") or MagicMock(qualified_name="cap leave")
+    interaction.response = MagicMock(spec=discord.InteractionResponse)
+    interaction.response.is_done.return_value = deferred
+    interaction.response.send_message = AsyncMock()
+    interaction.followup = MagicMock(spec=discord.Webhook)
+    interaction.followup.send = AsyncMock()
+    error = discord.app_commands.CommandInvokeError(MagicMock(), RuntimeError("boom"))
+    with caplog.at_level(logging.ERROR):
+        await bot.tree.on_error(interaction, error)
+    answer = interaction.followup.send if deferred else interaction.response.send_message
+    answer.assert_awaited_once_with(INTERNAL_ERROR_REPLY, ephemeral=True)
+    assert any("failed" in record.getMessage() for record in caplog.records)
+
+
+def test_the_readme_invite_link_asks_for_exactly_what_cap_uses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    wanted = discord.Permissions(connect=True, speak=True, send_messages=True, attach_files=True,
+                                 use_application_commands=True)
+    assert f"scope=bot+applications.commands&permissions={wanted.value}" in readme

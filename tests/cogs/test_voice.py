@@ -116,6 +116,7 @@ class FakeCall:
         self.channel = self.current_channel = channel
         self.guild = channel.guild
         self.kwargs = kwargs
+        self.started_by = kwargs.get("started_by")
         self.started_at: float | None = None
         self.stopped: list[str] = []
         self.listen_only = bool(kwargs.get("listen_only"))

@@ -143,8 +143,10 @@ def registry_factory(settings: Settings, database: Database) -> ToolRegistry:
 
 
 @pytest.fixture
-def database() -> Iterator[Database]:
-    db = Database("sqlite://").open()
+def database(tmp_path) -> Iterator[Database]:
+    # A file, as in production: an in-memory SQLite is one connection shared by every thread, and a call writes
+    # from several (recorder, tools, webhooks) at once, which that one connection cannot keep apart.
+    db = Database(f"sqlite:///{tmp_path / 'cap.db'}").open()
     yield db
     db.close()
 
@@ -381,6 +383,23 @@ async def test_the_last_lines_are_stored_before_voice_disconnects(database: Data
     recorder.close = close_recorder  # type: ignore[method-assign]
     await call.stop("shutdown")
     assert session.closed and order == ["transcript flushed", "voice disconnect"]
+
+
+@pytest.mark.parametrize("failing", ["session", "recorder"])
+async def test_a_failing_close_still_leaves_voice(database: Database, failing: str) -> None:
+    """Issue 9 item 6: an exception closing the Realtime session or the recorder skipped the voice disconnect,
+    and discord.py kept Cap in the channel with no call attached."""
+    channel = make_channel()
+    call = make_call(channel, database)
+    await call.start()
+    broken = call.session if failing == "session" else call.recorder
+
+    async def fail() -> None:
+        raise RuntimeError("close failed")
+
+    setattr(broken, "aclose" if failing == "session" else "close", fail)
+    await call.stop("left")
+    channel.connect.return_value.disconnect.assert_awaited_once_with(force=True)
 
 
 async def test_a_kick_while_the_call_starts_ends_it_cleanly(database: Database,

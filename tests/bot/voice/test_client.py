@@ -15,9 +15,13 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.player import AudioPlayer
 
 from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
+from bot.voice.connection import CapConnectionState
+from bot.voice.crypto import TransportDecryptor
 from bot.voice.mixer import metronome
+from bot.voice.rtp import parse_header
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource
 from realtime.playback import PlaybackBuffer
+from tests.bot.voice.rust_panic import raise_rust_panic
 from tests.bot.voice.test_source import RecordingVoiceClient
 from tests.bot.voice.voice_packets import MODE, SECRET_KEY, PacketSender, frames_of, opus_encode, vowel_pcm
 
@@ -65,7 +69,7 @@ def test_connection_state_carries_the_hook_and_a_prompt_socket_reader() -> None:
     try:
         before = {thread.name for thread in threading.enumerate()}
         vc = CapVoiceClient(fake_discord_client(loop), fake_channel())
-        assert vc._connection.hook == vc._ws_hook
+        assert isinstance(vc._connection, CapConnectionState) and vc._connection._cap_hook == vc._ws_hook
         assert CapVoiceClient.supported_modes == (MODE,)
         assert isinstance(vc._connection._socket_reader, PromptSocketReader)
         assert wait_until(lambda: len({t.name for t in threading.enumerate()} - before) == 1)  # one reader
@@ -327,3 +331,53 @@ async def test_a_voice_websocket_message_that_breaks_the_receiver_does_not_reach
     await vc._ws_hook(None, {"op": 5, "d": {"user_id": "1", "ssrc": 2, "speaking": 1}})  # type: ignore[arg-type]
     assert "a voice WebSocket message could not be handled" in caplog.text
     vc._connection._socket_reader.stop()
+
+
+async def test_a_rust_panic_in_a_socket_listener_does_not_kill_the_reader_thread() -> None:
+    """davey's panics are BaseExceptions: `except Exception` let one end the thread, and Cap went deaf."""
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    state = vc._connection
+    reader = state._socket_reader
+    sender_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    received: list[bytes] = []
+
+    def panicking(datagram: bytes) -> None:
+        if datagram == b"first":
+            raise_rust_panic()
+
+    try:
+        state._create_socket()
+        state.socket.bind(("127.0.0.1", 0))
+        reader.register(panicking)
+        reader.register(received.append)
+        for datagram in (b"first", b"second", b"third"):
+            sender_socket.sendto(datagram, state.socket.getsockname())
+        assert await asyncio.to_thread(wait_until, lambda: len(received) == 3), received
+        assert reader.is_alive()
+    finally:
+        sender_socket.close()
+        reader.stop()
+
+
+async def test_a_rust_panic_while_dave_encrypts_sends_silence_and_keeps_the_player() -> None:
+    """discord.py's player thread catches only Exception: a davey panic in encrypt_opus would end it for good
+    (its is_playing() stays True, so nothing restarts it) and Cap would fall silent."""
+    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
+    state = vc._connection
+    state._socket_reader.stop()
+    state.mode, state.secret_key, state.ssrc = MODE, list(SECRET_KEY), 0x4004
+
+    class PanickingEncryptor:
+        ready = True
+
+        def encrypt_opus(self, data: bytes) -> bytes:
+            if data == OPUS_SILENCE:  # davey passes silence through untouched
+                return data
+            raise_rust_panic()
+
+    state.dave_protocol_version, state.dave_session = 1, PanickingEncryptor()
+    packet = bytes(vc._get_voice_packet(b"\x78an-opus-frame"))  # discord.py builds a bytearray
+
+    header = parse_header(packet)
+    assert TransportDecryptor(MODE, SECRET_KEY).decrypt(packet, header) == OPUS_SILENCE
+    assert vc.stats()["dave_encrypt_failed"] == 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import davey
+import pytest
 
-from bot.voice.dave import DAVE_MAGIC, DaveDecryptor, DaveFailure
+from bot.voice.dave import DAVE_MAGIC, DaveDecryptor, DaveFailure, is_rust_panic
+from tests.bot.voice.rust_panic import raise_rust_panic, rust_panic
 
 OPUS = b"\x78opus-frame"
 
@@ -94,3 +97,39 @@ def test_plain_opus_from_a_group_member_is_refused_outside_a_transition() -> Non
     assert dave.decrypt(7, OPUS) == OPUS
     session.passthrough, session.ready = False, False  # the call went back to DAVE protocol 0
     assert dave.decrypt(7, OPUS) == OPUS
+
+
+def test_the_stand_in_panic_is_the_real_pyo3_panic_exception() -> None:
+    """davey's panics are BaseExceptions, which `except Exception` does not catch (the bug)."""
+    panic = rust_panic()
+    assert type(panic).__module__ == "pyo3_runtime" and type(panic).__name__ == "PanicException"
+    assert not isinstance(panic, Exception)
+    assert is_rust_panic(panic)
+    assert not is_rust_panic(KeyboardInterrupt()) and not is_rust_panic(asyncio.CancelledError())
+
+
+def test_a_rust_panic_in_davey_costs_the_frame_not_the_caller() -> None:
+    class Panicking(StandInSession):
+        def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes) -> bytes:
+            raise_rust_panic()
+
+        def get_user_ids(self) -> list[str]:
+            raise_rust_panic()
+
+    session = Panicking(1, members=(7,))
+    dave = DaveDecryptor(lambda: session)
+    assert dave.decrypt(7, OPUS + DAVE_MAGIC) is DaveFailure.ERROR
+    assert "PanicException" in (dave.last_error or "")
+    assert dave.decrypt(7, OPUS) == OPUS  # the membership check panicked: the frame is not lost for it
+
+
+def test_interrupts_and_cancellation_still_pass_through_the_dave_step() -> None:
+    for stop in (KeyboardInterrupt(), SystemExit(), asyncio.CancelledError()):
+
+        class Stopping(StandInSession):
+            def decrypt(self, user_id: int, media_type: davey.MediaType, packet: bytes, stop=stop) -> bytes:
+                raise stop
+
+        dave = DaveDecryptor(lambda: Stopping(1))
+        with pytest.raises(type(stop)):
+            dave.decrypt(7, OPUS + DAVE_MAGIC)

@@ -10,6 +10,7 @@ import pytest
 
 from bot.voice.receiver import PENDING_SSRCS, VoiceReceiver
 from realtime.audio import FRAME_BYTES
+from tests.bot.voice.rust_panic import raise_rust_panic
 from tests.bot.voice.test_dave import StandInSession
 from tests.bot.voice.voice_packets import (
     MODE,
@@ -336,3 +337,43 @@ def test_dave_no_key_conceals_the_frame_and_listening_goes_on(speech) -> None:
     assert stats["dave_passthrough"] == len(packets) - 1
     assert frames[:7] == expected[:7]
     assert len(frames) >= len(packets)
+
+
+def test_a_rust_panic_in_the_packet_pipeline_costs_one_packet(speech) -> None:
+    """davey's panics are BaseExceptions: `except Exception` let them kill the socket reader thread."""
+    _, packets, _ = speech
+
+    class PanickingOnce(SimpleNamespace):
+        panics = 1
+
+        def __getattribute__(self, name: str) -> object:
+            if name == "mode" and object.__getattribute__(self, "panics"):
+                self.panics = 0
+                raise_rust_panic()  # stands in for any Rust code reached from the pipeline
+            return object.__getattribute__(self, name)
+
+    receiver = VoiceReceiver(PanickingOnce(mode=MODE, secret_key=SECRET_KEY, dave_session=None, ssrc=CAP_SSRC))
+    receiver.on_ws_message(speaking(ALICE, ALICE_SSRC))
+    sender = PacketSender(ALICE_SSRC)
+    for packet in packets[:10]:
+        receiver.on_packet(sender.packet(packet))  # must not raise
+    stats = receiver.stats()
+    assert stats["internal_error"] == 1
+    assert stats["delivered"] == 9
+
+
+def test_interrupts_still_pass_through_the_packet_handler(speech) -> None:
+    _, packets, _ = speech
+    conn = connection()
+    receiver = VoiceReceiver(conn)  # type: ignore[arg-type]
+    receiver.on_ws_message(speaking(ALICE, ALICE_SSRC))
+
+    class Interrupting:
+        def __eq__(self, other: object) -> bool:
+            raise KeyboardInterrupt
+
+        __hash__ = object.__hash__
+
+    conn.mode = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        receiver.on_packet(PacketSender(ALICE_SSRC).packet(packets[0]))
