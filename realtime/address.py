@@ -19,7 +19,7 @@ REPLY_MODES: tuple[ReplyMode, ...] = ("always", "adaptive", "name")
 # What speech-to-text makes of "Cap" (measured on espeak-ng and seen in gpt-transcribe output: the name is
 # short, so it comes back in several spellings). A fuzzy ratio on a three-letter word would also take "cat",
 # "car" and "cab", everyday words at the end of a sentence: an explicit list keeps false wake-ups rare.
-DEFAULT_NAMES: tuple[str, ...] = ("cap", "capp", "kap", "kapp", "cap's", "kap's", "capital bridge")
+DEFAULT_NAMES: tuple[str, ...] = ("cap", "capp", "kap", "kapp", "cap's", "kap's")
 # Words that may stand before the name at the start of a turn ("hey Cap", "okay so Cap", "um, Cap").
 _LEAD_INS = frozenset({"hey", "hi", "hello", "ok", "okay", "so", "um", "uh", "yo", "and", "well", "oh", "right",
                        "alright", "excuse", "me", "sorry", "thanks", "thank", "you", "question", "for"})
@@ -29,40 +29,48 @@ _TRAILERS = frozenset({"please", "thanks", "huh", "right", "yeah", "ok", "okay",
 FOLLOW_UP_SECONDS = 30.0
 # `/cap ask` opens the gate for the asker's next turn if it starts within this long.
 ASK_SECONDS = 60.0
-# "Cap" is also a word of the trade: "cap rate is seven", "what's the cap", "is there a rate cap". A name at the
-# start followed by one of these, or at the end after one of those, is the word, not Cap.
+# "Cap" is also a word of the trade, a noun ("cap rate is seven", "what's the cap", "we're at cap") and a verb
+# ("cap it at seventy-five", "cap the rehab at fifty"). Without punctuation to say otherwise, a name at the start
+# followed by one of these, or at the end after one of those, is the word, not Cap. The transcription punctuates:
+# "Cap, the rate you quoted..." and "what do you think, Cap?" are Cap's name whatever the words around it.
 _WORD_AFTER = frozenset({"rate", "rates", "table", "tables", "stack", "gain", "gains", "ex", "x", "limit",
-                         "limits", "space", "amount"})
+                         "limits", "space", "amount", "it", "the", "that", "this", "them", "those", "these",
+                         "at", "off", "out", "of", "on", "my", "our", "your", "his", "her", "their"})
 _WORD_BEFORE = frozenset({"the", "a", "an", "rate", "that", "this", "no", "any", "interest", "payment", "its",
-                          "their", "hard", "soft", "lifetime", "annual", "periodic", "my", "your"})
-_WORD = re.compile(r"[a-z0-9']+")
+                          "their", "hard", "soft", "lifetime", "annual", "periodic", "my", "your", "at", "over",
+                          "under", "above", "below", "to", "past"})
+_TOKEN = re.compile(r"([a-z0-9']+)([^a-z0-9']*)")
+_VOCATIVE = re.compile(r"[,.!?;:]")
 
 
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower().replace("’", "'"))
+def _tokens(text: str) -> list[tuple[str, str]]:
+    """(word, what follows it up to the next word) for each word, lower case."""
+    return _TOKEN.findall(text.lower().replace("’", "'"))
 
 
 def names_cap(text: str, names: Iterable[str] = DEFAULT_NAMES) -> bool:
     """True when the utterance calls Cap by name at its start or its end (after greetings/before tags)."""
-    words = _words(text)
+    tokens = _tokens(text)
+    words = [word for word, _ in tokens]
     if not words:
         return False
-    wanted = [name.split() for name in names]
-    for name in wanted:
+    for name in (name.split() for name in names):
         size = len(name)
         # Start: skip lead-ins ("hey", "okay so"), then the name.
         start = 0
         while start < len(words) and words[start] in _LEAD_INS and words[start:start + size] != name:
             start += 1
-        if words[start:start + size] == name and (start + size == len(words)
-                                                  or words[start + size] not in _WORD_AFTER):
+        last = start + size - 1
+        if words[start:start + size] == name and (last == len(words) - 1 or _VOCATIVE.search(tokens[last][1])
+                                                  or words[last + 1] not in _WORD_AFTER):
             return True
         # End: skip tags ("please", "right"), then the name.
         end = len(words)
         while end > 0 and words[end - 1] in _TRAILERS and words[end - size:end] != name:
             end -= 1
-        if end >= size and words[end - size:end] == name and (end == size
-                                                              or words[end - size - 1] not in _WORD_BEFORE):
+        before = end - size - 1
+        if end >= size and words[end - size:end] == name and (before < 0 or "," in tokens[before][1]
+                                                              or words[before] not in _WORD_BEFORE):
             return True
     return False
 
@@ -113,13 +121,15 @@ class AddressGate:
                 del self._asks[user_id]
         if not self.gated:
             return "open"
+        reason: str | None = None
         if names_cap(text, self.names):
-            return "name"
-        if speakers & self._asks.keys():
-            for user_id in speakers:
-                self._asks.pop(user_id, None)
-            return "ask"
-        if (self._asked_at is not None and now - self._asked_at <= FOLLOW_UP_SECONDS and speakers
+            reason = "name"
+        elif speakers & self._asks.keys():
+            reason = "ask"
+        elif (self._asked_at is not None and now - self._asked_at <= FOLLOW_UP_SECONDS and speakers
                 and speakers <= self._asked):
-            return "follow_up"
-        return None
+            reason = "follow_up"
+        if reason is not None:
+            for user_id in speakers:  # a /cap ask is used up by the asker's next turn for Cap, whatever opened it
+                self._asks.pop(user_id, None)
+        return reason

@@ -11,13 +11,14 @@ import base64
 import binascii
 import json
 import logging
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from realtime import protocol
-from realtime.address import DEFAULT_NAMES, AddressGate
+from realtime.address import AddressGate
+from realtime.attribution import Addressee, SpeakerTimeline
 from realtime.audio import FRAME_MS, SILENCE_FRAME, Downsampler, Framer, SpeechOnsetDetector, Upsampler
 from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
 from realtime.metrics import SessionMetrics
@@ -43,9 +44,7 @@ UPLINK_SILENCE_TAIL_MS = 1000
 # A tool answer held back while the caller talked is asked for by us if the server has not answered their
 # turn this long after they stopped (e.g. the server's VAD dropped the turn).
 DEFERRED_RESPONSE_SECONDS = 1.5
-# Who spoke each uplinked 20 ms frame, kept this many frames back (60 s): a turn is attributed to whoever the
-# receive path heard most between the server VAD's audio_start_ms and audio_end_ms.
-SPEAKER_ACTIVITY_FRAMES = 3000
+REPLIES_TRACKED = 20  # replies in flight whose addressee is remembered (normally one or two)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class ToolCall:
     arguments: str
     speakers: frozenset[int]
     epoch: int
-    caller: int | None = None  # of the turn's speakers, the one heard most: who "my phone is ..." belongs to
+    caller: int | None = None  # of the answered turn's speakers, the one heard most: whose "my phone is ..." it is
 
 
 @dataclass
@@ -76,6 +75,7 @@ class _AudioItem:
     finished: bool = False  # output_audio.done seen
     transcript_done: bool = False  # no more transcript will come for it
     reported: bool = False  # transcript handed out (once it has played out, or was cut off)
+    addressee: Addressee | None = None  # the turn this reply answers
 
     @property
     def received_ms(self) -> int:
@@ -122,20 +122,13 @@ class Conversation:
         self._caller_speaking = False
         self._speech_stopped_at: float | None = None
         self._paused_at: float | None = None
-        self._speakers_now: set[int] = set()
-        self._turn_speakers: dict[str, frozenset[int]] = {}
-        self._last_speakers: frozenset[int] = frozenset()
-        self._last_caller: int | None = None
-        self._turn_callers: dict[str, int | None] = {}
-        # Speaker attribution: (position in ms, speakers) for each uplinked frame someone spoke in, on a clock of all
-        # caller audio this conversation sent or kept for a new session. The server's VAD events give each turn's
-        # span on the session's own clock (its input audio, from 0 per socket), which starts at _session_origin_ms.
-        self._audio_ms = 0
-        self._session_origin_ms = 0
-        self._activity: deque[tuple[int, frozenset[int]]] = deque(maxlen=SPEAKER_ACTIVITY_FRAMES)
-        self._turn_spans: dict[str, list[int]] = {}
-        self.gate = AddressGate(config.reply_mode, names=config.assistant_names or DEFAULT_NAMES,  # type: ignore[arg-type]
-                                clock=clock)
+        # Who said each turn, and whom each reply answers (its tool calls and questions are for them).
+        self._timeline = SpeakerTimeline(FRAME_MS)
+        self._last_turn = Addressee()
+        self._turns: dict[str, tuple[Addressee, bool]] = {}  # committed, transcript to come: (who, gated then)
+        self._next_addressee: Addressee | None = None  # whom the next reply answers, when not the last turn
+        self._reply_addressees: OrderedDict[str, Addressee] = OrderedDict()  # by response id, in flight
+        self.gate = AddressGate(config.reply_mode, clock=clock)  # type: ignore[arg-type]
         self._update_count = 0  # session.update events sent on this socket
         self._gate_opened_at: float | None = None  # when a transcript opened the gate, until Cap's reply starts
         self._history: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
@@ -198,9 +191,8 @@ class Conversation:
         self._deferred_for_caller = False
         self._cancelled_responses.clear()
         self._awaiting_outputs.clear()
-        self._turn_speakers.clear()
-        self._turn_callers.clear()
-        self._turn_spans.clear()
+        self._turns.clear()
+        self._reply_addressees.clear()
         self._update_count = 0
         self._caller_speaking = False
         for item in list(self._items.values()):
@@ -220,8 +212,7 @@ class Conversation:
         resent = self._uncommitted.chunks_to_resend()  # the caller's words the old session never committed
         for chunk in resent:
             self._outbox.append(protocol.input_audio_append(chunk))
-        # The new session's audio clock starts with what is resent, then goes on with live frames.
-        self._session_origin_ms = self._audio_ms - sum(map(len, resent)) // BYTES_PER_MS_24K
+        self._timeline.new_session(sum(map(len, resent)) // BYTES_PER_MS_24K)
         if reply_cut_short or self._results_undelivered:
             self._results_undelivered = False
             self._request_response()
@@ -263,6 +254,23 @@ class Conversation:
         """`/cap ask`: answer this user's next turn even when Cap was not named."""
         self.gate.ask(user_id)
 
+    @property
+    def _gated(self) -> bool:
+        """Cap decides which turns to answer (the server answers none by itself); never in listen mode."""
+        return self.gate.gated and not self.config.listen_only
+
+    def _may_interrupt(self, speakers: frozenset[int]) -> bool:
+        """Several people here: only the person Cap is answering cuts its reply short, not a bystander's
+        "mm-hm" to them (the server does not interrupt while gated; Cap decides)."""
+        if not self._gated:
+            return True
+        playing = [item.addressee for item in self._audible_items() if item.addressee is not None]
+        return not playing or not playing[0].people or bool(playing[0].people & speakers)
+
+    def audio_dropped(self, ms: int) -> None:
+        """The I/O shell shed caller audio this conversation had sent (a stalled socket)."""
+        self._timeline.dropped(ms)
+
     def on_disconnected(self) -> None:
         self.connected = False
         self._uplink.clear()
@@ -284,19 +292,19 @@ class Conversation:
     def feed_input(self, frame: bytes, speakers: Iterable[int] = ()) -> None:
         """One 20 ms frame of 48 kHz stereo caller audio: local barge-in check, then uplink."""
         now = self.clock()
-        self._speakers_now.update(speakers)
+        speakers = frozenset(speakers)
         self._silent_frames = self._silent_frames + 1 if frame == SILENCE_FRAME else 0
         if self._silent_frames > self._silence_tail_frames:
+            self._timeline.heard(speakers)
             self.tick()  # long digital silence: nothing for the local VAD or the server to hear
             return
-        if self._onset.update(frame) and self.playback.audible and not self.playback.paused:
+        if (self._onset.update(frame) and self.playback.audible and not self.playback.paused
+                and self._may_interrupt(speakers)):
             # Pause at once; the server's speech_started may come hundreds of ms later.
             self.playback.pause()
             self._paused_at = now
         self.tick()
-        if speakers:
-            self._activity.append((self._audio_ms, frozenset(speakers)))
-        self._audio_ms += FRAME_MS
+        self._timeline.frame(speakers)
         self._uplink += self._downsampler.process(frame)
         while self._uplink:
             chunk = bytes(self._uplink[:UPLINK_MAX_BYTES])
@@ -325,6 +333,8 @@ class Conversation:
     # ----- tool results -----
 
     def on_tool_result(self, call: ToolCall, output: dict[str, Any]) -> None:
+        # The reply to a tool's result goes on answering the person the tool call was for.
+        self._next_addressee = Addressee(call.speakers, call.caller)
         if not self.connected:
             # Anything sent now would be queued for a dead socket and lost: keep it for the next session.
             self._awaiting_outputs.discard(call.call_id)
@@ -440,10 +450,12 @@ class Conversation:
     def _on_speech_started(self, event: dict[str, Any]) -> None:
         self._caller_speaking = True
         self._tool_rounds = 0
-        if isinstance(event.get("item_id"), str) and isinstance(event.get("audio_start_ms"), int):
-            self._turn_spans[event["item_id"]] = [self._session_origin_ms + event["audio_start_ms"], -1]
-            while len(self._turn_spans) > TURN_SPEAKERS_LIMIT:
-                del self._turn_spans[next(iter(self._turn_spans))]
+        start_ms = event.get("audio_start_ms")
+        if isinstance(event.get("item_id"), str) and isinstance(start_ms, int):
+            self._timeline.turn_started(event["item_id"], start_ms)
+            if self._gated and not self._may_interrupt(self._timeline.speakers_since(start_ms)):
+                log.debug("someone else spoke while Cap answered another person: Cap goes on")
+                return
         if self._paused_at is not None:
             self.metrics.barge_in_latency_ms.append((self.clock() - self._paused_at) * 1000)
         self._paused_at = None
@@ -479,64 +491,44 @@ class Conversation:
     def _on_speech_stopped(self, event: dict[str, Any]) -> None:
         self._caller_speaking = False
         self._speech_stopped_at = self.clock()
-        span = self._turn_spans.get(event.get("item_id", ""))
-        if span is not None and isinstance(event.get("audio_end_ms"), int):
-            span[1] = self._session_origin_ms + event["audio_end_ms"]
-
-    def _heard_in(self, item_id: str) -> Counter[int]:
-        """Frames each speaker was heard in during this turn's span (empty when the span is unknown)."""
-        span = self._turn_spans.pop(item_id, None)
-        heard: Counter[int] = Counter()
-        if span is None or span[1] < span[0]:
-            return heard
-        for at_ms, speakers in self._activity:
-            if span[0] <= at_ms < span[1]:
-                heard.update(speakers)
-        return heard
+        if isinstance(event.get("item_id"), str) and isinstance(event.get("audio_end_ms"), int):
+            self._timeline.turn_stopped(event["item_id"], event["audio_end_ms"])
 
     def _on_committed(self, event: dict[str, Any]) -> None:
         item_id = event["item_id"]
         self.metrics.turns += 1
-        heard = self._heard_in(item_id)
-        if heard:
-            self._last_speakers = frozenset(heard)
-            self._last_caller = max(heard, key=lambda user_id: heard[user_id])  # a tie: who was heard first
-        else:  # no VAD span (a manual commit): everyone heard since the last turn, caller unknown if several
-            self._last_speakers = frozenset(self._speakers_now)
-            self._last_caller = next(iter(self._last_speakers)) if len(self._last_speakers) == 1 else None
-        self._speakers_now.clear()
-        self._turn_speakers[item_id] = self._last_speakers
-        self._turn_callers[item_id] = self._last_caller
-        while len(self._turn_callers) > TURN_SPEAKERS_LIMIT:
-            del self._turn_callers[next(iter(self._turn_callers))]
+        self._last_turn = self._timeline.turn_committed(item_id)
+        # Whether Cap decides to answer this turn is fixed now: the server already answers it when not gated,
+        # also if a second person joins before its transcript comes.
+        self._turns[item_id] = (self._last_turn, self._gated)
+        while len(self._turns) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came
+            del self._turns[next(iter(self._turns))]
+        if not self._gated:
+            self._next_addressee = self._last_turn  # the server's reply to this turn is for its speaker
         self._turn_unanswered = True
         self._uncommitted.clear()  # the server holds this turn's audio now
         self._tool_rounds = 0
         self._failed_reply_retried = False
-        while len(self._turn_speakers) > TURN_SPEAKERS_LIMIT:  # a transcription result that never came
-            del self._turn_speakers[next(iter(self._turn_speakers))]
         self._remember(item_id, "user", None)
 
     def _on_caller_transcript(self, event: dict[str, Any]) -> None:
         item_id = event["item_id"]
         self.metrics.add_transcription_usage(event.get("usage") or {}, self.config.prices_per_mtok)
         text = (event.get("transcript") or "").strip()
-        speakers = self._turn_speakers.pop(item_id, self._last_speakers)
-        caller = self._turn_callers.pop(item_id, self._last_caller)
-        gated = self.gate.gated and not self.config.listen_only
+        turn, gated = self._turns.pop(item_id, (self._last_turn, self._gated))
         if not text:
             if gated:
                 self._turn_unanswered = False  # nothing said, so nothing addressed to Cap: no reply is owed
             return
         self._remember(item_id, "user", text)
-        self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=speakers,
-                                                 speaker=caller))
+        self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=turn.speakers,
+                                                 speaker=turn.caller))
         if gated:
-            self._open_gate(item_id, text, frozenset({caller}) if caller is not None else speakers)
+            self._open_gate(item_id, text, turn)
 
-    def _open_gate(self, item_id: str, text: str, speakers: frozenset[int]) -> None:
+    def _open_gate(self, item_id: str, text: str, turn: Addressee) -> None:
         """Several people here: Cap answers this turn only when it was addressed (the server created no reply)."""
-        reason = self.gate.reason(text, speakers)
+        reason = self.gate.reason(text, turn.people)
         if reason is None:
             self.metrics.unaddressed_turns += 1
             # No reply is owed: the liveness watchdog must not take the server's silence for a dead socket, and a
@@ -546,11 +538,12 @@ class Conversation:
             return
         self.metrics.addressed_turns += 1
         self._gate_opened_at = self.clock()
+        self._next_addressee = turn  # its tool calls and questions are theirs, whoever speaks meanwhile
         self._request_response()
 
     def _on_caller_transcript_failed(self, event: dict[str, Any]) -> None:
-        self._turn_speakers.pop(event["item_id"], None)
-        if self.gate.gated and not self.config.listen_only:
+        _, gated = self._turns.pop(event["item_id"], (None, self._gated))
+        if gated:
             self._turn_unanswered = False  # the gate cannot tell whether Cap was addressed: it stays quiet
         log.warning("the caller's words could not be transcribed (item %s)", event["item_id"])
 
@@ -558,6 +551,10 @@ class Conversation:
         if _is_summary(event["response"]):
             return  # out of band: no audio, nothing to barge into
         self._response_id = event["response"]["id"]
+        self._reply_addressees[self._response_id] = self._next_addressee or self._last_turn
+        self._next_addressee = None
+        while len(self._reply_addressees) > REPLIES_TRACKED:
+            self._reply_addressees.popitem(last=False)
         self._response_audio_done = False
         self._turn_unanswered = False
         # The service handles events in order: a response started after our outputs went up has them, also
@@ -574,6 +571,7 @@ class Conversation:
         if item is None:
             response_id = event.get("response_id")
             item = self._items[item_id] = _AudioItem(item_id, response_id, self.epoch)
+            item.addressee = self._reply_addressees.get(response_id or "")
             self._remember(item_id, "assistant", None)
             if response_id in self._cancelled_responses:
                 # A new item of a reply the caller already cut: none of it will play, so none stays.
@@ -658,8 +656,7 @@ class Conversation:
         self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
                                                  interrupted=item.interrupted))
         if not item.interrupted:  # a question Cap finished asking is for whoever it answered: no name needed
-            answered = frozenset({self._last_caller}) if self._last_caller is not None else self._last_speakers
-            self.gate.cap_said(text, answered)
+            self.gate.cap_said(text, (item.addressee or self._last_turn).people)
 
     def _keep_heard_share(self, item: _AudioItem, text: str) -> None:
         """What a later session is told Cap said: no more than the caller heard."""
@@ -681,6 +678,8 @@ class Conversation:
         if response.get("id") in (None, self._response_id):
             self._response_id = None
         self._cancelled_responses.discard(response.get("id"))
+        addressee = self._reply_addressees.pop(response.get("id") or "", None) or self._last_turn
+        self._gate_opened_at = None  # a gated answer without audio (tools only, cancelled) is not a latency sample
         self.metrics.add_usage(response.get("usage") or {}, self.config.prices_per_mtok)
         for item in self._items.values():
             if item.response_id == response.get("id"):
@@ -703,8 +702,8 @@ class Conversation:
                 self._awaiting_outputs.add(output["call_id"])
                 self.metrics.tool_calls += 1
                 self._tool_calls.append(ToolCall(output["call_id"], output["name"],
-                                                 output.get("arguments") or "{}", self._last_speakers,
-                                                 self.epoch, self._last_caller))
+                                                 output.get("arguments") or "{}", addressee.speakers,
+                                                 self.epoch, addressee.caller))
         elif status in ("failed", "incomplete"):
             self._on_response_not_completed(status, response.get("status_details") or {})
         if self._response_wanted and not self._awaiting_outputs:

@@ -9,6 +9,7 @@ calls `feed_input()` every 20 ms on the event loop and pulls `playback.read_fram
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -19,7 +20,7 @@ from typing import Any
 
 from realtime.address import AddressGate
 from realtime.client import RealtimeConnection
-from realtime.conversation import Conversation, ToolCall
+from realtime.conversation import BYTES_PER_MS_24K, Conversation, ToolCall
 from realtime.errors import RealtimeError, RealtimeFatalError
 from realtime.liveness import LivenessWatch
 from realtime.metrics import SessionMetrics
@@ -284,6 +285,8 @@ class VoiceSession:
             # A stalled socket sheds caller audio only; control events (truncate, tool output) always go.
             if event["type"] == "input_audio_buffer.append" and self._send_queue.qsize() >= SEND_QUEUE_LIMIT:
                 self._dropped_sends += 1
+                # The service never hears it: its audio clock falls behind the one speakers are timed on.
+                conversation.audio_dropped(len(base64.b64decode(event["audio"])) // BYTES_PER_MS_24K)
                 if self._dropped_sends % 100 == 1:
                     log.warning("Realtime socket is not keeping up; dropped %d audio chunks", self._dropped_sends)
                 continue

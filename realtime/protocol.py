@@ -29,7 +29,8 @@ LISTEN_INSTRUCTIONS = (
     "You are in listen mode: nobody can hear you and you must not address anyone. People in the channel are "
     "talking with each other (often a loan officer and a borrower). After each turn, if it gave new facts about "
     "the borrower or the deal, record them with your tools (save_lead, analyze_deal, score_lead); never book a "
-    "call or make an offer unless someone asks for it. Then answer with one word: noted."
+    "call or make an offer unless someone asks for it. Then answer with one word: noted. (Do not introduce "
+    "yourself: the call's disclosure is posted in the channel's text chat.)"
 )
 
 
@@ -52,7 +53,6 @@ class SessionConfig:
     vad_eagerness: Eagerness = "auto"
     # Who gets an answer when several people share the channel (realtime.address); "always" answers every turn.
     reply_mode: str = "always"
-    assistant_names: tuple[str, ...] = ()  # empty: realtime.address.DEFAULT_NAMES
     listen_only: bool = False  # Cap never speaks: text-only replies that fill the lead through the tools
     # The service caps a session at 60 minutes; recycle at a turn boundary before that.
     recycle_after_seconds: float = 50 * 60
@@ -97,7 +97,9 @@ def turn_detection(config: SessionConfig, *, answer_turns: bool = True) -> dict[
                      "prefix_padding_ms": config.vad_prefix_padding_ms,
                      "silence_duration_ms": config.vad_silence_duration_ms}
     detection["create_response"] = answer_turns
-    detection["interrupt_response"] = not config.listen_only
+    # While Cap picks which turns to answer it also decides who may cut its reply short (not a bystander's
+    # "mm-hm"); in listen mode nothing Cap says is heard, so nothing interrupts it.
+    detection["interrupt_response"] = answer_turns and not config.listen_only
     return detection
 
 

@@ -581,7 +581,8 @@ class VoiceCall:
 
     def _on_transcript(self, entry: TranscriptEntry) -> None:
         if entry.role == "caller":
-            for user, answer in self.consent.answer(entry.speakers, entry.text).items():
+            said_by = frozenset({entry.speaker}) if entry.speaker is not None else entry.speakers
+            for user, answer in self.consent.answer(said_by, entry.text).items():  # "yes" is the speaker's
                 if self.recorder is not None:
                     self.recorder.record_answer(user, answer)
                 if answer == "no":

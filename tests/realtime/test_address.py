@@ -91,3 +91,26 @@ def test_cap_ask_opens_the_gate_for_the_askers_next_turn_only() -> None:
 def test_an_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="always, adaptive, name"):
         AddressGate("sometimes")  # type: ignore[arg-type]
+
+
+def test_cap_ask_is_used_up_by_the_askers_next_turn_even_when_it_named_cap() -> None:
+    """/cap ask opens the gate for the asker's *next* turn only, also when that turn names Cap anyway: a later
+    turn of theirs that was not meant for Cap ("ok, Bob, what do you think?") is not answered."""
+    now = [0.0]
+    gate = AddressGate("adaptive", humans=2, clock=lambda: now[0])
+    gate.ask(ALICE)
+    assert gate.reason("Cap, what's the rate on a rental?", frozenset({ALICE})) == "name"
+    now[0] += 10
+    assert gate.reason("okay Bob, what do you think about that", frozenset({ALICE})) is None
+
+
+@pytest.mark.parametrize("text", [
+    "Cap it at seventy five percent and see if the numbers work",  # "cap" the verb, as lenders use it
+    "so cap the rehab at fifty thousand",
+    "and cap the loan at three hundred",
+    "we're already at cap",
+    "the rehab budget is over cap",
+])
+def test_cap_the_verb_and_at_cap_do_not_wake_cap(text: str) -> None:
+    """Between a loan officer and a borrower "cap" is a verb and a noun of the trade; these name nobody."""
+    assert not names_cap(text)

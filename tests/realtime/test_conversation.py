@@ -580,13 +580,13 @@ def test_a_failed_transcription_forgets_the_turn(conv: Conversation) -> None:
     conv.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1"})
     conv.handle_event({"type": "conversation.item.input_audio_transcription.failed", "item_id": "u1",
                        "content_index": 0, "error": {"message": "no speech"}})
-    assert conv._turn_speakers == {}
+    assert conv._turns == {}
 
 
 def test_turns_whose_transcript_never_comes_are_not_kept_for_ever(conv: Conversation) -> None:
     for n in range(500):
         conv.handle_event({"type": "input_audio_buffer.committed", "item_id": f"u{n}"})
-    assert len(conv._turn_speakers) <= 50 and "u499" in conv._turn_speakers
+    assert len(conv._turns) <= 50 and "u499" in conv._turns
 
 
 # ----- issue 13: replies owed across a reconnect, tool results kept, tool-only rounds bounded -----

@@ -1,0 +1,94 @@
+"""Who said a caller turn, and whom each of Cap's replies answers: plain objects, no I/O.
+
+The receive path knows who was heard in each 20 ms frame; the server's VAD knows where each turn starts and ends
+on its own clock (the session's input audio, from 0 per socket). `SpeakerTimeline` puts both on one clock, so a
+turn is credited to the person heard most inside it. `Addressee` is what a reply carries from the turn it answers
+to its tool calls and its questions: a borrower's "my number is ..." is saved for the borrower, even when
+somebody else spoke before the reply came.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# A turn is attributed from this many frames back at most (60 s of 20 ms frames).
+ACTIVITY_FRAMES = 3000
+OPEN_SPANS_LIMIT = 50  # turns whose end or commit never came are forgotten past this
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """The people of one caller turn; `caller` is the one heard most (None when unknown)."""
+
+    speakers: frozenset[int] = frozenset()
+    caller: int | None = None
+
+    @property
+    def people(self) -> frozenset[int]:
+        """Whom a reply is for: the main speaker when known, else everyone heard."""
+        return frozenset({self.caller}) if self.caller is not None else self.speakers
+
+
+class SpeakerTimeline:
+    """Per uplinked frame, who spoke; per turn, who spoke most between the server's audio_start_ms/audio_end_ms."""
+
+    def __init__(self, frame_ms: int) -> None:
+        self._frame_ms = frame_ms
+        self._now_ms = 0  # all caller audio sent to (or kept for) a session, in ms
+        self._session_origin_ms = 0  # where the current session's audio clock starts on ours
+        self._activity: deque[tuple[int, frozenset[int]]] = deque(maxlen=ACTIVITY_FRAMES)
+        self._spans: dict[str, list[int]] = {}
+        self._since_last_turn: set[int] = set()
+
+    def frame(self, speakers: Iterable[int]) -> None:
+        """One frame went up (or was kept for a new session)."""
+        speakers = frozenset(speakers)
+        if speakers:
+            self._activity.append((self._now_ms, speakers))
+            self._since_last_turn |= speakers
+        self._now_ms += self._frame_ms
+
+    def heard(self, speakers: Iterable[int]) -> None:
+        """Someone was heard in a frame that did not go up (long silence is skipped; speakers still count)."""
+        self._since_last_turn.update(speakers)
+
+    def new_session(self, resent_ms: int) -> None:
+        """A new socket: its clock starts with the `resent_ms` of audio it is sent first, then live frames."""
+        self._session_origin_ms = self._now_ms - resent_ms
+        self._spans.clear()
+
+    def dropped(self, ms: int) -> None:
+        """Audio that was counted but never reached the session (a stalled socket shed it): the session's clock
+        is that much behind ours from now on."""
+        self._session_origin_ms += ms
+
+    def turn_started(self, item_id: str, audio_start_ms: int) -> None:
+        self._spans[item_id] = [self._session_origin_ms + audio_start_ms, -1]
+        while len(self._spans) > OPEN_SPANS_LIMIT:
+            del self._spans[next(iter(self._spans))]
+
+    def turn_stopped(self, item_id: str, audio_end_ms: int) -> None:
+        span = self._spans.get(item_id)
+        if span is not None:
+            span[1] = self._session_origin_ms + audio_end_ms
+
+    def turn_committed(self, item_id: str) -> Addressee:
+        """Who said this turn: most frames in its span wins (a tie: who was heard first). Without a span (a manual
+        commit), everyone heard since the last turn, the caller only when that is one person."""
+        span = self._spans.pop(item_id, None)
+        heard: Counter[int] = Counter()
+        if span is not None and span[1] >= span[0]:
+            for at_ms, speakers in self._activity:
+                if span[0] <= at_ms < span[1]:
+                    heard.update(speakers)
+        since, self._since_last_turn = frozenset(self._since_last_turn), set()
+        if heard:
+            return Addressee(frozenset(heard), max(heard, key=lambda user_id: heard[user_id]))
+        return Addressee(since, next(iter(since)) if len(since) == 1 else None)
+
+    def speakers_since(self, audio_start_ms: int) -> frozenset[int]:
+        """Everyone heard from this point of the session's clock on (who is talking in a turn still open)."""
+        start = self._session_origin_ms + audio_start_ms
+        return frozenset().union(*(speakers for at_ms, speakers in self._activity if at_ms >= start))
