@@ -117,10 +117,11 @@ class CapOnDiscord:
 
 @contextlib.asynccontextmanager
 async def cap_on_discord(*, dave_protocol_version: int = 0, reply_seconds: float = 1.0,
+                         user_transcripts: tuple[str, ...] = ("Hi Cap.",),
                          **settings: object) -> AsyncIterator[CapOnDiscord]:
     """Cap logged in to the emulated guild; Alice is in the Lobby, Sam (staff) and Eve are not in voice."""
     async with (
-        FakeRealtimeServer(reply_audio=tone_pcm(reply_seconds), user_transcripts=["Hi Cap."]) as realtime,
+        FakeRealtimeServer(reply_audio=tone_pcm(reply_seconds), user_transcripts=user_transcripts) as realtime,
         DiscordEmulator(dave_protocol_version=dave_protocol_version) as emulator,
     ):
         emulator.add_member(ALICE, "Alice", in_channel=LOBBY_ID)
