@@ -743,12 +743,14 @@ async def test_with_a_required_yes_a_caller_who_declines_is_neither_heard_nor_st
     assert "512" not in posted and "[phone]" not in posted and "I won't transcribe" in posted
 
 
-async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database) -> None:
+@pytest.mark.parametrize("listen_only", [False, True], ids=["talk", "listen"])
+async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database, listen_only: bool) -> None:
+    """Also in listen mode (`/cap join mode:listen`): the loan officer gets the notes and the lead."""
     from bot.storage.leads import upsert_lead
 
     channel = make_channel()
     staff = add_staff_channel(channel)
-    call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL)
+    call = make_call(channel, database, listen_only=listen_only, staff_channel_id=STAFF_CHANNEL)
     await call.start()
     session = call.session
     assert isinstance(session, FakeSession)
