@@ -11,13 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-LENDER_NAME = "Capital Bridge Solutions"
 # Bump when the words change: each stored disclosure names the version its participant heard.
 DISCLOSURE_VERSION = "2026-12-v1"
-DISCLOSURE = (
-    f"I'm Cap, an AI assistant for {LENDER_NAME}, not a person. This call is transcribed, and the transcript "
-    f"is kept for {LENDER_NAME}'s loan team."
-)
+
+
+def disclosure_text(lender: str) -> str:
+    """What every participant is told; `lender` is the lender policy's name."""
+    return (f"I'm Cap, an AI assistant for {lender}, not a person. This call is transcribed, and the transcript "
+            f"is kept for {lender}'s loan team.")
+
+
 CONSENT_QUESTION = "Is that OK with you? Please say yes to go on."
 DECLINED_TEXT = (
     "Understood: I won't transcribe or save anything you say on this call. The loan team can be reached "
@@ -55,7 +58,7 @@ def classify_answer(text: str) -> Answer | None:
     return None
 
 
-def announcement(consent_required: bool, newcomer: bool) -> str:
+def announcement(consent_required: bool, newcomer: bool, lender: str) -> str:
     """The note that makes the model say the disclosure (and ask for a yes) in its own voice, now."""
     who = "Someone new has joined the call. " if newcomer else "The call has just started. "
     ask = (
@@ -64,13 +67,14 @@ def announcement(consent_required: bool, newcomer: bool) -> str:
         if consent_required
         else ""
     )
-    return f"{who}Before anything else, say this to the callers, word for word: \"{DISCLOSURE}\"{ask}"
+    return (f"{who}Before anything else, say this to the callers, word for word: "
+            f"\"{disclosure_text(lender)}\"{ask}")
 
 
-def posted_text(consent_required: bool, mentions: str) -> str:
+def posted_text(consent_required: bool, mentions: str, lender: str) -> str:
     """The same disclosure in the voice channel's chat, naming (without pinging) who it is for."""
     ask = f" {CONSENT_QUESTION}" if consent_required else ""
-    return f"ℹ️ {mentions + ': ' if mentions else ''}{DISCLOSURE}{ask}"
+    return f"ℹ️ {mentions + ': ' if mentions else ''}{disclosure_text(lender)}{ask}"
 
 
 @dataclass

@@ -70,6 +70,10 @@ class Program(_Strict):
     # Before this many months of ownership a cash-out loan is measured on price plus documented renovation.
     cash_out_seasoning_months: int = Field(0, ge=0, le=120)
     term_months: int = Field(ge=1, le=480)
+    # How the payment is quoted when the caller does not say otherwise: interest-only, or amortizing over
+    # this many months (a DSCR loan: 360; a 10-year portfolio loan on a 30-year amortization: 360).
+    interest_only: bool = False
+    amortization_months: int = Field(360, ge=1, le=480)
     # A longer term when the rehab budget is more than this share of the price.
     heavy_rehab_term_months: int | None = Field(None, ge=1, le=480)
     heavy_rehab_share: Ratio | None = Field(None, gt=0)
@@ -118,6 +122,13 @@ class Schedule(_Strict):
 
 class LenderPolicy(_Strict):
     lender: str = Field(min_length=1)
+    # The rate a deal is judged at (DSCR, payment, reserves): the top or the bottom of the range of the
+    # borrower's pricing tier. "top" is conservative: a deal that fits there fits at every rate offered.
+    judge_at_rate: Literal["top", "bottom"] = "top"
+    # How long an indicative term sheet stands ("valid until ...").
+    offer_valid_days: int = Field(14, ge=1, le=365)
+    # Completed deals count toward experience rules only within this many months.
+    experience_lookback_months: int = Field(36, ge=1, le=240)
     min_property_value: float = Field(ge=0)
     states: tuple[str, ...] = Field(min_length=1)
     schedule: Schedule

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidURI
 from websockets.uri import parse_uri
 
 from bot.policy import WEEKDAYS, LenderPolicy, PolicyError, load_policy
-from realtime.persona import DEFAULT_INSTRUCTIONS
+from realtime.persona import persona_for
 
 Voice = Literal["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
 
@@ -256,10 +256,11 @@ class Settings(BaseSettings):
 
     @property
     def instructions(self) -> str:
-        """The system prompt: the file's text when INSTRUCTIONS_FILE is set, else the seed's persona."""
+        """The system prompt: the file's text when INSTRUCTIONS_FILE is set, else the seed's persona; `{lender}`
+        in either is the lender policy's name."""
         if self.instructions_file is None:
-            return DEFAULT_INSTRUCTIONS
-        return self.instructions_file.read_text(encoding="utf-8").strip()
+            return persona_for(self.policy.lender)
+        return persona_for(self.policy.lender, self.instructions_file.read_text(encoding="utf-8").strip())
 
     def require_openai_key(self) -> str:
         if self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip():

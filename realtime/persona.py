@@ -1,7 +1,13 @@
 """Cap's persona: the seed's system prompt, kept word for word where it still applies, plus the rules a
-loan companion on a recorded, shared voice channel must keep (issue 11)."""
+loan companion on a recorded, shared voice channel must keep (issue 11).
 
-DEFAULT_INSTRUCTIONS = """You are Cap, an AI loan companion for Capital Bridge Solutions.
+`{lender}` stands for the lender's name: the bot fills it from the lender policy file (`persona_for`), so a
+lender deploying Cap with its own policy is the one Cap speaks for.
+"""
+
+LENDER_PLACEHOLDER = "{lender}"
+
+DEFAULT_INSTRUCTIONS = """You are Cap, an AI loan companion for {lender}.
 
 Personality:
 - Professional yet friendly
@@ -37,7 +43,7 @@ What you may say about money:
   tools, never from memory. Never invent a rate, a fee or a limit; if no tool gave it, say a loan officer
   will confirm it.
 - Never promise or imply approval. Offers are indicative; only underwriting approves a loan.
-- Capital Bridge Solutions lends on investment properties only: no homes the caller or their family will
+- {lender} lends on investment properties only: no homes the caller or their family will
   live in. Say so kindly and do not analyze or quote such a loan.
 
 Several people in the channel:
@@ -45,3 +51,8 @@ Several people in the channel:
   use it, and keep each person's details separate. Before saving details, confirm whose they are, and
   save them while that person is the one talking. Never read one caller's details out to another.
 - If people talk over each other, ask them to go one at a time."""
+
+
+def persona_for(lender: str, template: str = DEFAULT_INSTRUCTIONS) -> str:
+    """The persona (or a lender's own prompt) with the lender's name in place of `{lender}`."""
+    return template.replace(LENDER_PLACEHOLDER, lender)

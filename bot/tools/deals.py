@@ -12,22 +12,26 @@ from bot.policy import Feature
 from bot.settings import Settings
 from bot.storage.database import Database
 from bot.storage.deals import add_analysis
-from bot.storage.models import DealAnalysis
+from bot.storage.models import DealAnalysis, Lead
 from bot.tools._common import caller_lead, current_conversation, fill_from_analysis, in_transaction
 from bot.tools.context import is_identified_user
-from bot.tools.finance import DealInputs, DealResults, Program, analyze
-from bot.tools.underwriting import Borrower, Deal, dollars, infer_program, underwrite
+from bot.tools.deal_terms import amounts_only, deal_at_rate, judging_rate, lender_deal
+from bot.tools.finance import DealResults, Program
+from bot.tools.scoring import credit_band_for
+from bot.tools.underwriting import Borrower, dollars, infer_program, underwrite
 from realtime.tools import Tool, ToolContext, ToolFailure
 
 DESCRIPTION = (
     "Analyze a real-estate deal the caller describes. Call it as soon as you know at least the purchase "
-    "price (or, for a refinance, the current value), the loan amount and the interest rate; add rent, taxes, "
+    "price (or, for a refinance, the current value) and the loan amount; add rent, taxes, "
     "insurance, HOA, rehab or construction budget, after-repair value, closing costs, the purpose and the "
     "caller's credit score and completed deals when the caller gives them (omit unknown ones, never invent "
     "them). Returns the figures (ratios in percent, DSCR as a ratio) and a verdict against the lender's "
     "policy for the program (given, or inferred from the deal): `verdict.text` says what fits or blocks it "
-    "in words you can read out, `verdict.questions` are what to ask next (one at a time). Read out only the "
-    "two or three figures that matter and the verdict; never promise approval."
+    "in words you can read out, `verdict.questions` are what to ask next (one at a time). The figures are at "
+    "the lender's own rate for this borrower (`rate_basis`); pass interest_rate only when the caller names a "
+    "rate, and its figures come back apart in `at_your_rate`. Read out only the two or three figures that "
+    "matter and the verdict; never promise approval."
 )
 NOTE = (
     "NOI is rent less taxes, insurance and HOA, before vacancy, management and repairs. "
@@ -48,11 +52,18 @@ class AnalyzeDealArguments(BaseModel):
 
     purchase_price: float = Field(gt=0, description="Purchase price in USD (for a refinance: current value).")
     loan_amount: float = Field(gt=0, description="Loan amount requested, USD.")
-    interest_rate: float = Field(
-        ge=0, le=30, description="Annual interest rate in percent, e.g. 7.25 (not 0.0725)."
+    interest_rate: float | None = Field(
+        None, ge=0, le=30, description="Only if the caller names a rate: annual percent, e.g. 7.25 (not 0.0725). "
+        "Never guess one: the deal is judged at the lender's own rate.",
     )
-    term_years: int = Field(30, ge=1, le=40, description="Amortization term in years.")
-    interest_only: bool = Field(False, description="True for interest-only payments.")
+    term_years: int | None = Field(
+        None, ge=1, le=40, description="Amortization in years, only if the caller asks for one; omit for the "
+        "program's.",
+    )
+    interest_only: bool | None = Field(
+        None, description="Only if the caller asks for it; omit for the program's terms (flips, bridge and "
+        "construction loans are interest-only).",
+    )
     monthly_rent: float | None = Field(None, ge=0, description="Expected gross monthly rent, USD.")
     property_taxes_annual: float | None = Field(None, ge=0, description="Property taxes per year, USD.")
     insurance_annual: float | None = Field(None, ge=0, description="Hazard insurance per year, USD.")
@@ -92,24 +103,6 @@ class AnalyzeDealArguments(BaseModel):
         "else the tool infers one from the deal."
     )
 
-    def deal(self, interest_rate: float, purpose: str) -> DealInputs:
-        return DealInputs(
-            purchase_price=self.purchase_price,
-            loan_amount=self.loan_amount,
-            interest_rate=interest_rate,
-            term_years=self.term_years,
-            interest_only=self.interest_only,
-            monthly_rent=self.monthly_rent,
-            property_taxes_annual=self.property_taxes_annual or 0.0,
-            insurance_annual=self.insurance_annual or 0.0,
-            hoa_monthly=self.hoa_monthly or 0.0,
-            rehab_budget=self.rehab_budget or 0.0,
-            after_repair_value=self.after_repair_value,
-            closing_costs=self.closing_costs or 0.0,
-            refinance=purpose != "purchase",
-            existing_loan_balance=self.existing_loan_balance,
-        )
-
 
 def read_rate(rate: float) -> tuple[float, str | None]:
     """A rate under 1 is a fraction said as a decimal (0.075 meant 7.5 %): read it so, and say so."""
@@ -138,17 +131,10 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
     async def handler(args: AnalyzeDealArguments, context: ToolContext) -> dict[str, Any]:
         if (problem := implausible(args)) is not None:
             raise ToolFailure("implausible_figures", problem)
-        rate, rate_note = read_rate(args.interest_rate)
+        named_rate, rate_note = read_rate(args.interest_rate) if args.interest_rate is not None else (None, None)
         lead = await _lead_facts(database, context)
         purpose = args.loan_purpose or (lead.loan_purpose if lead.loan_purpose in LOAN_PURPOSES else "purchase")
-        try:
-            deal_inputs = args.deal(rate, purpose)
-            results = analyze(deal_inputs)
-        except (ValueError, ZeroDivisionError, OverflowError) as exc:
-            raise ToolFailure("invalid_arguments", f"These figures cannot be analyzed: {exc}.") from None
-        deal = Deal(deal_inputs, results, cash_out=purpose == "cash_out_refinance", refinance=purpose != "purchase",
-                    properties=args.property_count, features=frozenset(args.features),
-                    months_owned=args.months_owned)
+        inputs = {**args.model_dump(mode="json"), "interest_rate": named_rate, "loan_purpose": purpose}
         borrower = Borrower.of(
             args.credit_score if args.credit_score is not None else lead.credit,
             args.experience_deals if args.experience_deals is not None else lead.deals,
@@ -159,13 +145,22 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
             program, program_source = lead.program, "the caller's lead"  # type: ignore[assignment]
         if program is None:
             land = args.land_and_construction or lead.property_type == "land"
-            program, program_source = infer_program(policy, deal, land), "inferred from the deal"  # type: ignore[assignment]
+            program, program_source = (  # type: ignore[assignment]
+                infer_program(policy, amounts_only(inputs), land), "inferred from the deal")
         if program not in policy.programs:
             names = ", ".join(p.name for p in policy.programs.values())
             raise ToolFailure("unknown_program", f"This lender does not offer that program; its programs are {names}.")
+        try:  # each program judged at its own rate and payment terms for this borrower
+            deal = lender_deal(policy, program, inputs, borrower)
+            fits = [p for p in policy.programs
+                    if p != program and underwrite(policy, p, lender_deal(policy, p, inputs, borrower), borrower).fits]
+            yours = None if named_rate is None else deal_at_rate(policy.programs[program], inputs, named_rate)
+        except (ValueError, ZeroDivisionError, OverflowError) as exc:
+            raise ToolFailure("invalid_arguments", f"These figures cannot be analyzed: {exc}.") from None
         verdict = underwrite(policy, program, deal, borrower)
-        fits = [p for p in policy.programs if p != program and underwrite(policy, p, deal, borrower).fits]
-        rounded = present(results, ground_up=program == "ground_up_construction")
+        rate = judging_rate(policy, program, borrower)
+        rounded = {"rate_percent": rate.percent,
+                   **present(deal.results, ground_up=program == "ground_up_construction")}
 
         def store(session: Session) -> tuple[int | None, int | None]:
             lead_row = caller_lead(session, context)
@@ -178,16 +173,17 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
                     conversation_id=conversation.id if conversation else None,
                     discord_user_id=context.user_id if is_identified_user(context.user_id) else None,
                     program=program,
-                    inputs={**args.model_dump(mode="json"), "interest_rate": rate, "loan_purpose": purpose},
+                    inputs=inputs,
                     results=rounded,
-                    ltv=results.ltv,
-                    dscr=results.dscr,
+                    ltv=deal.results.ltv,
+                    dscr=deal.results.dscr,
                     fits_program=verdict.fits,
                     verdict=verdict.text,
                 ),
             )
             if lead_row is not None:
                 fill_from_analysis(lead_row, analysis)
+                keep_borrower_answers(lead_row, args)
                 session.add(lead_row)
             return analysis.id, analysis.lead_id
 
@@ -195,10 +191,13 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
             "program": program,
             "program_source": program_source,
             "results": rounded,
+            "rate_basis": f"Figures at {rate.words}; a loan officer confirms the rate.",
             "verdict": verdict.as_dict(),
             "other_programs_that_fit": fits,
             "note": NOTE if rate_note is None else f"{rate_note} {NOTE}",
         }
+        if yours is not None and named_rate is not None:
+            result["at_your_rate"] = at_rate(named_rate, yours)
         try:
             analysis_id, lead_id = await in_transaction(database, store, what="store the analysis")
         except ToolFailure as failure:  # the figures are still right; say they were not kept
@@ -208,6 +207,22 @@ def analyze_deal_tool(settings: Settings, database: Database) -> Tool:
         return result
 
     return Tool("analyze_deal", DESCRIPTION, AnalyzeDealArguments, handler)
+
+
+def keep_borrower_answers(lead: Lead, args: AnalyzeDealArguments) -> None:
+    """A credit score or deal count the caller gave for this deal is their newest answer: the lead keeps it,
+    so score_lead judges the borrower analyze_deal judged."""
+    if args.credit_score is not None:
+        lead.credit_score, lead.credit_band = args.credit_score, credit_band_for(args.credit_score)
+    if args.experience_deals is not None:
+        lead.experience_deals = args.experience_deals
+
+
+def at_rate(rate: float, results: DealResults) -> dict[str, Any]:
+    """The payment-side figures at the rate the caller named: said as "at your X%", never judged."""
+    rounded = results.rounded()
+    names = ("monthly_principal_interest", "monthly_pitia", "dscr", "annual_cash_flow", "cash_on_cash_percent")
+    return {"interest_rate_percent": rate, **{name: rounded[name] for name in names}}
 
 
 def present(results: DealResults, ground_up: bool) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class DealInputs:
     purchase_price: float
     loan_amount: float
     interest_rate: float  # annual percent, e.g. 7.25
-    term_years: int = 30
+    term_years: float = 30  # amortization, years
     interest_only: bool = False
     monthly_rent: float | None = None
     property_taxes_annual: float = 0.0

@@ -17,7 +17,8 @@ from bot.storage.leads import upsert_lead
 from bot.storage.models import MAX_ROW_ID, DealAnalysis, Lead, Offer, utcnow
 from bot.tools._common import caller_lead, current_conversation, fill_from_analysis, in_transaction
 from bot.tools.context import CONSOLE_GUILD_ID, is_identified_user
-from bot.tools.finance import DealInputs, Program, analyze
+from bot.tools.deal_terms import lender_deal
+from bot.tools.finance import Program
 from bot.tools.scoring import (
     CreditBand,
     DealFacts,
@@ -28,7 +29,7 @@ from bot.tools.scoring import (
     score,
     term_sheet,
 )
-from bot.tools.underwriting import Borrower, Deal, Verdict, liquidity_check, pricing_tier, underwrite
+from bot.tools.underwriting import Borrower, Verdict, liquidity_check, pricing_tier, underwrite
 from realtime.tools import Tool, ToolContext, ToolFailure
 
 PropertyType = Literal[
@@ -185,33 +186,13 @@ def deal_facts(analysis: DealAnalysis | None) -> DealFacts | None:
     )
 
 
-def analysis_deal(analysis: DealAnalysis) -> Deal:
-    """The stored analysis as a deal again, so it is judged with what the lead says now (score, deals)."""
-    inputs = analysis.inputs
-    purpose = inputs.get("loan_purpose") or "purchase"
-
-    def money(name: str) -> float:
-        return float(inputs.get(name) or 0.0)
-
-    deal_inputs = DealInputs(
-        purchase_price=float(inputs["purchase_price"]),
-        loan_amount=float(inputs["loan_amount"]),
-        interest_rate=float(inputs["interest_rate"]),
-        term_years=int(inputs.get("term_years") or 30),
-        interest_only=bool(inputs.get("interest_only")),
-        monthly_rent=inputs.get("monthly_rent"),
-        property_taxes_annual=money("property_taxes_annual"),
-        insurance_annual=money("insurance_annual"),
-        hoa_monthly=money("hoa_monthly"),
-        rehab_budget=money("rehab_budget"),
-        after_repair_value=inputs.get("after_repair_value"),
-        closing_costs=money("closing_costs"),
-        refinance=purpose != "purchase",
-        existing_loan_balance=inputs.get("existing_loan_balance"),
-    )
-    return Deal(deal_inputs, analyze(deal_inputs), cash_out=purpose == "cash_out_refinance",
-                refinance=purpose != "purchase", properties=int(inputs.get("property_count") or 1),
-                features=frozenset(inputs.get("features") or ()), months_owned=inputs.get("months_owned"))
+def analysis_borrower(lead: Lead, analysis: DealAnalysis | None) -> Borrower:
+    """The borrower a deal is judged for: the lead's answers, else what the caller told analyze_deal (credit,
+    deals), and the property's state from the analysis, so score_lead judges what analyze_deal judged."""
+    inputs = analysis.inputs if analysis is not None else {}
+    credit = lead.credit if lead.credit is not None else inputs.get("credit_score")
+    deals = lead.experience_deals if lead.experience_deals is not None else inputs.get("experience_deals")
+    return Borrower.of(credit, deals, inputs.get("property_state"))
 
 
 def offer_dict(offer: Offer | OfferTerms, offer_id: int | None) -> dict[str, Any]:
@@ -313,14 +294,15 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
                 facts=facts,
                 program=program,
             )
-            borrower = Borrower.of(lead.credit, lead.experience_deals)
+            borrower = analysis_borrower(lead, analysis)
             verdict: Verdict | None = None
             blockers: list[str] = []
             questions: list[str] = []
             if analysis is None or program is None or program_id is None:
                 blockers.append("no deal analyzed yet: run analyze_deal with the deal's figures")
             else:
-                deal = analysis_deal(analysis)
+                # Re-judged at the lender's rate for this borrower now: the rate the offer is priced at.
+                deal = lender_deal(policy, program_id, analysis.inputs, borrower)
                 verdict = underwrite(policy, program_id, deal, borrower)
                 blockers.extend(verdict.blockers)
                 questions.extend(verdict.questions)
@@ -344,7 +326,8 @@ def score_lead_tool(settings: Settings, database: Database) -> Tool:
                 pricing = pricing_tier(policy, borrower)
                 questions.extend(pricing.questions)
                 now = utcnow()
-                terms = offer_terms(program_id, program, verdict.limits, pricing, facts, now)
+                terms = offer_terms(program_id, program, verdict.limits, pricing, facts, now,
+                                    valid_days=policy.offer_valid_days)
                 offer = _reuse_or_issue(session, context.guild_id, lead.id, terms, now)
                 out["pricing_tier"] = pricing.tier
                 out["offer"] = offer_dict(offer, offer.id)

@@ -25,7 +25,6 @@ TIMELINE_POINTS = {
     "just_exploring": 1,
 }
 TIER_FLOORS = (("A", 80), ("B", 65), ("C", 50), ("D", 0))
-OFFER_VALID_DAYS = 14
 
 
 def credit_band_for(score: int) -> CreditBand:
@@ -199,9 +198,10 @@ def term_sheet(offer: Any, program: Program) -> str:
 
 
 def offer_terms(program_id: str, program: Program, limits: Limits, pricing: Pricing, facts: DealFacts,
-                now: datetime) -> OfferTerms:
+                now: datetime, *, valid_days: int) -> OfferTerms:
     """Size the loan to the tightest of the limits the borrower qualifies for (and the program's maximum
-    loan), and price it by the risk tier; every figure comes from the lender policy."""
+    loan), and price it by the risk tier; every figure comes from the lender policy (`valid_days`: its
+    offer_valid_days)."""
     caps = [facts.loan_amount, program.max_loan]
     if limits.max_ltc is not None:  # a rehab program: a share of the price plus all the rehab, within LTC
         caps.append(limits.max_ltv * facts.purchase_price + facts.rehab_budget)
@@ -221,7 +221,7 @@ def offer_terms(program_id: str, program: Program, limits: Limits, pricing: Pric
         rate_max=rate_max,
         points=program.points_a if tier_a else program.points_b,
         term_months=_term_months(program, facts),
-        expires_at=now + timedelta(days=OFFER_VALID_DAYS),
+        expires_at=now + timedelta(days=valid_days),
     )
 
 

@@ -49,10 +49,18 @@ _TABLE: tuple[tuple[str, str], ...] = (
 _COMPILED = tuple((re.compile(pattern), words) for pattern, words in _TABLE)
 
 # Consumer finance a business-purpose lender does not do: a question about these gets "nothing found",
-# even though its words ("credit", "refinance", "loan") are all over the documents.
+# even though its words ("credit", "refinance", "loan") are all over the documents. "Business loan" is not
+# here: a business-purpose lender's loans are business loans.
 _OUT_OF_SCOPE = re.compile(
-    r"\bcredit cards?\b|\b(?:car|auto|student|personal|payday|boat|rv|business)[- ]loans?\b|\bsba\b"
+    r"\bcredit cards?\b|\b(?:car|auto|student|personal|payday|boat|rv)[- ]loans?\b|\bsba\b"
     r"|\b(?:checking|savings)(?: or \w+)? accounts?\b|\bcredit card debt\b|\bcrypto\w*|\bbitcoin\b"
+)
+# The lender's own trade: a question naming one of these is about it, even when it mentions consumer debt
+# ("a cash-out refi to pay off my credit cards"). Words consumer lenders use too ("refinance", "rate") are not.
+_TRADE_TERMS = re.compile(
+    r"\breal estate\b|\binvest\w*|\bpropert(?:y|ies)\b|\brentals?\b|\bcash[- ]?out\b|\bdscr\b|\bflip\w*"
+    r"|\brehab\w*|\bbridge\b|\bground[- ]up\b|\bconstruction\b|\bhard money\b|\bprivate money\b|\bduplex\w*"
+    r"|\bfourplex\w*|\bmulti ?family\b|\bltv\b|\barv\b|\bair ?bnb\b|\bbusiness[- ]purpose\b"
 )
 # Spoken numbers say as little about which passage answers as digits do (see KnowledgeBase.search).
 _NUMBER_TEXT = (
@@ -64,8 +72,9 @@ NUMBER_WORDS = frozenset(_NUMBER_TEXT.split())
 
 
 def out_of_scope(folded_question: str) -> bool:
-    """Whether the question is about consumer finance the lender does not offer."""
-    return bool(_OUT_OF_SCOPE.search(folded_question))
+    """Whether the question is about consumer finance the lender does not offer, and nothing in it about the
+    lender's trade."""
+    return bool(_OUT_OF_SCOPE.search(folded_question)) and not _TRADE_TERMS.search(folded_question)
 
 
 def expand(folded_question: str) -> str:

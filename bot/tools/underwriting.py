@@ -314,10 +314,12 @@ def underwrite(policy: LenderPolicy, program_id: str, deal: Deal, borrower: Borr
     if program.min_deals:
         need = plural(program.min_deals, "completed investment deal")
         if borrower.deals is None:
-            questions.append(f"Ask how many investment deals the caller has completed: {loans} need {need}.")
+            questions.append(f"Ask how many investment deals the caller has completed in the last "
+                             f"{policy.experience_lookback_months} months: {loans} need {need}.")
             findings.append(Finding("experience", "unknown", f"{loans} need {need}"))
         elif borrower.deals < program.min_deals:
-            findings.append(Finding("experience", "blocks", f"{loans} need {need} in the last 36 months"))
+            findings.append(Finding("experience", "blocks",
+                                    f"{loans} need {need} in the last {policy.experience_lookback_months} months"))
 
     if deal.properties < program.min_properties:
         findings.append(Finding("property_count", "blocks",

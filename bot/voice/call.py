@@ -554,11 +554,11 @@ class VoiceCall:
         new = self.consent.newcomers(member.id for member in members if not member.bot)
         if not new:
             return
-        required = self.consent.required
+        required, lender = self.consent.required, self.settings.policy.lender
         if self.session is not None and not self.session.closed:
-            self.session.announce(announcement(required, newcomer=newcomers_only))
+            self.session.announce(announcement(required, newcomer=newcomers_only, lender=lender))
         mentions = " ".join(f"<@{user}>" for user in new)
-        self._enqueue(_Post(posted_text(required, mentions)[:MESSAGE_LIMIT]))  # always: callers must see it
+        self._enqueue(_Post(posted_text(required, mentions, lender)[:MESSAGE_LIMIT]))  # always: callers must see it
         if self.recorder is not None:
             self.recorder.record_disclosures(tuple(new), DISCLOSURE_VERSION, self.consent.states[new[0]])
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.session_factory import make_session_config
 from bot.settings import Settings, SettingsError, load_settings
-from realtime.persona import DEFAULT_INSTRUCTIONS
+from realtime.persona import persona_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_defaults_are_the_seeds_behaviour_on_the_ga_api() -> None:
     assert (config.vad_threshold, config.vad_prefix_padding_ms, config.vad_silence_duration_ms) == (0.5, 300, 500)
     assert config.voice == "alloy"
     assert config.endpoint == "wss://api.openai.com/v1/realtime?model=gpt-realtime-2.1"
-    assert config.instructions == DEFAULT_INSTRUCTIONS
+    assert config.instructions == persona_for(settings.policy.lender)
     assert "You are Cap, an AI loan companion for Capital Bridge Solutions." in config.instructions
     assert settings.database_url.startswith("sqlite:///")
 
@@ -125,3 +125,20 @@ def test_shard_ids_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_max_tool_rounds_reaches_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_TOOL_ROUNDS", "2")
     assert make_session_config(load_settings(openai_api_key="sk-test")).max_tool_rounds == 2
+
+
+def test_the_persona_names_the_lender_of_the_policy_file(tmp_path: Path) -> None:
+    """Cap introduces itself for the lender whose policy it runs on, not the demo lender (review 1, finding 9);
+    an INSTRUCTIONS_FILE may use the same {lender} placeholder."""
+    from bot.policy import SHIPPED_POLICY_FILE
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHIPPED_POLICY_FILE.read_text(encoding="utf-8").replace(
+        'lender = "Capital Bridge Solutions"', 'lender = "Acme Lending"'), encoding="utf-8")
+    instructions = load_settings(lender_policy_file=str(policy)).instructions
+    assert "an AI loan companion for Acme Lending." in instructions and "Capital Bridge" not in instructions
+    assert "Acme Lending lends on investment properties only" in instructions
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("You are Cap for {lender}.", encoding="utf-8")
+    own = load_settings(lender_policy_file=str(policy), instructions_file=str(prompt)).instructions
+    assert own == "You are Cap for Acme Lending."

@@ -59,10 +59,11 @@ def test_tools_list_is_exactly_what_the_model_is_given(capsys) -> None:
 
 
 def test_a_call_prints_the_json_result(capsys) -> None:
-    args = json.dumps({"purchase_price": 400000, "loan_amount": 300000, "interest_rate": 7.25})
+    args = json.dumps({"purchase_price": 400000, "loan_amount": 300000, "interest_rate": 7.25,
+                       "program": "dscr_rental"})
     status, out, _ = run(capsys, "tools", "call", "analyze_deal", "--args", args)
     result = json.loads(out)
-    assert status == 0 and result["ok"] and result["results"]["monthly_principal_interest"] == 2046.53
+    assert status == 0 and result["ok"] and result["at_your_rate"]["monthly_principal_interest"] == 2046.53
 
 
 @pytest.mark.parametrize(

@@ -65,3 +65,20 @@ def test_consumer_finance_gets_nothing_found(shipped: KnowledgeBase, question: s
 
 def test_spoken_numbers_do_not_sink_a_question(shipped: KnowledgeBase) -> None:
     assert shipped.search("I own twelve rentals, can I put them under one blanket loan", 3)
+
+
+@pytest.mark.parametrize("question", [
+    "do you do business loans for real estate investors",
+    "is this a business loan or a consumer loan",
+])
+def test_a_business_purpose_lender_answers_questions_about_business_loans(
+        shipped: KnowledgeBase, question: str) -> None:
+    """The lender makes business-purpose loans (about-capital-bridge.md, loan-programs.md): "business loan" is
+    its own trade, not consumer finance (review 1, finding 7)."""
+    assert shipped.search(question, 3), question
+
+
+def test_a_trade_question_that_mentions_consumer_debt_is_still_answered(shipped: KnowledgeBase) -> None:
+    """Consumer finance is refused only when nothing in the question is the lender's trade: a cash-out
+    refinance is, whatever the cash is for."""
+    assert shipped.search("can I use a cash-out refi to pay off my credit card debt", 3)

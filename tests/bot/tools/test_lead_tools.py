@@ -170,7 +170,8 @@ async def test_analysis_is_stored_and_linked_when_the_lead_comes_later(registry,
     assert analysis["ok"] and analysis["saved"] and analysis["lead_id"] is None
     assert analysis["program"] == "dscr_rental" and analysis["verdict"]["fits"] is None  # no credit score yet
     assert "credit score" in analysis["verdict"]["questions"][0]
-    assert analysis["results"]["monthly_principal_interest"] == 2046.53
+    assert analysis["at_your_rate"]["monthly_principal_interest"] == 2046.53  # the 7.25 % the caller named
+    assert analysis["results"]["monthly_principal_interest"] == 2360.1  # the lender's: tier B's top, 8.75 %
     saved = await call(registry, "save_lead", {"full_name": "Ann", "email": "ann@example.com"}, context)
     with database.session() as session:
         stored = session.get(DealAnalysis, analysis["analysis_id"])

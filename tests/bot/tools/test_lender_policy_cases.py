@@ -30,12 +30,12 @@ FLIP = {  # 85 % of the price plus all the rehab; LTC 87.5 %, ARV-LTV 61 %: fits
     "after_repair_value": 360_000,
     "program": "fix_and_flip",
 }
-# Rent 2,600 on PITIA about 2,015: DSCR 1.29 at 80 % LTV.
+# No rate: the deal is judged at the lender's. Rent 3,250 on a P&I of 2,517.44 (320,000 over 30 years at 8.75 %,
+# the top of the tier-B range a 705 borrower is priced at): DSCR 1.29 at 80 % LTV.
 RENTAL_80 = {
     "purchase_price": 400_000,
     "loan_amount": 320_000,
-    "interest_rate": 6.5,
-    "monthly_rent": 2_600,
+    "monthly_rent": 3_250,
     "property_taxes_annual": 0,
     "insurance_annual": 0,
     "program": "dscr_rental",
@@ -95,7 +95,7 @@ async def test_1_a_705_fico_dscr_1_29_four_deal_borrower_gets_80_percent(registr
 
 async def test_2_80_percent_ltv_at_dscr_1_04_does_not_fit_and_score_agrees(registry) -> None:
     await lead_with(registry, credit_score=760, experience_deals=5, loan_program="dscr_rental")
-    thin = {**RENTAL_80, "monthly_rent": 2_100}  # DSCR 1.04
+    thin = {**RENTAL_80, "monthly_rent": 2_400}  # DSCR 1.05 at tier A's 7.75 %
     analysis = await call(registry, "analyze_deal", thin)
     assert analysis["verdict"]["fits"] is False
     text = analysis["verdict"]["text"]
@@ -189,9 +189,11 @@ def test_4_a_broken_policy_file_is_one_line_at_start_up(tmp_path: Path) -> None:
 
 
 async def test_5_a_rate_said_as_a_fraction_is_read_as_percent_with_a_note(registry) -> None:
-    slip = {"purchase_price": 400_000, "loan_amount": 300_000, "interest_rate": 0.075}
+    slip = {"purchase_price": 400_000, "loan_amount": 300_000, "interest_rate": 0.075, "program": "dscr_rental"}
     analysis = await call(registry, "analyze_deal", slip)
-    assert analysis["results"]["monthly_principal_interest"] == round(monthly_payment(300_000, 7.5, 30), 2)
+    yours = analysis["at_your_rate"]  # a rate the caller names is reported apart from the lender's
+    assert yours["interest_rate_percent"] == 7.5
+    assert yours["monthly_principal_interest"] == round(monthly_payment(300_000, 7.5, 30), 2)
     assert "7.5%" in analysis["note"]
 
 
@@ -354,3 +356,120 @@ async def test_a_program_the_lender_does_not_offer_is_refused_by_name(database, 
     assert result["error"]["code"] == "unknown_program" and "DSCR rental" in result["error"]["message"]
     inferred = await call(registry, "analyze_deal", {**RENTAL_80, "program": None, "property_count": 8})
     assert inferred["program"] != "portfolio"
+
+
+# --- review 1: the rate a deal is judged at, and the payment terms, are the lender's ----------------------
+
+
+async def test_an_80_percent_offer_needs_dscr_1_25_at_the_rate_it_is_offered_at(registry) -> None:
+    """The 80 % row needs a DSCR of 1.25. The model says 6.5 % (below every DSCR rate the lender has): at it,
+    rent 2,600 covers the payment 1.29 times, but the 705 borrower is offered tier B's 7.75-8.75 %, where
+    it covers it at most 1.13 times. No 80 % offer may come out of that (review 1, finding 2)."""
+    await lead_with(registry, credit_score=705, experience_deals=4, loan_program="dscr_rental")
+    said = {**RENTAL_80, "monthly_rent": 2_600, "interest_rate": 6.5}
+    analysis = await call(registry, "analyze_deal", said)
+    assert analysis["verdict"]["fits"] is False, analysis["verdict"]["text"]
+    offer = (await call(registry, "score_lead", {}))["offer"]
+    if offer is not None:
+        high_rate = offer["rate_range_percent"][1]
+        dscr_at_offered_rate = said["monthly_rent"] / monthly_payment(offer["amount"], high_rate, 30)
+        assert offer["max_ltv"] < 0.80 or dscr_at_offered_rate >= 1.25, offer
+
+
+async def test_a_deal_is_judged_at_the_lenders_rate_and_a_rate_the_caller_names_is_reported_apart(registry) -> None:
+    """No rate is needed: DSCR and payment are at the top of the borrower's tier range (tier B while credit
+    and experience are unknown); a rate the caller names comes back on its own, as "at your rate"."""
+    plain = await call(registry, "analyze_deal", RENTAL_80)
+    assert plain["results"]["rate_percent"] == 8.75 and "at_your_rate" not in plain
+    assert plain["results"]["monthly_principal_interest"] == round(monthly_payment(320_000, 8.75, 30), 2)
+    assert "8.75%" in plain["rate_basis"] and "tier" not in plain["rate_basis"].split("top")[0].lower()
+    named = await call(registry, "analyze_deal", {**RENTAL_80, "interest_rate": 6.5})
+    assert named["results"] == plain["results"]
+    yours = named["at_your_rate"]
+    assert yours["interest_rate_percent"] == 6.5
+    assert yours["monthly_principal_interest"] == round(monthly_payment(320_000, 6.5, 30), 2)
+    assert yours["dscr"] == round(3_250 / monthly_payment(320_000, 6.5, 30), 4)
+    await lead_with(registry, credit_score=760, experience_deals=5)
+    tier_a = await call(registry, "analyze_deal", RENTAL_80)
+    assert tier_a["results"]["rate_percent"] == 7.75  # tier A's range is 6.75-7.75 %
+
+
+async def test_reserves_are_months_of_the_payment_at_the_lenders_rate(registry) -> None:
+    """Six months of reserves on a DSCR rental are six months of the payment the lender will charge, not of a
+    payment at a rate the model was told."""
+    await lead_with(registry, credit_score=760, experience_deals=5, loan_program="dscr_rental")
+    await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 300_000, "interest_rate": 5.0})
+    needed = 100_000 + 6 * monthly_payment(300_000, 7.75, 30)  # cash to close + 6 months at tier A's 7.75 %
+    await lead_with(registry, liquidity=round(needed) - 500)  # enough at 5 %, short at 7.75 %
+    scored = await call(registry, "score_lead", {})
+    assert scored["offer"] is None and any("reserves" in blocker for blocker in scored["blockers"]), scored
+
+
+async def test_a_flip_payment_is_interest_only_as_the_lenders_documents_say(registry) -> None:
+    """loan-programs.md and glossary.md: fix-and-flip, bridge and construction loans are interest-only. When the
+    model leaves `interest_only` out, the policy's program says so; a 30-year amortizing payment on a 12-month
+    flip is wrong, and so would be reserves taken as months of it (review 1, finding 9)."""
+    flip = {"purchase_price": 200_000, "loan_amount": 220_000, "interest_rate": 11.0, "rehab_budget": 50_000,
+            "after_repair_value": 360_000, "program": "fix_and_flip"}
+    analysis = await call(registry, "analyze_deal", flip)
+    rate = analysis["results"]["rate_percent"]
+    assert analysis["results"]["monthly_principal_interest"] == round(220_000 * rate / 100 / 12, 2)
+    assert analysis["at_your_rate"]["monthly_principal_interest"] == round(220_000 * 0.11 / 12, 2)
+    rental = await call(registry, "analyze_deal", RENTAL_80)  # a DSCR rental amortizes over 30 years
+    assert rental["results"]["monthly_principal_interest"] == round(monthly_payment(320_000, 8.75, 30), 2)
+
+
+async def test_offer_validity_and_the_experience_window_come_from_the_lenders_file(database, tmp_path: Path) -> None:
+    """The term sheet's "valid until" and the "in the last 36 months" of an experience rule are the lender's
+    to set (review 1, finding 9)."""
+    own = SHIPPED_POLICY.replace("offer_valid_days = 14", "offer_valid_days = 30").replace(
+        "experience_lookback_months = 36", "experience_lookback_months = 24")
+    assert own != SHIPPED_POLICY
+    policy = tmp_path / "policy.toml"
+    policy.write_text(own, encoding="utf-8")
+    registry = build_registry(test_settings(lender_policy_file=policy), database)
+    await lead_with(registry, credit_score=760, experience_deals=0)
+    bridge = await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 280_000, "program": "bridge"})
+    assert "in the last 24 months" in bridge["verdict"]["text"], bridge["verdict"]["text"]
+    await lead_with(registry, experience_deals=5, loan_program="dscr_rental")
+    await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 300_000})
+    offer = (await call(registry, "score_lead", {}))["offer"]
+    issued = datetime.now(UTC)
+    expires = datetime.fromisoformat(offer["expires_at"])
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+    assert 29 <= (expires - issued).days <= 30
+
+
+async def test_score_lead_does_not_offer_a_loan_in_a_state_analyze_deal_refused(registry) -> None:
+    """analyze_deal checks the property's state against the lender's; score_lead must judge the same deal with
+    the same state, not offer a loan Cap has just said the lender cannot make (review 1, finding 6)."""
+    await lead_with(registry, credit_score=760, experience_deals=5, loan_program="dscr_rental")
+    analysis = await call(registry, "analyze_deal", {**RENTAL_80, "loan_amount": 300_000, "property_state": "ND"})
+    assert analysis["verdict"]["fits"] is False and "ND" in analysis["verdict"]["text"]
+    scored = await call(registry, "score_lead", {})
+    assert not scored["qualifies"] and scored["offer"] is None, scored.get("term_sheet")
+
+
+async def test_score_lead_judges_the_borrower_analyze_deal_was_told_about(registry) -> None:
+    """A credit score and deal count the caller gave while the deal was analysed hold for the offer too: a
+    lead saved without them must not be judged as an unknown (or an older) borrower (review 1, finding 6)."""
+    await lead_with(registry, loan_program="dscr_rental")
+    said = {**RENTAL_80, "loan_amount": 300_000, "credit_score": 640, "experience_deals": 5}
+    analysis = await call(registry, "analyze_deal", said)
+    assert analysis["verdict"]["fits"] is False and "640" in analysis["verdict"]["text"]
+    scored = await call(registry, "score_lead", {})
+    assert scored["offer"] is None and any("640" in blocker for blocker in scored["blockers"]), scored
+    better = await call(registry, "analyze_deal", {**said, "credit_score": 760})
+    assert better["verdict"]["fits"] is True, better["verdict"]["text"]
+    scored = await call(registry, "score_lead", {})
+    assert scored["offer"] is not None and scored["pricing_tier"] == "A", scored
+
+
+async def test_a_score_told_to_analyze_deal_is_newer_than_the_one_saved_before(registry) -> None:
+    """The lead says 640; the caller then says 760 and the deal is analysed with it (it fits). The offer must
+    be judged with 760 too, not turned down for the older 640 (review 1, finding 6)."""
+    await lead_with(registry, credit_score=640, experience_deals=1, loan_program="dscr_rental")
+    said = {**RENTAL_80, "loan_amount": 300_000, "credit_score": 760, "experience_deals": 5}
+    assert (await call(registry, "analyze_deal", said))["verdict"]["fits"] is True
+    scored = await call(registry, "score_lead", {})
+    assert scored["offer"] is not None and scored["pricing_tier"] == "A", scored

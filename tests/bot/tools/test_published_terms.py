@@ -162,3 +162,19 @@ def test_terms_reserves_and_seasoning_are_the_published_ones() -> None:
     assert PROGRAMS["ground_up_construction"].reserve_cost_share == 0.10
     assert "Liquidity of 10% of total project cost" in program_section("ground_up_construction")
     assert dscr.cash_out_seasoning_months == 6 and "owned for 6 months" in program_section("dscr_rental")
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_payment_terms_are_the_published_ones(program: str) -> None:
+    """Interest-only where the documents say so, else the 30-year amortization they publish (review 1,
+    finding 9): the payment, DSCR and reserves Cap quotes are computed on these."""
+    said, section = PROGRAMS[program], program_section(program)
+    assert said.interest_only == bool(re.search(r"\d%, interest-only", section)), program
+    if not said.interest_only:
+        assert said.amortization_months == 360 and re.search(r"30-year (?:fixed|term|amortization)", section)
+
+
+def test_the_experience_look_back_is_the_published_one() -> None:
+    text = (SHIPPED_KNOWLEDGE_DIR / "loan-programs.md").read_text(encoding="utf-8")
+    windows = {int(n) for n in re.findall(r"in the last (\d+) months", text)}
+    assert windows == {POLICY.experience_lookback_months}

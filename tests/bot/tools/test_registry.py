@@ -35,11 +35,8 @@ def test_specs_are_what_the_model_needs() -> None:
         assert spec["type"] == "function" and len(spec["description"]) > 80
         assert spec["parameters"]["type"] == "object"
     assert specs["save_lead"]["parameters"]["required"] == ["full_name"]  # at most name + one contact
-    assert set(specs["analyze_deal"]["parameters"]["required"]) == {
-        "purchase_price",
-        "loan_amount",
-        "interest_rate",
-    }
+    # No rate: the model must not invent one, and the deal is judged at the lender's (review 1, finding 2).
+    assert set(specs["analyze_deal"]["parameters"]["required"]) == {"purchase_price", "loan_amount"}
     assert "required" not in specs["score_lead"]["parameters"]
     assert "required" not in specs["schedule_call"]["parameters"]
     assert specs["analyze_deal"]["parameters"]["properties"]["program"]["anyOf"][0]["enum"] == [

@@ -33,7 +33,8 @@ def terms(program: str, deal: DealInputs, borrower: Borrower) -> OfferTerms:
     facts = DealFacts(program=program, fits_program=verdict.fits, dscr=None, ltv=None,
                       loan_amount=deal.loan_amount, purchase_price=deal.purchase_price,
                       rehab_budget=deal.rehab_budget, after_repair_value=deal.after_repair_value)
-    return offer_terms(program, POLICY.programs[program], verdict.limits, pricing_tier(POLICY, borrower), facts, NOW)
+    return offer_terms(program, POLICY.programs[program], verdict.limits, pricing_tier(POLICY, borrower), facts, NOW,
+                       valid_days=POLICY.offer_valid_days)
 
 
 @pytest.mark.parametrize(

@@ -679,18 +679,38 @@ def disclosures(database: Database) -> list[tuple[int, str, str]]:
     return [(row.discord_user_id, row.wording_version, row.consent) for row in rows]
 
 
+async def test_the_disclosure_names_the_lender_of_the_policy_file(database: Database, tmp_path) -> None:
+    """A lender deploying Cap with its own policy file is the one Cap names (review 1, finding 9)."""
+    from bot.policy import SHIPPED_POLICY_FILE
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SHIPPED_POLICY_FILE.read_text(encoding="utf-8").replace(
+        'lender = "Capital Bridge Solutions"', 'lender = "Acme Lending"'), encoding="utf-8")
+    channel = make_channel()
+    call = make_call(channel, database, post_transcripts=False, lender_policy_file=str(policy))
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    assert "Acme Lending" in session.announced[0] and "Capital Bridge" not in session.announced[0]
+    await drain_posts(call)
+    assert "Acme Lending" in channel.send.await_args_list[0].args[0]
+    await call.stop("left")
+
+
 async def test_everyone_present_and_each_newcomer_is_told_by_voice_and_text_and_it_is_stored(
     database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bot.disclosure import DISCLOSURE, DISCLOSURE_VERSION
+    from bot.disclosure import DISCLOSURE_VERSION, disclosure_text
+    from bot.policy import load_policy
 
+    disclosure = disclosure_text(load_policy().lender)  # the words every participant is told
     monkeypatch.setattr(call_module, "WATCH_INTERVAL_SECONDS", 0.01)
     channel = make_channel()
     call = make_call(channel, database, post_transcripts=False)  # the disclosure is posted all the same
     await call.start()
     session = call.session
     assert isinstance(session, FakeSession)
-    assert len(session.announced) == 1 and DISCLOSURE in session.announced[0]
+    assert len(session.announced) == 1 and disclosure in session.announced[0]
     carol = MagicMock(spec=discord.Member, id=333, display_name="Carol", bot=False)
     channel.members = [*channel.members, carol, MagicMock(spec=discord.Member, id=444, bot=True)]
     for _ in range(500):
@@ -700,7 +720,7 @@ async def test_everyone_present_and_each_newcomer_is_told_by_voice_and_text_and_
     assert len(session.announced) == 2 and "Someone new" in session.announced[1]
     await drain_posts(call)
     posts = [c.args[0] for c in channel.send.await_args_list]
-    assert posts[0] == f"ℹ️ <@{ALICE}> <@{BOB}>: {DISCLOSURE}" and posts[1] == f"ℹ️ <@333>: {DISCLOSURE}"
+    assert posts[0] == f"ℹ️ <@{ALICE}> <@{BOB}>: {disclosure}" and posts[1] == f"ℹ️ <@333>: {disclosure}"
     await call.stop("left")
     assert disclosures(database) == [(ALICE, DISCLOSURE_VERSION, "not_asked"), (BOB, DISCLOSURE_VERSION, "not_asked"),
                                      (333, DISCLOSURE_VERSION, "not_asked")]  # the bot is not told
