@@ -743,6 +743,26 @@ async def test_with_a_required_yes_a_caller_who_declines_is_neither_heard_nor_st
     assert "512" not in posted and "[phone]" not in posted and "I won't transcribe" in posted
 
 
+async def test_a_yes_or_no_counts_only_for_the_person_who_said_it(database: Database) -> None:
+    """Review 2: the consent answer of a turn belongs to its speaker, not to everyone audible in it (crosstalk,
+    a cough, an open microphone): Alice's "yes" must not record Bob's consent, nor her "no" silence Bob."""
+    channel = make_channel()
+    call = make_call(channel, database, require_spoken_consent=True, transcript_destination="voice_chat")
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes, that's fine.", item_id="a",
+                                          speakers=frozenset({ALICE, BOB}), speaker=ALICE))
+    assert call.consent.states == {ALICE: "yes", BOB: "pending"}
+    bob = session.context_factory(frozenset({BOB}))
+    refused = await session.registry.call("schedule_call", {"when": "Tue"}, bob)
+    assert refused["error"]["code"] == "no_consent"  # Bob never said yes
+    session.on_transcript(TranscriptEntry(role="caller", text="No, not Tuesday.", item_id="b",
+                                          speakers=frozenset({ALICE, BOB}), speaker=BOB))
+    assert call.consent.states == {ALICE: "yes", BOB: "no"}
+    await call.stop("left")
+
+
 async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database) -> None:
     from bot.storage.leads import upsert_lead
 
