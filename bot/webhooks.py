@@ -145,7 +145,10 @@ class WebhookSender:
         def claim() -> list[tuple[int, str, bytes]]:
             with self.database.session() as session:
                 rows = claim_due(session, now)
-                return [(row.id or 0, row.event, json.dumps(row.payload, separators=(",", ":")).encode())
+                # The id receivers de-duplicate on goes in the signed body too: the X-Cap-Delivery header alone
+                # could be changed on a replayed request without breaking the signature.
+                return [(row.id or 0, row.event,
+                         json.dumps({**row.payload, "delivery_id": str(row.id)}, separators=(",", ":")).encode())
                         for row in rows]
 
         delivered = 0

@@ -93,6 +93,20 @@ async def test_deliveries_are_signed_retried_with_backoff_and_kept_until_acknowl
     assert payload["lead"]["first_name"] == "Ann" and payload["data"] == {"created": True}
 
 
+async def test_the_delivery_id_receivers_deduplicate_on_is_signed(
+    database: Database, receiver: tuple[Receiver, str]
+) -> None:
+    """Review 2: X-Cap-Delivery alone is not covered by the signature, so a captured request replayed inside the
+    timestamp window with another id passes verification and de-duplication (a second booking in the CRM).
+    The id is in the signed body too."""
+    fake, url = receiver
+    saved_lead(database)
+    async with aiohttp.ClientSession() as http:
+        assert await WebhookSender(database, url, SECRET, clock=lambda: NOW).deliver_due(http) == 1
+    [(headers, body)] = fake.requests
+    assert json.loads(body)["delivery_id"] == headers["X-Cap-Delivery"]
+
+
 async def test_undelivered_events_survive_a_restart(database: Database, receiver: tuple[Receiver, str]) -> None:
     fake, url = receiver
     saved_lead(database)
