@@ -174,7 +174,8 @@ class WebhookSender:
             "X-Cap-Signature": signature(self._secret, timestamp, body),
         }
         try:
-            async with http.post(self.url, data=body, headers=headers) as response:
+            # No redirects: aiohttp follows them by default, and a 307/308 would re-send the lead's data elsewhere.
+            async with http.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 if 200 <= response.status < 300:
                     return None
                 return f"HTTP {response.status}"

@@ -107,6 +107,38 @@ async def test_the_delivery_id_receivers_deduplicate_on_is_signed(
     assert json.loads(body)["delivery_id"] == headers["X-Cap-Delivery"]
 
 
+async def test_a_redirect_is_not_followed_with_the_leads_data(database: Database) -> None:
+    """Review 2: aiohttp follows redirects by default, and a 307/308 re-sends the POST body: the lead's personal
+    data would go wherever the receiver (or anyone who controls its responses) points. Not acknowledged: kept."""
+    elsewhere: list[bytes] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    async def collect(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", redirect)
+    app.router.add_post("/elsewhere", collect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        saved_lead(database)
+        async with aiohttp.ClientSession() as http:
+            sender = WebhookSender(database, f"http://127.0.0.1:{port}/hook", SECRET, clock=lambda: NOW)
+            assert await sender.deliver_due(http) == 0
+    finally:
+        await runner.cleanup()
+    assert elsewhere == []
+    [row] = rows(database)
+    assert (row.status, row.last_error) == ("pending", "HTTP 307")
+
+
 async def test_undelivered_events_survive_a_restart(database: Database, receiver: tuple[Receiver, str]) -> None:
     fake, url = receiver
     saved_lead(database)
