@@ -589,6 +589,7 @@ class VoiceCall:
                 if self.recorder is not None:
                     self.recorder.record_answer(user, answer)
                 if answer == "no":
+                    self._spoken.pop(user, None)  # nothing of theirs kept: not a participant, never "the caller"
                     self._enqueue(_Post(f"<@{user}>: {DECLINED_TEXT}"))
         if not self._may_keep(entry):
             return

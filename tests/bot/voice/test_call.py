@@ -763,6 +763,30 @@ async def test_a_yes_or_no_counts_only_for_the_person_who_said_it(database: Data
     await call.stop("left")
 
 
+async def test_a_caller_who_declines_is_not_kept_among_the_calls_participants(database: Database) -> None:
+    """Review 2: frames Bob spoke before declining put him in the call's `participants` (stored, and shown on the
+    staff's lead card) and in the pool `caller_of` picks from. Declining takes him out; his disclosure row with
+    "no" stays as the record."""
+    from bot.storage.conversations import get_conversation
+
+    channel = make_channel()
+    call = make_call(channel, database, require_spoken_consent=True)
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    sink = channel.connect.return_value.start_conversation.call_args.args[0]
+    sink(SILENCE_FRAME, frozenset({ALICE}))
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes.", item_id="a", speakers=frozenset({ALICE})))
+    session.on_transcript(TranscriptEntry(role="caller", text="No thanks.", item_id="b", speakers=frozenset({BOB})))
+    assert call.caller_of(frozenset()) == ALICE
+    conversation_id = call.recorder.conversation_id
+    await call.stop("left")
+    with database.session() as db:
+        assert get_conversation(db, 5, conversation_id).participants == [str(ALICE)]
+
+
 async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database) -> None:
     from bot.storage.leads import upsert_lead
 
