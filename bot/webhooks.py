@@ -145,7 +145,10 @@ class WebhookSender:
         def claim() -> list[tuple[int, str, bytes]]:
             with self.database.session() as session:
                 rows = claim_due(session, now)
-                return [(row.id or 0, row.event, json.dumps(row.payload, separators=(",", ":")).encode())
+                # The id receivers de-duplicate on goes in the signed body too: the X-Cap-Delivery header alone
+                # could be changed on a replayed request without breaking the signature.
+                return [(row.id or 0, row.event,
+                         json.dumps({**row.payload, "delivery_id": str(row.id)}, separators=(",", ":")).encode())
                         for row in rows]
 
         delivered = 0
@@ -171,7 +174,8 @@ class WebhookSender:
             "X-Cap-Signature": signature(self._secret, timestamp, body),
         }
         try:
-            async with http.post(self.url, data=body, headers=headers) as response:
+            # No redirects: aiohttp follows them by default, and a 307/308 would re-send the lead's data elsewhere.
+            async with http.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 if 200 <= response.status < 300:
                     return None
                 return f"HTTP {response.status}"

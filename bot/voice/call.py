@@ -581,11 +581,15 @@ class VoiceCall:
 
     def _on_transcript(self, entry: TranscriptEntry) -> None:
         if entry.role == "caller":
-            said_by = frozenset({entry.speaker}) if entry.speaker is not None else entry.speakers
-            for user, answer in self.consent.answer(said_by, entry.text).items():  # "yes" is the speaker's
+            # The answer is the speaker's (the one heard most), not everyone audible in the turn: someone's
+            # open microphone under another's "yes" is not their consent. Unknown speaker of several: ask again.
+            answerers = {entry.speaker} if entry.speaker is not None else (
+                entry.speakers if len(entry.speakers) == 1 else frozenset())
+            for user, answer in self.consent.answer(answerers, entry.text).items():
                 if self.recorder is not None:
                     self.recorder.record_answer(user, answer)
                 if answer == "no":
+                    self._spoken.pop(user, None)  # nothing of theirs kept: not a participant, never "the caller"
                     self._enqueue(_Post(f"<@{user}>: {DECLINED_TEXT}"))
         if not self._may_keep(entry):
             return

@@ -35,6 +35,7 @@ PENDING_PACKETS: Final = 50  # 1 s kept per SSRC whose owner is not announced ye
 PENDING_SSRCS: Final = 16
 HELD_MAX_AGE_TICKS: Final = PENDING_PACKETS  # held audio older than this is stale when SPEAKING comes
 DEPARTED_SECONDS: Final = 5.0  # a departed user's packets still in flight are dropped for this long
+DEPARTED_PRUNE_TICKS: Final = 50  # expired departed SSRCs are forgotten once a second
 LOG_INTERVAL_SECONDS: Final = 30.0
 
 # Where each datagram ends up: `stats()` counts every one in exactly one of these.
@@ -271,9 +272,13 @@ class VoiceReceiver:
         """
         with self._held_lock:
             held = self._pending.pop(ssrc, None)
-        if not held:
-            return
-        counts = self._tick_counts
+        if held:
+            self._hand_over(speaker, held, self._tick_counts)
+
+    def _hand_over(
+        self, speaker: _Speaker, held: deque[tuple[int, int, bytes, int]], counts: Counter[str]
+    ) -> None:
+        """Deliver packets held before `speaker` was announced; either thread (whichever popped them first)."""
         for sequence, timestamp, frame, arrived in held:
             if speaker.ignored:
                 counts["bot"] += 1
@@ -281,6 +286,8 @@ class VoiceReceiver:
                 counts["held_stale"] += 1
             else:
                 self._deliver(speaker, sequence, timestamp, frame, arrived, counts)
+        if speaker.last_sequence is None:  # a straggler check after they leave needs their stream's sequence
+            speaker.last_sequence = held[-1][0]
 
     def _safe_is_bot(self, user_id: int) -> bool:
         try:
@@ -340,8 +347,8 @@ class VoiceReceiver:
         if self._pending:  # held just as SPEAKING was handled: hand those over first, in order
             with self._held_lock:
                 held = self._pending.pop(ssrc, None)
-            for sequence, timestamp, early, early_arrival in held or ():
-                self._deliver(speaker, sequence, timestamp, early, early_arrival, counts)
+            if held:
+                self._hand_over(speaker, held, counts)
         speaker.last_sequence = header.sequence
         self._deliver(speaker, header.sequence, header.timestamp, frame, arrived, counts)
 
@@ -430,7 +437,14 @@ class VoiceReceiver:
                     frame = mix_frames([frames[speaker.user_id], frame])
                 frames[speaker.user_id] = frame
         self._ticks = now + 1
+        if self._departed and self._ticks % DEPARTED_PRUNE_TICKS == 0:
+            self._prune_departed()
         return frames
+
+    def _prune_departed(self) -> None:
+        """Forget departed SSRCs whose straggler window has passed (a new dict: the socket thread reads it)."""
+        now = self._clock()
+        self._departed = {ssrc: entry for ssrc, entry in self._departed.items() if entry[0] > now}
 
     # ---- either thread -------------------------------------------------------------------------------------
 

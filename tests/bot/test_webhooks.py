@@ -93,6 +93,52 @@ async def test_deliveries_are_signed_retried_with_backoff_and_kept_until_acknowl
     assert payload["lead"]["first_name"] == "Ann" and payload["data"] == {"created": True}
 
 
+async def test_the_delivery_id_receivers_deduplicate_on_is_signed(
+    database: Database, receiver: tuple[Receiver, str]
+) -> None:
+    """Review 2: X-Cap-Delivery alone is not covered by the signature, so a captured request replayed inside the
+    timestamp window with another id passes verification and de-duplication (a second booking in the CRM).
+    The id is in the signed body too."""
+    fake, url = receiver
+    saved_lead(database)
+    async with aiohttp.ClientSession() as http:
+        assert await WebhookSender(database, url, SECRET, clock=lambda: NOW).deliver_due(http) == 1
+    [(headers, body)] = fake.requests
+    assert json.loads(body)["delivery_id"] == headers["X-Cap-Delivery"]
+
+
+async def test_a_redirect_is_not_followed_with_the_leads_data(database: Database) -> None:
+    """Review 2: aiohttp follows redirects by default, and a 307/308 re-sends the POST body: the lead's personal
+    data would go wherever the receiver (or anyone who controls its responses) points. Not acknowledged: kept."""
+    elsewhere: list[bytes] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/elsewhere")
+
+    async def collect(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", redirect)
+    app.router.add_post("/elsewhere", collect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        saved_lead(database)
+        async with aiohttp.ClientSession() as http:
+            sender = WebhookSender(database, f"http://127.0.0.1:{port}/hook", SECRET, clock=lambda: NOW)
+            assert await sender.deliver_due(http) == 0
+    finally:
+        await runner.cleanup()
+    assert elsewhere == []
+    [row] = rows(database)
+    assert (row.status, row.last_error) == ("pending", "HTTP 307")
+
+
 async def test_undelivered_events_survive_a_restart(database: Database, receiver: tuple[Receiver, str]) -> None:
     fake, url = receiver
     saved_lead(database)

@@ -763,6 +763,50 @@ async def test_with_a_required_yes_a_caller_who_declines_is_neither_heard_nor_st
     assert "512" not in posted and "[phone]" not in posted and "I won't transcribe" in posted
 
 
+async def test_a_yes_or_no_counts_only_for_the_person_who_said_it(database: Database) -> None:
+    """Review 2: the consent answer of a turn belongs to its speaker, not to everyone audible in it (crosstalk,
+    a cough, an open microphone): Alice's "yes" must not record Bob's consent, nor her "no" silence Bob."""
+    channel = make_channel()
+    call = make_call(channel, database, require_spoken_consent=True, transcript_destination="voice_chat")
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes, that's fine.", item_id="a",
+                                          speakers=frozenset({ALICE, BOB}), speaker=ALICE))
+    assert call.consent.states == {ALICE: "yes", BOB: "pending"}
+    bob = session.context_factory(frozenset({BOB}))
+    refused = await session.registry.call("schedule_call", {"when": "Tue"}, bob)
+    assert refused["error"]["code"] == "no_consent"  # Bob never said yes
+    session.on_transcript(TranscriptEntry(role="caller", text="No, not Tuesday.", item_id="b",
+                                          speakers=frozenset({ALICE, BOB}), speaker=BOB))
+    assert call.consent.states == {ALICE: "yes", BOB: "no"}
+    await call.stop("left")
+
+
+async def test_a_caller_who_declines_is_not_kept_among_the_calls_participants(database: Database) -> None:
+    """Review 2: frames Bob spoke before declining put him in the call's `participants` (stored, and shown on the
+    staff's lead card) and in the pool `caller_of` picks from. Declining takes him out; his disclosure row with
+    "no" stays as the record."""
+    from bot.storage.conversations import get_conversation
+
+    channel = make_channel()
+    call = make_call(channel, database, require_spoken_consent=True)
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    sink = channel.connect.return_value.start_conversation.call_args.args[0]
+    sink(SILENCE_FRAME, frozenset({ALICE}))
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    sink(SILENCE_FRAME, frozenset({BOB}))
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes.", item_id="a", speakers=frozenset({ALICE})))
+    session.on_transcript(TranscriptEntry(role="caller", text="No thanks.", item_id="b", speakers=frozenset({BOB})))
+    assert call.caller_of(frozenset()) == ALICE
+    conversation_id = call.recorder.conversation_id
+    await call.stop("left")
+    with database.session() as db:
+        assert get_conversation(db, 5, conversation_id).participants == [str(ALICE)]
+
+
 @pytest.mark.parametrize("listen_only", [False, True], ids=["talk", "listen"])
 async def test_a_finished_call_sends_its_summary_and_lead_card_to_staff(database: Database, listen_only: bool) -> None:
     """Also in listen mode (`/cap join mode:listen`): the loan officer gets the notes and the lead."""

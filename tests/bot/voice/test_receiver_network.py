@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from bot.voice.receiver import PENDING_PACKETS, VoiceReceiver
+from bot.voice.receiver import DEPARTED_SECONDS, HELD_MAX_AGE_TICKS, PENDING_PACKETS, VoiceReceiver
 from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
 from tests.bot.voice.test_receiver import ALICE, ALICE_SSRC, BOB, BOB_SSRC, connection, speaking
 from tests.bot.voice.voice_packets import (
@@ -287,3 +287,64 @@ def test_every_opus_frame_size_is_decoded_in_full(frame_ms: int) -> None:
     heard = b"".join(tick[ALICE] for tick in ticks if ALICE in tick)
     assert heard[: len(decoder_reference)] == decoder_reference, "every sample, in order"
     assert receiver.stats().get("decode_errors", 0) == 0
+
+
+# ---- review 2: the receiver's smaller points (review1.md) ----------------------------------------------------
+
+
+def test_departed_ssrcs_are_forgotten_once_their_stragglers_window_has_passed(hello) -> None:
+    """Each departed SSRC is kept DEPARTED_SECONDS to drop its stragglers, then forgotten: a long call with many
+    comings and goings must not grow the table (read by the socket thread for every unknown packet) for ever."""
+    packets, _ = hello
+    now = [0.0]
+    receiver = VoiceReceiver(connection(), clock=lambda: now[0])  # type: ignore[arg-type]
+    for n in range(200):
+        user, ssrc = 10_000 + n, 0x5000 + n
+        receiver.on_ws_message(speaking(user, ssrc))
+        receiver.on_packet(PacketSender(ssrc).packet(packets[0]))
+        receiver.pull_frames()
+        receiver.on_ws_message({"op": 13, "d": {"user_id": str(user)}})
+    assert len(receiver._departed) == 200
+    now[0] += DEPARTED_SECONDS + 1
+    for _ in range(60):  # a little over a second of ticks
+        receiver.pull_frames()
+    assert len(receiver._departed) == 0
+
+
+def test_held_packets_the_socket_thread_hands_over_are_dropped_when_stale(hello) -> None:
+    """SPEAKING maps the SSRC, then `_flush_held` takes the held packets; the socket thread can take them first
+    (its next packet sees the speaker before the flush gets the lock). Both hand-overs apply the same age rule."""
+    packets, _ = hello
+    receiver = new_receiver()
+    bob = PacketSender(BOB_SSRC)
+    for packet in packets[:5]:  # Bob talks before his SPEAKING: held
+        receiver.on_packet(bob.packet(packet))
+    for _ in range(HELD_MAX_AGE_TICKS + 10):  # ...and SPEAKING is long in coming
+        receiver.pull_frames()
+    flush = receiver._flush_held
+    receiver._flush_held = lambda ssrc, speaker: None  # type: ignore[method-assign]  # the socket thread wins
+    receiver.on_ws_message(speaking(BOB, BOB_SSRC))
+    receiver._flush_held = flush  # type: ignore[method-assign]
+    receiver.on_packet(bob.packet(packets[5]))  # hands the held packets over on the socket thread
+    stats = receiver.stats()
+    assert stats.get("held_stale", 0) == 5 and stats["delivered"] == 1
+
+
+def test_a_caller_heard_only_through_held_packets_leaves_no_straggler_trap_for_the_next_owner(hello) -> None:
+    """A user whose only packets were held (then flushed by SPEAKING) and who leaves: the departed entry keeps
+    their last sequence, so the next owner of the SSRC (a sequence of its own) is held, not dropped as Bob's."""
+    packets, _ = hello
+    receiver = new_receiver()
+    bob = PacketSender(BOB_SSRC, sequence=100)
+    play(receiver, {0: [bob.packet(p) for p in packets[:3]]}, 1)  # held: no SPEAKING yet
+    receiver.on_ws_message(speaking(BOB, BOB_SSRC))  # flushed on the event loop
+    play(receiver, {}, 5)
+    receiver.on_ws_message({"op": 13, "d": {"user_id": str(BOB)}})
+    carol = PacketSender(BOB_SSRC, sequence=5000)
+    voice = opus_encode(frames_of(vowel_pcm(0.4, f0=210, seed=3)))
+    play(receiver, {t: [carol.packet(p)] for t, p in enumerate(voice[:3])}, 3)  # before her SPEAKING: held
+    receiver.on_ws_message(speaking(CAROL, BOB_SSRC))
+    ticks = play(receiver, {t: [carol.packet(p)] for t, p in enumerate(voice[3:])}, len(voice) + 4)
+    heard = [tick[CAROL] for tick in ticks if CAROL in tick]
+    assert receiver.stats().get("departed", 0) == 0
+    assert heard[: len(voice)] == reference_decode(voice), "Carol heard from her first word"
