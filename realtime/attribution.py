@@ -24,6 +24,7 @@ class Addressee:
 
     speakers: frozenset[int] = frozenset()
     caller: int | None = None
+    note: bool = False  # a reply to a system note (a disclosure), not to anyone's turn
 
     @property
     def people(self) -> frozenset[int]:

@@ -134,6 +134,9 @@ class Conversation:
         self._history: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._announcements = 0
         self._summary_instructions: str | None = None  # asked for, waiting for the current reply to end
+        self._summary_asked: str | None = None  # the summary's instructions until it is finished (asked again
+        # of a new session when a drop cut it off); while set the call is closing and no other reply is asked for
+        self._resend_until_transcript: str | None = None  # a gated turn whose transcript has not come yet
         self.summary: str | None = None
         self.summary_finished = False
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -216,6 +219,9 @@ class Conversation:
         if reply_cut_short or self._results_undelivered:
             self._results_undelivered = False
             self._request_response()
+        if self._summary_asked is not None and not self.summary_finished:
+            self._summary_instructions = self._summary_asked  # the old session took the request with it
+            self._send_summary_request()
 
     def _reply_cut_short(self) -> bool:
         """The socket died owing the caller a reply: one asked for, unanswered, or still streaming its audio."""
@@ -226,7 +232,12 @@ class Conversation:
     def reply_owed(self) -> bool:
         """The server owes events now (a reply in progress, asked for, or a caller's turn unanswered): a socket
         that stays silent meanwhile is dead."""
-        return self.connected and (self._response_id is not None or self._create_pending or self._turn_unanswered)
+        return self.connected and (self._response_id is not None or self._create_pending or self._turn_unanswered
+                                   or self._summary_owed)
+
+    @property
+    def _summary_owed(self) -> bool:
+        return self._summary_asked is not None and not self.summary_finished
 
     @property
     def _session_update_id(self) -> str:
@@ -285,7 +296,7 @@ class Conversation:
     def idle(self) -> bool:
         return (self._response_id is None and not self._create_pending and not self._caller_speaking
                 and not self._awaiting_outputs and not self._response_wanted and not self._deferred_for_caller
-                and not self.playback.audible)
+                and not self.playback.audible and not self._summary_owed)
 
     # ----- caller audio -----
 
@@ -369,13 +380,15 @@ class Conversation:
         self._remember(f"announcement_{self._announcements}", "system", note)
         if self.connected:
             self._outbox.append(protocol.replay_message("system", note))
+            # What Cap says for the note answers nobody's turn: a question Cap had asked stays open.
+            self._next_addressee = Addressee(note=True)
             self._request_response()
 
     def request_summary(self, instructions: str) -> None:
         """The call is over: ask for a text-only, out-of-band reply (`summary`, `summary_finished` when it is
         done). A reply still in progress is cancelled first; no other reply is asked for after this."""
         self.summary, self.summary_finished = None, False
-        self._summary_instructions = instructions
+        self._summary_instructions = self._summary_asked = instructions
         self._response_wanted = self._deferred_for_caller = False
         if self._response_id is not None:
             self._outbox.append(protocol.response_cancel())
@@ -389,6 +402,8 @@ class Conversation:
 
     def _request_response(self) -> None:
         """Ask for a reply once nothing else is in the way (one response at a time; none over the caller)."""
+        if self._summary_asked is not None:
+            return  # the call is over: a tool result or a note still goes up, but nobody would hear a reply
         if not self.connected:
             self._results_undelivered = True  # on_connected asks the next session, after its replay
         elif self._response_id is not None or self._create_pending:
@@ -505,8 +520,13 @@ class Conversation:
             del self._turns[next(iter(self._turns))]
         if not self._gated:
             self._next_addressee = self._last_turn  # the server's reply to this turn is for its speaker
-        self._turn_unanswered = True
-        self._uncommitted.clear()  # the server holds this turn's audio now
+        # The server owes a reply to a turn it answers itself; a gated turn owes only its transcript (which may
+        # take longer than the watchdog's silence), and Cap decides when it comes.
+        self._turn_unanswered = not self._gated
+        if self._gated:
+            self._resend_until_transcript = item_id  # a drop before its transcript: the new session hears it again
+        else:
+            self._uncommitted.clear()  # the server holds this turn's audio now
         self._tool_rounds = 0
         self._failed_reply_retried = False
         self._remember(item_id, "user", None)
@@ -516,6 +536,7 @@ class Conversation:
         self.metrics.add_transcription_usage(event.get("usage") or {}, self.config.prices_per_mtok)
         text = (event.get("transcript") or "").strip()
         turn, gated = self._turns.pop(item_id, (self._last_turn, self._gated))
+        self._transcribed(item_id)
         if not text:
             if gated:
                 self._turn_unanswered = False  # nothing said, so nothing addressed to Cap: no reply is owed
@@ -525,6 +546,13 @@ class Conversation:
                                                  speaker=turn.caller))
         if gated:
             self._open_gate(item_id, text, turn)
+
+    def _transcribed(self, item_id: str) -> None:
+        """A gated turn's transcript came (or failed): its audio need not be resent to a new session."""
+        if self._resend_until_transcript == item_id:
+            self._resend_until_transcript = None
+            if not self._caller_speaking:
+                self._uncommitted.clear()
 
     def _open_gate(self, item_id: str, text: str, turn: Addressee) -> None:
         """Several people here: Cap answers this turn only when it was addressed (the server created no reply)."""
@@ -543,6 +571,7 @@ class Conversation:
 
     def _on_caller_transcript_failed(self, event: dict[str, Any]) -> None:
         _, gated = self._turns.pop(event["item_id"], (None, self._gated))
+        self._transcribed(event["item_id"])
         if gated:
             self._turn_unanswered = False  # the gate cannot tell whether Cap was addressed: it stays quiet
         log.warning("the caller's words could not be transcribed (item %s)", event["item_id"])
@@ -656,7 +685,9 @@ class Conversation:
         self._transcripts.append(TranscriptEntry(role="cap", text=text, item_id=item.item_id,
                                                  interrupted=item.interrupted))
         if not item.interrupted:  # a question Cap finished asking is for whoever it answered: no name needed
-            self.gate.cap_said(text, (item.addressee or self._last_turn).people)
+            addressee = item.addressee or self._last_turn
+            if not addressee.note:
+                self.gate.cap_said(text, addressee.people)
 
     def _keep_heard_share(self, item: _AudioItem, text: str) -> None:
         """What a later session is told Cap said: no more than the caller heard."""

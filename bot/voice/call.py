@@ -50,6 +50,8 @@ from realtime.transcript import TranscriptEntry
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_SECONDS: Final = 1.0
+SUMMARY_SECONDS: Final = 15.0  # the post-call summary: a few seconds of text
+SHUTDOWN_SUMMARY_SECONDS: Final = 5.0
 VOICE_CONNECT_TIMEOUT_SECONDS: Final = 30.0
 POST_QUEUE_LIMIT: Final = 200
 MESSAGE_LIMIT: Final = 2000  # Discord's message length limit
@@ -361,7 +363,10 @@ class VoiceCall:
         if self.session is not None:
             try:
                 if self._wants_summary():
-                    self.summary = await self.session.summarize(SUMMARY_INSTRUCTIONS)
+                    # At a shutdown the whole goodbye has CALLS_END_TIMEOUT_SECONDS: the summary gets a short wait,
+                    # so the transcript, the voice disconnect and the staff package still fit after it.
+                    wait = SHUTDOWN_SUMMARY_SECONDS if self.end_reason == "shutdown" else SUMMARY_SECONDS
+                    self.summary = await self.session.summarize(SUMMARY_INSTRUCTIONS, wait_seconds=wait)
             except Exception:
                 log.exception("the call summary failed")
             try:

@@ -108,8 +108,9 @@ class FakeSession:
     summary: str | None = "Alice asked about a DSCR loan; Cap booked a call. Her number is 512-555-0143."
     summarized: list[str]
 
-    async def summarize(self, instructions: str) -> str | None:
+    async def summarize(self, instructions: str, wait_seconds: float = 15.0) -> str | None:
         self.summarized = [*getattr(self, "summarized", []), instructions]
+        self.summary_waits = [*getattr(self, "summary_waits", []), wait_seconds]
         return self.summary
 
     async def start(self) -> None:
@@ -867,3 +868,19 @@ async def test_tool_results_and_the_end_of_a_call_become_webhook_events(database
     assert events == [("lead.scored", "pending"), ("call.booked", "pending"), ("call.ended", "pending")]
     assert ended.lead_id == lead.id and ended.payload["lead"]["first_name"] == "Alice"
     assert "booked a call" in ended.payload["data"]["summary"] and "512-555" not in ended.payload["data"]["summary"]
+
+
+async def test_at_a_shutdown_the_summary_waits_briefly(database: Database) -> None:
+    """SIGTERM gives every call CALLS_END_TIMEOUT_SECONDS (20 s) for everything: a 15 s summary wait would leave
+    the transcript, the voice disconnect, the staff package and the goodbye about 5 s."""
+    for reason, wait in (("left", call_module.SUMMARY_SECONDS), ("shutdown", call_module.SHUTDOWN_SUMMARY_SECONDS)):
+        channel = make_channel()
+        add_staff_channel(channel)
+        call = make_call(channel, database, staff_channel_id=STAFF_CHANNEL)
+        await call.start()
+        session = call.session
+        assert isinstance(session, FakeSession)
+        session.metrics.turns = 2
+        await call.stop(reason)
+        assert session.summary_waits == [wait]
+    assert call_module.SHUTDOWN_SUMMARY_SECONDS <= 5

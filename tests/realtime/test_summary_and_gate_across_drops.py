@@ -1,15 +1,8 @@
-"""Review 2: where issue 12's summary and issue 15's gate meet issue 13's reconnect and reply-owed logic.
-
-These fail on main c9e8146. They are strict xfails because the fixes belong in realtime/conversation.py, which
-the lead is editing: remove the mark with the fix (a strict xfail that passes turns the suite red, so nobody can
-forget). Findings and suggested fixes: /work/notes/review2.md.
-"""
+"""Where the call's end (summary), the address gate and disclosures meet reconnects and the reply-owed logic."""
 
 from __future__ import annotations
 
-import pytest
-
-from bot.disclosure import DISCLOSURE, announcement
+from bot.disclosure import announcement, disclosure_text
 from realtime.audio import SILENCE_FRAME
 from realtime.conversation import Conversation
 from realtime.metrics import SessionMetrics
@@ -18,6 +11,7 @@ from realtime.protocol import SessionConfig
 from tests.realtime.test_conversation import TOOL, Clock, function_call_done, play_out, sent, start_reply
 
 ALICE = 11
+LENDER = "Capital Bridge Solutions"
 
 
 def connected(**config: object) -> Conversation:
@@ -43,7 +37,6 @@ def voice_reply_requests(events: list[dict]) -> list[dict]:
     return [e for e in events if e["type"] == "response.create" and not is_summary_request(e)]
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 2: conversation.py, lead's file")
 def test_a_gated_turn_whose_transcript_a_drop_lost_is_not_answered_on_the_new_session() -> None:
     """Two people, adaptive mode: the server creates no reply and Cap decides from the transcript. A socket that
     drops between the commit and the transcript (or one the watchdog kills because a slow transcription sent
@@ -55,10 +48,10 @@ def test_a_gated_turn_whose_transcript_a_drop_lost_is_not_answered_on_the_new_se
     conversation.handle_event({"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0})
     conversation.handle_event({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
     conversation.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1"})
+    assert not conversation.reply_owed  # a slow transcription is not a dead socket
     assert voice_reply_requests(reconnect(conversation)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 3: conversation.py, lead's file")
 def test_a_tool_result_after_the_summary_was_asked_for_asks_for_no_voice_reply() -> None:
     """`request_summary` promises no other reply after it; a tool still running at hang-up (the usual case: the
     caller says goodbye while save_lead runs) sends its output and then a `response.create` for a spoken reply
@@ -73,7 +66,6 @@ def test_a_tool_result_after_the_summary_was_asked_for_asks_for_no_voice_reply()
     assert voice_reply_requests(sent(conversation)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 4: conversation.py, lead's file")
 def test_a_summary_cut_off_by_a_drop_is_asked_for_again_on_the_new_session() -> None:
     """The summary request went into a socket that then died (or the watchdog aborted it: `reply_owed` ignores
     the summary, so only the keepalive notices). The new session is never asked, `summary_finished` never
@@ -104,7 +96,6 @@ def cap_says(conversation: Conversation, response_id: str, item_id: str, text: s
     play_out(conversation)
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding 5: conversation.py, lead's file")
 def test_a_newcomers_disclosure_does_not_close_the_question_cap_just_asked_the_caller() -> None:
     """Alice is alone; Cap asks her for the address. Bob joins: Cap is now gated (issue 15) and says the
     disclosure for Bob (issue 12). The disclosure is Cap speaking, so `gate.cap_said` replaces the open
@@ -114,8 +105,8 @@ def test_a_newcomers_disclosure_does_not_close_the_question_cap_just_asked_the_c
     caller_turn(conversation, ALICE, "u1", "I want a DSCR loan on a rental.")
     cap_says(conversation, "resp_1", "item_1", "Sure. What's the property address?")
     conversation.set_humans(2)
-    conversation.announce(announcement(consent_required=False, newcomer=True))
+    conversation.announce(announcement(consent_required=False, newcomer=True, lender=LENDER))
     sent(conversation)
-    cap_says(conversation, "resp_2", "item_2", f"Welcome! {DISCLOSURE}")
+    cap_says(conversation, "resp_2", "item_2", f"Welcome! {disclosure_text(LENDER)}")
     caller_turn(conversation, ALICE, "u2", "It's 12 Oak Street in Austin.")
     assert voice_reply_requests(sent(conversation)), "Alice's answer to Cap's question is answered"
