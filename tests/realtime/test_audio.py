@@ -339,13 +339,23 @@ def test_vad_fires_within_a_few_frames_of_speech_onset(name: str) -> None:
     assert onset + detector.onset_frames - 1 <= fired[0] <= onset + MAX_ONSET_DELAY_FRAMES - 1
 
 
-def test_vad_onset_waits_for_onset_frames() -> None:
+@pytest.mark.parametrize("name", ["hello.wav", "question.wav"])
+def test_vad_fires_on_the_second_frame_of_a_clean_onset(name: str) -> None:
+    """Barge-in speed (issue 14): 40 ms of speech in 10 ms analysis frames, not three 20 ms frames."""
+    frames, onset = fixture_frames(name)
+    assert onset is not None
+    detector = SpeechOnsetDetector()
+    fired = next(i for i, frame in enumerate(frames) if detector.update(frame))
+    assert fired <= onset + 1
+
+
+def test_vad_onset_waits_for_onset_ms() -> None:
     frames, _ = fixture_frames("hello.wav")
     first = {}
-    for needed in (1, 3):
-        detector = SpeechOnsetDetector(onset_frames=needed)
+    for needed in (20, 60):
+        detector = SpeechOnsetDetector(onset_ms=needed)
         first[needed] = next(i for i, frame in enumerate(frames) if detector.update(frame))
-    assert first[3] >= first[1] + 2
+    assert first[60] >= first[20] + 2
 
 
 def test_vad_returns_true_once_per_onset_and_rearms_after_the_hangover() -> None:
