@@ -71,6 +71,15 @@ class _StreamingResampler:
         self._samples_out += len(out)
         return out
 
+    def skip_zeros(self, samples: int) -> bytes:
+        """Account for `samples` zero input samples, returning their zero output as s16le bytes, without
+        running the converter. Only valid when its history is all zeros and `samples * ratio` is whole (then
+        the converter's state is the same as if it had run)."""
+        produced = int(samples * self.ratio)
+        self._samples_in += samples
+        self._samples_out += produced
+        return bytes(produced * SAMPLE_WIDTH)
+
     def flush(self) -> np.ndarray:
         """Emit the tail so the stream totals floor(n_in * ratio) samples, as a one-shot conversion does."""
         missing = int(self._samples_in * self.ratio) - self._samples_out
@@ -96,9 +105,16 @@ class Downsampler:
 
     _BYTES_PER_FRAME: Final = DISCORD_CHANNELS * SAMPLE_WIDTH
 
+    # A frame of digital silence after at least this many zero input samples is converted without
+    # libsamplerate: the filter's history then holds only zeros, so its output is zeros (issue 14: ~60 µs per
+    # frame of a caller who is not talking, until the uplink's silence tail ends). Far more than the filter's
+    # reach (sinc_fastest holds back ~20 output samples, i.e. ~40 input samples).
+    _SILENT_HISTORY_SAMPLES: Final = FRAME_SAMPLES_DISCORD
+
     def __init__(self, converter: str = RESAMPLER_CONVERTER) -> None:
         self._stream = _StreamingResampler(SAMPLE_RATE_REALTIME / SAMPLE_RATE_DISCORD, converter)
         self._partial = b""
+        self._zeros_in = 0  # input samples at the end of the stream that were all zero
 
     def process(self, pcm: bytes) -> bytes:
         """Convert what is whole in `pcm` (plus any partial sample kept from the last call)."""
@@ -108,6 +124,12 @@ class Downsampler:
         self._partial = pcm[usable:]
         if not usable:
             return b""
+        if pcm == SILENCE_FRAME:  # what the mixer gives when nobody speaks (other sizes take the long way)
+            if self._zeros_in >= self._SILENT_HISTORY_SAMPLES:
+                return self._stream.skip_zeros(FRAME_SAMPLES_DISCORD)
+            self._zeros_in += FRAME_SAMPLES_DISCORD
+        else:
+            self._zeros_in = 0
         stereo = np.frombuffer(pcm, PCM_DTYPE, usable // SAMPLE_WIDTH).astype(np.float32)
         mono = stereo[0::2] + stereo[1::2]
         mono *= 0.5
@@ -116,11 +138,13 @@ class Downsampler:
     def flush(self) -> bytes:
         """End the stream: return the converter's held-back tail (a trailing partial sample is dropped)."""
         self._partial = b""
+        self._zeros_in = 0
         return _to_pcm16(self._stream.flush()).tobytes()
 
     def reset(self) -> None:
         """Drop all state, e.g. when a caller's stream restarts after a gap."""
         self._partial = b""
+        self._zeros_in = 0
         self._stream.reset()
 
 
@@ -333,11 +357,16 @@ class SpeechOnsetDetector:
         """Feed the next 20 ms frame; True exactly on the frame where speech onset is declared."""
         if len(frame) != FRAME_BYTES:
             raise ValueError(f"expected a {FRAME_BYTES}-byte 20 ms frame, got {len(frame)} bytes")
-        stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)  # int64: the energy sum overflows int32
-        mono = (stereo[0::2] + stereo[1::2]) >> 1
+        silent = frame == SILENCE_FRAME  # the mixer's frame when nobody speaks: no numpy needed
+        if not silent:
+            stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)  # int64: the energy sum overflows int32
+            mono = (stereo[0::2] + stereo[1::2]) >> 1
         fired = False
         for start in range(0, FRAME_SAMPLES_DISCORD, self._piece):
-            if self._is_speech(mono[start : start + self._piece]):
+            if silent:
+                self._energies[self._next] = 0.0
+                self._next = (self._next + 1) % len(self._energies)
+            if not silent and self._is_speech(mono[start : start + self._piece]):
                 self._speech_run += 1
                 self._silence_run = 0
                 if not self._speaking and self._speech_run >= self._onset_pieces:
