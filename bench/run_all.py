@@ -15,6 +15,7 @@ import platform
 import sys
 import time
 
+import before as before_tree
 import bench_audio
 import bench_concurrency
 import bench_idle
@@ -70,15 +71,17 @@ def main() -> None:
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    progress(f"bench/run_all.py on {machine()}")
+    ref = sys.argv[1] if len(sys.argv) > 1 else before_tree.BEFORE_REF
+    before = before_tree.tree(ref)
+    progress(f"bench/run_all.py on {machine()}; before/after pairs against {ref if before else 'nothing'}")
     progress("1. audio path per frame ...")
     rows = audio_rows()
     progress("2. idle calls (bare loop, bare clocks, 10 calls; 2 rounds) ...")
-    rows += bench_idle.measure()
+    rows += bench_idle.measure(before=before)
     progress("3. concurrency search (one process per N) ...")
-    rows += bench_concurrency.measure(log=progress)
+    rows += bench_concurrency.measure(log=progress, before=before)
     progress("4-6. barge-in, reply start, uplink lag ...")
-    rows += bench_latency.measure()
+    rows += bench_latency.measure(before=before)
     rows.append(onset_row())
     progress("7. hearing callers: jitter buffer on clean, jittery and lossy streams, held audio ...")
     rows += bench_jitter.measure()
