@@ -87,10 +87,12 @@ async def child(calls: int, seconds: float) -> dict[str, Any]:
 
 def frame_counts(rigs: list[rig.CallRig]) -> dict[str, int]:
     """Frames so far that the floor prices: caller packets decoded, Cap's frames encoded (and as many
-    upsampled), caller frames downsampled for the uplink."""
+    upsampled), caller frames downsampled for the uplink (digital silence, which needs no converter, not)."""
     encoded = sum(call.source.frames_encoded for call in rigs)
+    uplinked = sum(call.session.conversation._uplinked_ms for call in rigs) // 20
+    skipped = sum(call.session.conversation._downsampler.silent_frames_skipped for call in rigs)
     return {"decode": sum(call.receiver.stats()["decoded"] for call in rigs), "encode": encoded, "up": encoded,
-            "down": sum(call.session.conversation._uplinked_ms for call in rigs) // 20}
+            "down": uplinked - skipped}
 
 
 async def child_with_floor(calls: int, seconds: float) -> dict[str, Any]:

@@ -115,6 +115,7 @@ class Downsampler:
         self._stream = _StreamingResampler(SAMPLE_RATE_REALTIME / SAMPLE_RATE_DISCORD, converter)
         self._partial = b""
         self._zeros_in = 0  # input samples at the end of the stream that were all zero
+        self.silent_frames_skipped = 0  # frames of digital silence converted without libsamplerate
 
     def process(self, pcm: bytes) -> bytes:
         """Convert what is whole in `pcm` (plus any partial sample kept from the last call)."""
@@ -126,6 +127,7 @@ class Downsampler:
             return b""
         if pcm == SILENCE_FRAME:  # what the mixer gives when nobody speaks (other sizes take the long way)
             if self._zeros_in >= self._SILENT_HISTORY_SAMPLES:
+                self.silent_frames_skipped += 1
                 return self._stream.skip_zeros(FRAME_SAMPLES_DISCORD)
             self._zeros_in += FRAME_SAMPLES_DISCORD
         else:

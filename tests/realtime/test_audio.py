@@ -129,6 +129,7 @@ def test_downsampler_skips_the_converter_on_digital_silence_with_the_same_output
     assert b"".join(down.process(frame) for frame in sequence) + down.flush() == expected
     # The converter runs on the 6 noise frames and on the first silent frame after each sound only.
     assert converter_calls == 6 + 4
+    assert down.silent_frames_skipped == 15 - 4
 
 
 def test_upsampler_turns_each_realtime_frame_into_a_discord_frame() -> None:
