@@ -50,7 +50,7 @@ from tests.bot.voice.voice_packets import MODE, SECRET_KEY  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable
-CAP_CORE = 0
+CAP_CORE = int(os.environ.get("CAP_BENCH_CORE", "0"))  # bench_processes.py runs a second Cap on core 1
 ALL_CORES = frozenset(os.sched_getaffinity(0))  # taken at import, before a bench pins itself to CAP_CORE
 TICK_SECONDS = 0.02
 LATE_SECONDS = 0.02  # a playback tick is late when it leaves more than 20 ms after its deadline

@@ -21,8 +21,11 @@ import bench_concurrency
 import bench_idle
 import bench_jitter
 import bench_latency
+import bench_processes
 import rig
 from discord import opus
+
+PROCESS_TOTALS = [48, 96]  # talking calls: one process near its ceiling, and twice that
 
 
 def audio_rows() -> list[rig.Row]:
@@ -85,6 +88,8 @@ def main() -> None:
     rows.append(onset_row())
     progress("7. hearing callers: jitter buffer on clean, jittery and lossy streams, held audio ...")
     rows += bench_jitter.measure()
+    progress("8. one process per core: the same calls in one process or two ...")
+    rows += bench_processes.measure(PROCESS_TOTALS)
     print(f"Measured by `bench/run_all.py` in {time.perf_counter() - started:.0f} s on {machine()}.\n")
     rig.print_rows(rows)
 
