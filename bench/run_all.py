@@ -25,6 +25,9 @@ import bench_processes
 import rig
 from discord import opus
 
+# 40 idle calls, not 10: a call costs ~0.06 % of a core, and on a shared machine the noise of the quietest
+# window is ~0.3 % of a core, which 10 calls turned into +-0.03 % per call.
+IDLE_CALLS = 40
 PROCESS_TOTALS = [48, 96]  # talking calls: one process near its ceiling, and twice that
 
 
@@ -79,8 +82,8 @@ def main() -> None:
     progress(f"bench/run_all.py on {machine()}; before/after pairs against {ref if before else 'nothing'}")
     progress("1. audio path per frame ...")
     rows = audio_rows()
-    progress("2. idle calls (bare loop, bare clocks, 10 calls; 2 rounds) ...")
-    rows += bench_idle.measure(before=before)
+    progress(f"2. idle calls (bare loop, bare clocks, Cap, Cap before; {IDLE_CALLS} calls; 2 rounds) ...")
+    rows += bench_idle.measure(calls=IDLE_CALLS, before=before)
     progress("3. concurrency search (one process per N) ...")
     rows += bench_concurrency.measure(log=progress, before=before)
     progress("4-6. barge-in, reply start, uplink lag ...")
