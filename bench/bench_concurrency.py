@@ -1,6 +1,7 @@
 """Concurrency: how many simultaneous conversations one core carries with under 0.5 % late playback frames.
 
-Run as `.venv/bin/python bench/bench_concurrency.py [SECONDS]` (default 6 s measured per N; about 3 minutes).
+Run as `.venv/bin/python bench/bench_concurrency.py [SECONDS] [REF]` (default 6 s measured per N; about 8 minutes
+with the tree before issue 14 (REF, default eb19fa9; `none`: only this tree) run in pairs, see before.py).
 Each N runs in a fresh process pinned to one core: N calls over the whole Discord path of rig.py (reader
 thread, decrypt, jitter buffer, Opus decode, mixer, engine, Opus encode, encrypt, discord.py's AudioPlayer
 threads), against the fake Realtime service and the fake voice relay on the other cores. Every caller talks

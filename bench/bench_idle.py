@@ -1,6 +1,7 @@
 """Idle cost: N calls connected to the fake Realtime service, nobody speaking, CPU per call as % of one core.
 
-Run as `.venv/bin/python bench/bench_idle.py [N] [SECONDS]` (defaults 10 calls, 2 rounds of 6 s; about 60 s).
+Run as `.venv/bin/python bench/bench_idle.py [N] [SECONDS] [REF]` (defaults 10 calls, 2 rounds of 6 s; about 90 s;
+REF's tree, default eb19fa9, runs as one more mode, `none` skips it; run_all.py uses 40 calls).
 Each figure comes from a fresh process pinned to one core, measured with getrusage after a warm-up, minus
 a bare event loop measured the same way. The modes run in interleaved rounds, each cut into 2 windows, and
 the quietest window of each mode counts (like the best-of timings in bench_audio.py: other load on the

@@ -1,6 +1,7 @@
 """Barge-in, reply start and uplink lag, over the whole Discord path of rig.py against the fake services.
 
-Run as `.venv/bin/python bench/bench_latency.py [CALLS] [BARGE_INS]` (defaults 2 calls x 6 barge-ins, ~20 s).
+Run as `.venv/bin/python bench/bench_latency.py [CALLS] [BARGE_INS] [REF]` (defaults 2 calls x 6 barge-ins, ~40 s;
+the barge-ins also run on REF's tree, default eb19fa9, `none` skips it).
 Cap runs pinned to one core; the fake Realtime service (speech_started 400 ms late, as the real one can be)
 and the fake voice relay run on the others. Each caller says a sentence, and then, 300 ms into every reply
 of Cap, interrupts it with another one, so every reply gives one reply-start and one barge-in sample.
