@@ -5,8 +5,8 @@ total, bench_concurrency.py's child runs once with every call in one process pin
 the same time with half the calls each, pinned to cores 0 and 1 (CAP_BENCH_CORE), as two Cap processes with
 shard ranges would (README, "One process per core"). Each child's fake Realtime service and voice relay run
 on the other core, so with two processes on a 2-core machine the far side takes CPU from both: the figures
-are a floor for what a second process gives. Reported per total: late playback frames, the worse uplink
-p99 of the processes and each process's CPU.
+are a floor for what a second process gives. Reported per total: late playback frames, Cap's frames played
+per call (an overloaded process answers late and plays less), the worse uplink p99 and each process's CPU.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def describe(results: list[dict[str, Any]]) -> str:
     ticks = sum(r["ticks"] for r in results)
     p99 = max(r["uplink_p99_ms"] or 0.0 for r in results)
     cpu = " + ".join(f"{r['cpu_percent']:.0f} %" for r in results)
-    return f"{late}/{ticks} late ({100 * late / max(1, ticks):.2f} %), uplink p99 {p99:.0f} ms, CPU {cpu}"
+    pace = ticks / sum(r["calls"] for r in results)
+    return (f"{late}/{ticks} late ({100 * late / max(1, ticks):.2f} %), {pace:.0f} frames per call, "
+            f"uplink p99 {p99:.0f} ms, CPU {cpu}")
 
 
 def measure(totals: list[int]) -> list[rig.Row]:
