@@ -15,6 +15,7 @@ import tempfile
 import time
 import wave
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +294,77 @@ def detection_delays(speech: list[np.ndarray], background: np.ndarray | None, **
     return f"detected {len(delays)}/{len(speech)}, median {np.median(delays):.0f} ms, max {max(delays)} ms"
 
 
+# The detector before issue 14, as the same-run reference: three 20 ms frames, 6 dB above the noise floor.
+PREVIOUS_DETECTOR: dict[str, float | None] = {"analysis_ms": 20, "onset_ms": 60, "noise_margin_db": 6.0}
+
+
+def noise_and_music(n: int) -> dict[str, np.ndarray]:
+    """The signals false onsets are counted on: coloured noise at four levels, chords, drums, both."""
+    signals = {}
+    for level in (-40, -30, -25, -20):
+        signals[f"white {level} dBFS"] = at_dbfs(colored_noise(n, 0), level)
+        signals[f"pink {level} dBFS"] = at_dbfs(colored_noise(n, 1), level)
+        signals[f"brown {level} dBFS"] = at_dbfs(colored_noise(n, 2), level)
+    signals["chords -20 dBFS"] = at_dbfs(chords(n), -20)
+    signals["drum pulse -20 dBFS"] = at_dbfs(drums(n), -20)
+    signals["chords + drums -20 dBFS"] = at_dbfs(chords(n) + 2 * drums(n), -20)
+    return signals
+
+
+def onset_figures(**kwargs: float | None) -> tuple[float, float, int]:
+    """A detector's own onset time from silence on the espeak-ng utterances (median, max ms) and its false
+    onsets per minute summed over `noise_and_music` (the first sound of each signal counts once)."""
+    lead = LEAD_IN_SECONDS * SAMPLE_RATE_DISCORD
+    delays = []
+    for utterance in espeak_utterances():
+        clean = np.concatenate([np.zeros(lead), utterance, np.zeros(SAMPLE_RATE_DISCORD // 2)])
+        frames = discord_frames(clean)
+        reference = next(i for i, f in enumerate(frames) if rms_to_dbfs(frame_rms(f)) > SPEECH_ONSET_DBFS)
+        fired = [i for i in onsets(frames, **kwargs) if i >= reference]
+        if fired:
+            delays.append((fired[0] + 1 - reference) * 20)
+    n = SIGNAL_SECONDS * SAMPLE_RATE_DISCORD
+    false = sum(len(onsets(discord_frames(signal), **kwargs)) * 60 // SIGNAL_SECONDS
+                for signal in noise_and_music(n).values())
+    return float(np.median(delays)), float(max(delays)), false
+
+
+def encoder_figures() -> tuple[float, float, float, float]:
+    """Cap's Opus encoder against libopus' default complexity on the speech fixtures: µs per 20 ms frame
+    each, and each one's log-spectral distance (dB) from the source after decoding."""
+    from discord import opus
+
+    from bot.voice.source import ENCODER_SETTINGS, speech_encoder
+
+    pcm = b""
+    for name in ("hello.wav", "question.wav"):
+        with wave.open(str(FIXTURES / name)) as w:
+            pcm += to_discord_pcm(w.readframes(w.getnframes()), w.getframerate(), w.getnchannels())
+    frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+    source = np.frombuffer(b"".join(frames), "<i2")[0::2].astype(float)
+    figures = []
+    for encoder_of in (speech_encoder, lambda: opus.Encoder(**ENCODER_SETTINGS)):  # type: ignore[arg-type]
+        cost = per_call_us(partial(encoder_of().encode, frames[len(frames) // 2], 960), 200)
+        encoder, decoder = encoder_of(), opus.Decoder()
+        decoded = np.frombuffer(b"".join(decoder.decode(encoder.encode(f, 960)) for f in frames), "<i2")[0::2]
+        figures += [cost, log_spectral_distance(source, decoded.astype(float))]
+    return figures[0], figures[2], figures[1], figures[3]
+
+
+def log_spectral_distance(source: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean RMS difference of the 20 ms log spectra (dB) over the louder 70 % of frames, after finding the
+    codec's delay."""
+    n = 960
+    lag = max(range(0, 800, 2), key=lambda k: float(np.dot(source[: len(source) - k], decoded[k:])))
+    decoded = decoded[lag:]
+    m = min(len(source), len(decoded)) // n * n
+    window = np.hanning(n)
+    a = np.abs(np.fft.rfft(source[:m].reshape(-1, n) * window, axis=1)) + 1
+    b = np.abs(np.fft.rfft(decoded[:m].reshape(-1, n) * window, axis=1)) + 1
+    loud = np.sum(a**2, axis=1) > np.percentile(np.sum(a**2, axis=1), 30)
+    return float(np.mean(np.sqrt(np.mean((20 * np.log10(a[loud] / b[loud])) ** 2, axis=1))))
+
+
 def bench_vad() -> None:
     n = SIGNAL_SECONDS * SAMPLE_RATE_DISCORD
     speech = espeak_utterances()
@@ -307,15 +379,9 @@ def bench_vad() -> None:
     row("update() on speech", f"{vad_us:.1f}", f"{floor_us:.1f}")
     row("update() on digital silence", f"{silent_us:.1f}", f"{floor_us:.1f}")
 
-    signals = {}
-    for level in (-40, -30, -25, -20):
-        signals[f"white {level} dBFS"] = at_dbfs(colored_noise(n, 0), level)
-        signals[f"pink {level} dBFS"] = at_dbfs(colored_noise(n, 1), level)
-        signals[f"brown {level} dBFS"] = at_dbfs(colored_noise(n, 2), level)
-    signals["chords -20 dBFS"] = at_dbfs(chords(n), -20)
-    signals["drum pulse -20 dBFS"] = at_dbfs(drums(n), -20)
-    signals["chords + drums -20 dBFS"] = at_dbfs(chords(n) + 2 * drums(n), -20)
-    configs = {"defaults": {}, "webrtcvad + RMS floor only": {"noise_margin_db": None}}
+    signals = noise_and_music(n)
+    configs = {"defaults": {}, "before issue 14 (20 ms analysis, 60 ms onset, 6 dB)": PREVIOUS_DETECTOR,
+               "webrtcvad + RMS floor only": {"noise_margin_db": None}}
     print(f"\n  false onsets per minute ({SIGNAL_SECONDS} s each; the first sound after silence counts once)")
     print("  and share of the time spent 'speaking' (100 % = stuck: real speech can no longer fire)")
     row("signal", "defaults", "webrtcvad+RMS", "(onsets/min, speaking %)")
@@ -413,9 +479,17 @@ def frame_costs() -> list[tuple[str, float, str, float]]:
 REALTIME_SAMPLES_40MS = SAMPLE_RATE_REALTIME * 40 // 1000
 
 
+def bench_encoder() -> None:
+    cap_us, default_us, cap_lsd, default_lsd = encoder_figures()
+    print("\nOpus encode of the speech fixtures, µs per 20 ms frame and log-spectral distance to the source")
+    row("Cap's encoder (complexity 5)", f"{cap_us:.0f}", f"{cap_lsd:.2f} dB")
+    row("libopus default (complexity 9)", f"{default_us:.0f}", f"{default_lsd:.2f} dB")
+
+
 def main() -> None:
     started = time.perf_counter()
     print(f"bench_audio: numpy {np.__version__}, chosen converter {RESAMPLER_CONVERTER}")
+    bench_encoder()
     bench_resamplers()
     bench_vad()
     bench_mix_and_framing()

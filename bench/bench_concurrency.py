@@ -1,8 +1,9 @@
 """Concurrency: how many simultaneous conversations one core carries with under 0.5 % late playback frames.
 
-Run as `.venv/bin/python bench/bench_concurrency.py [SECONDS] [--dave]` (default 6 s measured per N; about
-3 minutes; `--dave` runs the same search again with DAVE on, bench/dave_rig.py, and prints both, plus Cap's
-core load at 32 calls with DAVE off and on, interleaved; `--dave-cost` runs only that comparison).
+Run as `.venv/bin/python bench/bench_concurrency.py [SECONDS] [REF]` (default 6 s measured per N; about 8 minutes
+with the tree before issue 14 (REF, default eb19fa9; `none`: only this tree) run in pairs, see before.py).
+`--dave-cost` instead compares Cap's core load at 32 conversations with DAVE off and on (bench/dave_rig.py: a real
+MLS group per call), runs interleaved so a busy machine hits both alike (about 1.5 minutes).
 Each N runs in a fresh process pinned to one core: N calls over the whole Discord path of rig.py (reader
 thread, decrypt, jitter buffer, Opus decode, mixer, engine, Opus encode, encrypt, discord.py's AudioPlayer
 threads), against the fake Realtime service and the fake voice relay on the other cores. Every caller talks
@@ -24,15 +25,22 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import before as before_tree
 import dave_rig
+import floor
 import rig
 
 LATE_LIMIT_PERCENT = 0.5
 UPLINK_P99_LIMIT_MS = 25.0
 SUSTAINED_SHARE = 0.8
 GOAL_CALLS = 25
+STEADY_GOAL_CALLS = 50  # issue 14: twice the calls per core with the event loop keeping up
+FLOOR_RATIO_GOAL = 1.5  # issue 14: Cap's per-call CPU within 1.5x of codec + resampling alone
+FLOOR_N = 32  # compared at the N the issue profiled: busy, not saturated (a saturated Cap slows the talk)
 FIRST_N = 8
 MAX_N = 256
 STAGGER_SECONDS = 4.0
@@ -57,9 +65,11 @@ async def child(calls: int, seconds: float, dave: bool = False) -> dict[str, Any
             for call in rigs:
                 call.client.reset_counts()
                 call.session.probe.uplink_lags.clear()  # type: ignore[attr-defined]
+            counted = frame_counts(rigs)
             cpu, far_cpu, wall = rig.cpu_seconds(), far.cpu_seconds(), time.perf_counter()
             await asyncio.sleep(seconds)
             cpu, wall = rig.cpu_seconds() - cpu, time.perf_counter() - wall
+            counted = {kind: count - counted[kind] for kind, count in frame_counts(rigs).items()}
             far_cpu = {name: 100 * (used - far_cpu[name]) / wall for name, used in far.cpu_seconds().items()}
             ticks = sum(call.client.ticks for call in rigs)
             late = sum(call.client.late for call in rigs)
@@ -75,16 +85,39 @@ async def child(calls: int, seconds: float, dave: bool = False) -> dict[str, Any
                 "uplink_p99_ms": rig.ms(statistics.quantiles(lags, n=100)[98]) if len(lags) > 1 else None,
                 "uplink_max_ms": rig.ms(max(lags)) if lags else None,
                 "turns": sum(call.session.metrics.turns for call in rigs),
+                "far_side_percent": far_cpu,
+                "frames": counted,
+                "wall": wall,
                 "dave": dave,
                 "dave_decrypted": sum(call.receiver.stats().get("dave_decrypted", 0) for call in rigs),
-                "far_side_percent": far_cpu,
             }
         finally:
             await rig.close_calls(rigs)
 
 
-def run_child(calls: int, seconds: float, dave: bool = False) -> dict[str, Any]:
-    return rig.run_child(__file__, calls, seconds, int(dave))
+def frame_counts(rigs: list[rig.CallRig]) -> dict[str, int]:
+    """Frames so far that the floor prices: caller packets decoded, Cap's frames encoded (and as many
+    upsampled), caller frames downsampled for the uplink (digital silence, which needs no converter, not)."""
+    encoded = sum(call.source.frames_encoded for call in rigs)
+    uplinked = sum(call.session.conversation.uplinked_ms for call in rigs) // 20
+    skipped = sum(call.session.conversation._downsampler.silent_frames_skipped for call in rigs)
+    return {"decode": sum(call.receiver.stats()["decoded"] for call in rigs), "encode": encoded, "up": encoded,
+            "down": uplinked - skipped}
+
+
+async def child_with_floor(calls: int, seconds: float, dave: bool = False) -> dict[str, Any]:
+    """A run, then the floor of its frame counts priced on the same core once the calls are closed."""
+    result = await child(calls, seconds, dave)
+    unit_us = floor.costs()
+    result["floor_percent"] = floor.floor_percent(result["frames"], unit_us, result["wall"])
+    result["floor_unit_us"] = unit_us
+    return result
+
+
+def run_child(calls: int, seconds: float, before: Path | None = None, dave: bool = False) -> dict[str, Any]:
+    """One N in a fresh process: this tree's child (DAVE on or off), or the `before` tree's."""
+    extra = (1,) if dave else ()
+    return rig.run_child(before_tree.script("bench_concurrency.py", before), calls, seconds, *extra)
 
 
 def sustained(result: dict[str, Any], reference: dict[str, Any]) -> bool:
@@ -125,24 +158,47 @@ def largest(predicate: Any, results: dict[int, dict[str, Any]], run: Any, tolera
     return max(n for n in [good, *results] if n < bad and (n == good or predicate(results[n])))
 
 
-def search(seconds: float, log: Any = None, dave: bool = False) -> tuple[int, int, dict[int, dict[str, Any]]]:
-    """N with < 0.5 % late frames (to 10 %), and N that also keeps the uplink p99 within 25 ms (to 25 %)."""
-    results: dict[int, dict[str, Any]] = {}
+def search(seconds: float, log: Any = None, before: Path | None = None) -> dict[str, Searched]:
+    """Per variant ("after": this tree; "before": the `before` tree, if given): N with < 0.5 % late frames (to
+    10 %), N that also keeps the uplink p99 within 25 ms (to 25 %), and every run. The variants run in pairs,
+    back to back at each N either search asks for, so a noisy spell of the machine hits both."""
+    trees = {"after": None, **({"before": before} if before is not None else {})}
+    results: dict[str, dict[int, dict[str, Any]]] = {variant: {} for variant in trees}
 
-    def run(n: int) -> dict[str, Any]:
-        result = run_child(n, seconds, dave)
+    def run_one(variant: str, n: int) -> dict[str, Any]:
+        result = run_child(n, seconds, trees[variant])
         if log:
-            log(describe(result))
-        if n != FIRST_N and not passes(result, results[FIRST_N]):
-            again = run_child(n, seconds, dave)  # one stall of a shared machine can fail a run: it must fail twice
+            log(f"{variant:>6} " + describe(result))
+        reference = results[variant].get(FIRST_N)
+        if reference is not None and n != FIRST_N and not passes(result, reference):
+            again = run_child(n, seconds, trees[variant])  # one stall of a shared machine can fail a run
             if log:
-                log(describe(again) + " (again)")
-            result = max(result, again, key=lambda r: (passes(r, results[FIRST_N]), -r["late_percent"]))
+                log(f"{variant:>6} " + describe(again) + " (again)")
+            result = max(result, again, key=lambda r: (passes(r, reference), -r["late_percent"]))
         return result
 
-    best = largest(lambda r: passes(r, results[FIRST_N]), results, run, 0.1)
-    steady = largest(lambda r: keeps_up(r, results[FIRST_N]), results, run, 0.25)
-    return best, steady, results
+    def runner(variant: str) -> Any:
+        def run(n: int) -> dict[str, Any]:
+            for other in trees:  # the pair: this variant's run, and the other's at the same N if not run yet
+                if other != variant and n not in results[other]:
+                    results[other][n] = run_one(other, n)
+            return run_one(variant, n)
+        return run
+
+    searched = {}
+    for variant in trees:
+        mine = results[variant]
+        best = largest(lambda r, mine=mine: passes(r, mine[FIRST_N]), mine, runner(variant), 0.1)
+        steady = largest(lambda r, mine=mine: keeps_up(r, mine[FIRST_N]), mine, runner(variant), 0.25)
+        searched[variant] = Searched(best, steady, mine)
+    return searched
+
+
+@dataclass(frozen=True)
+class Searched:
+    best: int
+    steady: int
+    results: dict[int, dict[str, Any]]
 
 
 def keeps_up(result: dict[str, Any], reference: dict[str, Any]) -> bool:
@@ -153,17 +209,16 @@ def describe(r: dict[str, Any]) -> str:
     uplink = (f"uplink lag median {r['uplink_median_ms']:.1f} / p99 {r['uplink_p99_ms']:.1f} / "
               f"max {r['uplink_max_ms']:.1f} ms" if r["uplink_p99_ms"] is not None else "no uplink")
     far = ", ".join(f"{name} {percent:.0f} %" for name, percent in r["far_side_percent"].items())
-    dave = f"DAVE on ({r['dave_decrypted']} frames opened), " if r.get("dave") else ""
-    return (f"  {dave}N={r['calls']:>3}: {r['late']}/{r['ticks']} playback frames late ({r['late_percent']:.2f} %; "
+    return (f"  N={r['calls']:>3}: {r['late']}/{r['ticks']} playback frames late ({r['late_percent']:.2f} %; "
             f"{r['ticks'] / r['calls']:.0f} per call), "
             f"worst {r['worst_ms']:.0f} ms; Cap's core {r['cpu_percent']:.0f} % busy; {uplink}; "
             f"{r['turns']} turns; far side {far}")
 
 
-def measure(seconds: float = 6.0, log: Any = None, dave: bool = False) -> list[rig.Row]:
-    best, steady_n, results = search(seconds, log, dave)
-    if dave and any(not r["dave_decrypted"] for r in results.values()):
-        raise RuntimeError("a DAVE-on run opened no DAVE frame: the figures would be DAVE off")
+def measure(seconds: float = 6.0, log: Any = None, before: Path | None = None) -> list[rig.Row]:
+    searched = search(seconds, log, before)
+    after = searched["after"]
+    best, steady_n, results = after.best, after.steady, after.results
     smallest = results[min(results)]
     at_best = results.get(best)
     above = [n for n in results if n > best]
@@ -173,6 +228,9 @@ def measure(seconds: float = 6.0, log: Any = None, dave: bool = False) -> list[r
     if above:
         first_fail = results[min(above)]
         figure += f"; N = {first_fail['calls']}: {first_fail['late_percent']:.2f} %"
+        if not sustained(first_fail, smallest):
+            pace = first_fail["ticks"] / first_fail["calls"] / (smallest["ticks"] / smallest["calls"])
+            figure += f", but only {100 * pace:.0f} % of the conversations' pace"
     reference = f"Cap's core {smallest['cpu_percent']:.0f} % busy at N = {smallest['calls']}"
     if at_best:
         reference += f", {at_best['cpu_percent']:.0f} % at N = {best}"
@@ -181,19 +239,37 @@ def measure(seconds: float = 6.0, log: Any = None, dave: bool = False) -> list[r
     steady_reference = "largest N run"
     if next_tried is not None and results[next_tried]["uplink_p99_ms"] is not None:
         steady_reference = f"next N run: {next_tried}, uplink p99 {results[next_tried]['uplink_p99_ms']:.0f} ms"
-    if dave:
-        return [
-            rig.Row("3c. ... with DAVE on (real MLS group per call; caller's and Cap's Opus end-to-end encrypted)",
-                    figure, reference, f"≥ {GOAL_CALLS}", best >= GOAL_CALLS),
-            rig.Row("3d. ... with DAVE on and the uplink lag's 99th percentile ≤ 25 ms", steady_figure,
-                    steady_reference, f"≥ {GOAL_CALLS}", steady_n >= GOAL_CALLS),
-        ]
+    old = searched.get("before")
+    if old is not None:
+        old_smallest = old.results[min(old.results)]
+        reference = (f"before issue 14, same run: N = {old.best}; {reference}; before: "
+                     f"{old_smallest['cpu_percent']:.0f} % at N = {old_smallest['calls']}")
+        old_p99 = old.results[old.steady]["uplink_p99_ms"] if old.steady else None
+        steady_reference = (f"before issue 14, same run: N = {old.steady}"
+                            + (f" (uplink p99 {old_p99:.0f} ms)" if old_p99 is not None else "")
+                            + f"; {steady_reference}")
     return [
         rig.Row("3. simultaneous conversations on one core with < 0.5 % late playback frames", figure, reference,
                 f"≥ {GOAL_CALLS}", best >= GOAL_CALLS),
         rig.Row("3b. ... with the uplink lag's 99th percentile also ≤ 25 ms (the event loop keeps up)",
-                steady_figure, steady_reference, f"≥ {GOAL_CALLS}", steady_n >= GOAL_CALLS),
+                steady_figure, steady_reference, f"≥ {STEADY_GOAL_CALLS}", steady_n >= STEADY_GOAL_CALLS),
+        floor_row(results.get(FLOOR_N) or smallest),
     ]
+
+
+def floor_row(result: dict[str, Any]) -> rig.Row:
+    """Cap's CPU in a run against the floor: the same frames' Opus decode + encode + resampling alone."""
+    ratio = result["cpu_percent"] / result["floor_percent"]
+    unit = result["floor_unit_us"]
+    frames = result["frames"]
+    return rig.Row(
+        f"3c. CPU of N = {result['calls']} talking calls against the floor (their frames' Opus decode + encode + "
+        "resampling alone)",
+        f"Cap's core {result['cpu_percent']:.0f} % busy = {ratio:.2f}x the floor",
+        f"floor {result['floor_percent']:.0f} %: {frames['decode']} decodes x {unit['decode']:.0f} µs, "
+        f"{frames['encode']} encodes x {unit['encode']:.0f} µs + upsampling x {unit['up']:.0f} µs, "
+        f"{frames['down']} downsamplings x {unit['down']:.0f} µs in {result['wall']:.1f} s",
+        f"≤ {FLOOR_RATIO_GOAL}x", ratio <= FLOOR_RATIO_GOAL)
 
 
 def dave_cost(calls: int = 32, seconds: float = 6.0, rounds: int = 3, log: Any = None) -> list[rig.Row]:
@@ -201,11 +277,11 @@ def dave_cost(calls: int = 32, seconds: float = 6.0, rounds: int = 3, log: Any =
     busy: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for dave in (False, True):
-            result = run_child(calls, seconds, dave)
+            result = run_child(calls, seconds, dave=dave)
             if log:
                 log(describe(result))
             if dave and not result["dave_decrypted"]:
-                raise RuntimeError("a DAVE-on run opened no DAVE frame")
+                raise RuntimeError("a DAVE-on run opened no DAVE frame: the figures would be DAVE off")
             busy[dave].append(result["cpu_percent"])
     off, on = statistics.median(busy[False]), statistics.median(busy[True])
     return [rig.Row(f"3e. Cap's core busy with {calls} conversations, DAVE on (median of {rounds}, interleaved)",
@@ -216,18 +292,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         rig.count_errors()
         dave = len(sys.argv) > 4 and sys.argv[4] == "1"
-        result = asyncio.run(child(int(sys.argv[2]), float(sys.argv[3]), dave))
+        result = asyncio.run(child_with_floor(int(sys.argv[2]), float(sys.argv[3]), dave))
         print(json.dumps({**result, "log_errors": rig.logged_errors()}))
         return
-    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
-    seconds = float(args[0]) if args else 6.0
-    if "--dave-cost" in sys.argv:  # only the fixed-N comparison (about 1.5 minutes)
-        rig.print_rows(dave_cost(seconds=seconds, log=print))
+    if "--dave-cost" in sys.argv:
+        args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+        rig.print_rows(dave_cost(seconds=float(args[0]) if args else 6.0, log=print))
         return
-    rows = measure(seconds, log=print)
-    if "--dave" in sys.argv:  # the same search with DAVE on, after the DAVE-off one: both in the same run
-        rows += measure(seconds, log=print, dave=True) + dave_cost(seconds=seconds, log=print)
-    rig.print_rows(rows)
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
+    before = before_tree.tree(sys.argv[2] if len(sys.argv) > 2 else before_tree.BEFORE_REF)
+    rig.print_rows(measure(seconds, log=print, before=before))
 
 
 if __name__ == "__main__":

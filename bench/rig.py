@@ -7,6 +7,7 @@ and Cap's voice leaving through EngineAudioSource on discord.py's own AudioPlaye
 is quiet, as CapVoiceClient does), whose send_audio_packet (RTP header, XChaCha20 transport encryption,
 UDP send) runs on a stand-in for the VoiceClient. Not modelled: DAVE (the stand-in has no session, so
 Opus goes out without E2EE), the voice and gateway WebSockets' heartbeats, VoiceCall's 1 Hz watch task.
+Like `cap-bot run`, the rig freezes the start-up heap before the first call (bot/heap.py).
 `FarSide` runs the fake Realtime service and the fake voice relay as processes of their own, pinned away
 from Cap's core, so their CPU is neither counted as Cap's nor taken from it.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))  # packet builders and the fake live in tests/
 import discord  # noqa: E402
 from discord.player import AudioPlayer  # noqa: E402
 
+from bot.heap import freeze_startup_heap  # noqa: E402
 from bot.voice.call import AutoLeave, VoiceCall  # noqa: E402
 from bot.voice.client import CapVoiceClient, PromptSocketReader  # noqa: E402
 from bot.voice.mixer import Mixer, metronome  # noqa: E402
@@ -50,7 +53,7 @@ from tests.bot.voice.voice_packets import MODE, SECRET_KEY  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable
-CAP_CORE = 0
+CAP_CORE = int(os.environ.get("CAP_BENCH_CORE", "0"))  # bench_processes.py runs a second Cap on core 1
 ALL_CORES = frozenset(os.sched_getaffinity(0))  # taken at import, before a bench pins itself to CAP_CORE
 TICK_SECONDS = 0.02
 LATE_SECONDS = 0.02  # a playback tick is late when it leaves more than 20 ms after its deadline
@@ -372,7 +375,10 @@ class CallRig:
 
 
 async def open_calls(count: int, far: FarSide, *, probed: bool = False) -> list[CallRig]:
-    """`count` connected calls, started a little apart as real calls would be."""
+    """`count` connected calls, started a little apart as real calls would be (after freezing the start-up
+    heap, as `cap-bot run` does)."""
+    if not gc.get_freeze_count():
+        freeze_startup_heap()
     calls = []
     for index in range(count):
         config = session_config(far.realtime_url)

@@ -43,6 +43,11 @@ class SpeakerTimeline:
         self._spans: dict[str, list[int]] = {}
         self._since_last_turn: set[int] = set()
 
+    @property
+    def now_ms(self) -> int:
+        """Caller audio that went up (or was kept for a new session) so far, in ms."""
+        return self._now_ms
+
     def frame(self, speakers: Iterable[int]) -> None:
         """One frame went up (or was kept for a new session)."""
         speakers = frozenset(speakers)

@@ -71,6 +71,15 @@ class _StreamingResampler:
         self._samples_out += len(out)
         return out
 
+    def skip_zeros(self, samples: int) -> bytes:
+        """Account for `samples` zero input samples, returning their zero output as s16le bytes, without
+        running the converter. Only valid when its history is all zeros and `samples * ratio` is whole (then
+        the converter's state is the same as if it had run)."""
+        produced = int(samples * self.ratio)
+        self._samples_in += samples
+        self._samples_out += produced
+        return bytes(produced * SAMPLE_WIDTH)
+
     def flush(self) -> np.ndarray:
         """Emit the tail so the stream totals floor(n_in * ratio) samples, as a one-shot conversion does."""
         missing = int(self._samples_in * self.ratio) - self._samples_out
@@ -96,9 +105,17 @@ class Downsampler:
 
     _BYTES_PER_FRAME: Final = DISCORD_CHANNELS * SAMPLE_WIDTH
 
+    # A frame of digital silence after at least this many zero input samples is converted without
+    # libsamplerate: the filter's history then holds only zeros, so its output is zeros (issue 14: ~60 µs per
+    # frame of a caller who is not talking, until the uplink's silence tail ends). Far more than the filter's
+    # reach (sinc_fastest holds back ~20 output samples, i.e. ~40 input samples).
+    _SILENT_HISTORY_SAMPLES: Final = FRAME_SAMPLES_DISCORD
+
     def __init__(self, converter: str = RESAMPLER_CONVERTER) -> None:
         self._stream = _StreamingResampler(SAMPLE_RATE_REALTIME / SAMPLE_RATE_DISCORD, converter)
         self._partial = b""
+        self._zeros_in = 0  # input samples at the end of the stream that were all zero
+        self.silent_frames_skipped = 0  # frames of digital silence converted without libsamplerate
 
     def process(self, pcm: bytes) -> bytes:
         """Convert what is whole in `pcm` (plus any partial sample kept from the last call)."""
@@ -108,6 +125,13 @@ class Downsampler:
         self._partial = pcm[usable:]
         if not usable:
             return b""
+        if pcm == SILENCE_FRAME:  # what the mixer gives when nobody speaks (other sizes take the long way)
+            if self._zeros_in >= self._SILENT_HISTORY_SAMPLES:
+                self.silent_frames_skipped += 1
+                return self._stream.skip_zeros(FRAME_SAMPLES_DISCORD)
+            self._zeros_in += FRAME_SAMPLES_DISCORD
+        else:
+            self._zeros_in = 0
         stereo = np.frombuffer(pcm, PCM_DTYPE, usable // SAMPLE_WIDTH).astype(np.float32)
         mono = stereo[0::2] + stereo[1::2]
         mono *= 0.5
@@ -116,11 +140,13 @@ class Downsampler:
     def flush(self) -> bytes:
         """End the stream: return the converter's held-back tail (a trailing partial sample is dropped)."""
         self._partial = b""
+        self._zeros_in = 0
         return _to_pcm16(self._stream.flush()).tobytes()
 
     def reset(self) -> None:
         """Drop all state, e.g. when a caller's stream restarts after a gap."""
         self._partial = b""
+        self._zeros_in = 0
         self._stream.reset()
 
 
@@ -246,57 +272,83 @@ def rms_to_dbfs(rms: float) -> float:
 
 
 # SpeechOnsetDetector. webrtcvad takes 10/20/30 ms frames at 8/16/32/48 kHz (not 24 kHz), so it gets the
-# 48 kHz mono downmix. Measured by bench/bench_audio.py: 60 s per signal, 35 espeak-ng utterances
-# (7 sentences x 5 voices), defaults below; onsets/min include the one when each sound starts.
+# 48 kHz mono downmix, cut into 10 ms analysis frames: the onset can then be declared after 40 ms of
+# speech, which with 20 ms delivery is two frames where 20 ms analysis needed three (issue 14).
+# Measured by bench/bench_audio.py: 60 s per signal, 35 espeak-ng utterances (7 sentences x 5 voices).
 #   webrtcvad + RMS floor alone (aggressiveness 3) flaps 60 times/min on -30 dBFS pink noise and stays
 #   stuck in "speaking" on -20 dBFS white or pink noise, held chords and a drum pulse; stuck, it can
 #   never fire again, so speech over -30 dBFS chords was missed 35/35.
-#   Hence a relative floor too: a frame must also be NOISE_MARGIN_DB above the 10th percentile of the
-#   last second's frame energies (stationary noise and held chords are not). With it, onsets/min:
-#   white noise -40..-20 dBFS 0-1; pink -40/-30 2, pink -25/-20 18-22; brown -40..-25 0-2, brown -20
-#   10; chords, drum pulse, chords+drums at -20 dBFS 1 each. The drum pulse still keeps it "speaking"
-#   (each kick rises far above the quiet between beats, and webrtcvad calls kicks speech).
-#   Detection delay (first frame above -40 dBFS to the end of the firing frame): from silence median
-#   60 ms, max 120 ms; over -30 dBFS pink noise or chords at 10 dB SNR median 80 ms, max 120-140 ms.
-#   Cost: ~15 µs per frame of speech, ~4 µs per frame below the RMS floor (webrtcvad skipped).
+#   Hence a relative floor too: an analysis frame must also be NOISE_MARGIN_DB above the 10th percentile
+#   of the last second's energies (stationary noise and held chords are not). 10 ms energies spread
+#   wider than 20 ms ones (their 10th percentile sits lower), so the margin is 8 dB, not the 6 dB that
+#   20 ms analysis used. False onsets/min, 20 ms analysis + 60 ms onset + 6 dB -> 10 ms + 40 ms + 8 dB:
+#   white -40..-20 dBFS 1 -> 0-1; pink -40 1 -> 1, -30 2 -> 1, -25 17 -> 7, -20 21 -> 10; brown -40
+#   0 -> 0, -30 1 -> 2, -25 1 -> 1, -20 14 -> 15; chords, chords+drums 1 -> 1; drum pulse 1 -> 2
+#   (sum over the 15 signals 64 -> 44). 10 ms + 30 ms + 6 dB would fire after 40 ms too but flaps
+#   more (sum 101; pink -25 32/min), 20 ms + 40 ms + 6 dB likewise (sum 110).
+#   Detection delay (first 20 ms frame above -40 dBFS to the end of the firing frame): from silence
+#   median 60 -> 40 ms, max 120 -> 80 ms; over -30 dBFS pink noise or chords at 10 dB SNR median 80 ms
+#   (unchanged), max 140 -> 120 ms.
+#   Cost: ~20 µs per 20 ms frame of speech, ~5 µs per frame below the RMS floor (webrtcvad skipped).
 VAD_SAMPLE_RATE: Final = SAMPLE_RATE_DISCORD
-DEFAULT_ONSET_FRAMES: Final = 3  # 60 ms of speech: barge-in must silence playback within 150 ms
-DEFAULT_HANGOVER_FRAMES: Final = 15  # 300 ms without speech ends `speaking` (re-arms the onset)
+VAD_ANALYSIS_MS: Final = 10  # webrtcvad's shortest frame
+DEFAULT_ONSET_MS: Final = 40  # of speech before onset: barge-in must silence playback within 100 ms
+DEFAULT_HANGOVER_MS: Final = 300  # without speech ends `speaking` (re-arms the onset)
 DEFAULT_MIN_RMS: Final = 100.0  # about -50 dBFS: quieter frames are never speech, whatever webrtcvad says
-DEFAULT_NOISE_MARGIN_DB: Final = 6.0  # 8 dB: 1/3 of the loud-pink onsets, but speech in music up to 440 ms
-NOISE_WINDOW_FRAMES: Final = 50  # 1 s of frame energies for the noise floor
-NOISE_FLOOR_RANK: Final = 5  # 10th percentile of the window: robust to pauses, ignores a few loud frames
+DEFAULT_NOISE_MARGIN_DB: Final = 8.0  # above the noise floor (10 ms energies; see above)
+NOISE_WINDOW_MS: Final = 1000  # of analysis-frame energies for the noise floor
+NOISE_FLOOR_SHARE: Final = 0.1  # 10th percentile of the window: robust to pauses, ignores a few loud frames
 
 
 class SpeechOnsetDetector:
     """Cheap local VAD on inbound 48 kHz stereo 20 ms frames, to start barge-in before the server notices.
 
-    A frame counts as speech when it is above the absolute RMS floor, `noise_margin_db` above the
-    recent noise floor (None disables that test) and webrtcvad says so. Onset is declared after
-    `onset_frames` consecutive speech frames; `speaking` lasts until `hangover_frames` non-speech ones.
+    Each frame is analysed as `analysis_ms` pieces of its mono downmix. A piece counts as speech when it
+    is above the absolute RMS floor, `noise_margin_db` above the recent noise floor (None disables that
+    test) and webrtcvad says so. Onset is declared after `onset_ms` of consecutive speech; `speaking`
+    lasts until `hangover_ms` without speech.
     """
 
     def __init__(
         self,
         aggressiveness: int = 3,
-        onset_frames: int = DEFAULT_ONSET_FRAMES,
-        hangover_frames: int = DEFAULT_HANGOVER_FRAMES,
+        onset_ms: int = DEFAULT_ONSET_MS,
+        hangover_ms: int = DEFAULT_HANGOVER_MS,
         min_rms: float = DEFAULT_MIN_RMS,
         noise_margin_db: float | None = DEFAULT_NOISE_MARGIN_DB,
+        analysis_ms: int = VAD_ANALYSIS_MS,
     ) -> None:
-        if onset_frames < 1 or hangover_frames < 1:
-            raise ValueError("onset_frames and hangover_frames must be at least 1")
+        if analysis_ms not in (10, 20):
+            raise ValueError("analysis_ms must be 10 or 20 (webrtcvad frames that divide a 20 ms frame)")
+        if onset_ms < analysis_ms or hangover_ms < analysis_ms:
+            raise ValueError(f"onset_ms and hangover_ms must be at least analysis_ms ({analysis_ms})")
         self._vad = webrtcvad.Vad(aggressiveness)
-        self.onset_frames = onset_frames
-        self.hangover_frames = hangover_frames
+        self.analysis_ms = analysis_ms
+        self._piece = VAD_SAMPLE_RATE * analysis_ms // 1000  # mono samples per analysis frame
+        self.onset_ms = onset_ms
+        self.hangover_ms = hangover_ms
+        self._onset_pieces = -(-onset_ms // analysis_ms)
+        self._hangover_pieces = -(-hangover_ms // analysis_ms)
         self.min_rms = min_rms
-        self._min_energy = min_rms * min_rms * FRAME_SAMPLES_DISCORD
+        self._min_energy = min_rms * min_rms * self._piece
         self._margin = None if noise_margin_db is None else 10.0 ** (noise_margin_db / 10.0)
-        self._energies = np.zeros(NOISE_WINDOW_FRAMES)  # starts as silence: the first sound can fire
+        window = NOISE_WINDOW_MS // analysis_ms
+        self._floor_rank = int(window * NOISE_FLOOR_SHARE)
+        self._energies = np.zeros(window)  # starts as silence: the first sound can fire
         self._next = 0
         self._speech_run = 0
         self._silence_run = 0
         self._speaking = False
+
+    @property
+    def onset_frames(self) -> int:
+        """20 ms frames of speech (at least) before an onset is declared."""
+        return -(-self.onset_ms // FRAME_MS)
+
+    @property
+    def hangover_frames(self) -> int:
+        """20 ms frames without speech after which `speaking` ends."""
+        return -(-self.hangover_ms // FRAME_MS)
 
     @property
     def speaking(self) -> bool:
@@ -305,20 +357,30 @@ class SpeechOnsetDetector:
 
     def update(self, frame: bytes) -> bool:
         """Feed the next 20 ms frame; True exactly on the frame where speech onset is declared."""
-        if self._is_speech(frame):
-            self._speech_run += 1
-            self._silence_run = 0
-            if not self._speaking and self._speech_run >= self.onset_frames:
-                self._speaking = True
-                return True
-            return False
-        self._speech_run = 0
-        if self._speaking:
-            self._silence_run += 1
-            if self._silence_run >= self.hangover_frames:
-                self._speaking = False
+        if len(frame) != FRAME_BYTES:
+            raise ValueError(f"expected a {FRAME_BYTES}-byte 20 ms frame, got {len(frame)} bytes")
+        silent = frame == SILENCE_FRAME  # the mixer's frame when nobody speaks: no numpy needed
+        if not silent:
+            stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)  # int64: the energy sum overflows int32
+            mono = (stereo[0::2] + stereo[1::2]) >> 1
+        fired = False
+        for start in range(0, FRAME_SAMPLES_DISCORD, self._piece):
+            if silent:
+                self._energies[self._next] = 0.0
+                self._next = (self._next + 1) % len(self._energies)
+            if not silent and self._is_speech(mono[start : start + self._piece]):
+                self._speech_run += 1
                 self._silence_run = 0
-        return False
+                if not self._speaking and self._speech_run >= self._onset_pieces:
+                    self._speaking = fired = True
+                continue
+            self._speech_run = 0
+            if self._speaking:
+                self._silence_run += 1
+                if self._silence_run >= self._hangover_pieces:
+                    self._speaking = False
+                    self._silence_run = 0
+        return fired
 
     def reset(self) -> None:
         """Forget any speech in progress and the noise floor, e.g. when the caller's stream restarts."""
@@ -328,16 +390,12 @@ class SpeechOnsetDetector:
         self._silence_run = 0
         self._speaking = False
 
-    def _is_speech(self, frame: bytes) -> bool:
-        """Classify one frame on its mono downmix, and record its energy for the noise floor."""
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"expected a {FRAME_BYTES}-byte 20 ms frame, got {len(frame)} bytes")
-        stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)  # int64: the energy sum overflows int32
-        mono = (stereo[0::2] + stereo[1::2]) >> 1
+    def _is_speech(self, mono: np.ndarray) -> bool:
+        """Classify one analysis frame of the mono downmix, and record its energy for the noise floor."""
         energy = float(np.dot(mono, mono))
-        floor = float(np.partition(self._energies, NOISE_FLOOR_RANK)[NOISE_FLOOR_RANK])
+        floor = float(np.partition(self._energies, self._floor_rank)[self._floor_rank])
         self._energies[self._next] = energy
-        self._next = (self._next + 1) % NOISE_WINDOW_FRAMES
+        self._next = (self._next + 1) % len(self._energies)
         if energy < self._min_energy or (self._margin is not None and energy < floor * self._margin):
             return False
         return self._vad.is_speech(mono.astype(PCM_DTYPE).tobytes(), VAD_SAMPLE_RATE)

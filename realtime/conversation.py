@@ -278,6 +278,11 @@ class Conversation:
         playing = [item.addressee for item in self._audible_items() if item.addressee is not None]
         return not playing or not playing[0].people or bool(playing[0].people & speakers)
 
+    @property
+    def uplinked_ms(self) -> int:
+        """Caller audio this conversation sent (or kept for a new session), in ms (benchmarks count frames by it)."""
+        return self._timeline.now_ms
+
     def audio_dropped(self, ms: int) -> None:
         """The I/O shell shed caller audio this conversation had sent (a stalled socket)."""
         self._timeline.dropped(ms)

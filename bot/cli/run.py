@@ -57,8 +57,11 @@ def run_bot(args: argparse.Namespace, settings: Settings) -> int:
     token = preflight(settings)
     prepare_database(settings)  # pending migrations applied (AUTO_MIGRATE) or a one-line refusal
     from bot.discord_bot import CapBot  # imports the voice stack, which needs the checks above
+    from bot.heap import freeze_startup_heap
 
-    return asyncio.run(_serve(CapBot(settings), token))
+    bot = CapBot(settings)
+    freeze_startup_heap()  # full GCs of the start-up heap stalled every call 50-100 ms (bot/heap.py)
+    return asyncio.run(_serve(bot, token))
 
 
 async def _serve(bot: discord.Client, token: str) -> int:

@@ -107,6 +107,31 @@ def test_downsampler_turns_each_discord_frame_into_a_realtime_frame() -> None:
     assert sum(map(len, outputs)) + len(down.flush()) == 50 * REALTIME_FRAME_BYTES
 
 
+def test_downsampler_skips_the_converter_on_digital_silence_with_the_same_output() -> None:
+    """Issue 14: a caller who is not talking costs no libsamplerate call once the filter holds only zeros."""
+    rng = np.random.default_rng(4)
+    noise = [stereo(rng.standard_normal(960) * 4000) for _ in range(6)]
+    sequence = [noise[0], noise[1], *[SILENCE_FRAME] * 4, noise[2], SILENCE_FRAME, noise[3], *[SILENCE_FRAME] * 7,
+                noise[4], noise[5], *[SILENCE_FRAME] * 3]
+    reference = Downsampler()
+    reference._SILENT_HISTORY_SAMPLES = 10**12  # type: ignore[misc]  # never skips: the converter runs on all
+    expected = b"".join(reference.process(frame) for frame in sequence) + reference.flush()
+    down = Downsampler()
+    converter_calls = 0
+    process = down._stream.process
+
+    def counting(*args: object) -> object:
+        nonlocal converter_calls
+        converter_calls += 1
+        return process(*args)
+
+    down._stream.process = counting  # type: ignore[method-assign]
+    assert b"".join(down.process(frame) for frame in sequence) + down.flush() == expected
+    # The converter runs on the 6 noise frames and on the first silent frame after each sound only.
+    assert converter_calls == 6 + 4
+    assert down.silent_frames_skipped == 15 - 4
+
+
 def test_upsampler_turns_each_realtime_frame_into_a_discord_frame() -> None:
     up = Upsampler()
     frame = pcm(tone(440, SAMPLE_RATE_REALTIME, 0.02))
@@ -339,13 +364,23 @@ def test_vad_fires_within_a_few_frames_of_speech_onset(name: str) -> None:
     assert onset + detector.onset_frames - 1 <= fired[0] <= onset + MAX_ONSET_DELAY_FRAMES - 1
 
 
-def test_vad_onset_waits_for_onset_frames() -> None:
+@pytest.mark.parametrize("name", ["hello.wav", "question.wav"])
+def test_vad_fires_on_the_second_frame_of_a_clean_onset(name: str) -> None:
+    """Barge-in speed (issue 14): 40 ms of speech in 10 ms analysis frames, not three 20 ms frames."""
+    frames, onset = fixture_frames(name)
+    assert onset is not None
+    detector = SpeechOnsetDetector()
+    fired = next(i for i, frame in enumerate(frames) if detector.update(frame))
+    assert fired <= onset + 1
+
+
+def test_vad_onset_waits_for_onset_ms() -> None:
     frames, _ = fixture_frames("hello.wav")
     first = {}
-    for needed in (1, 3):
-        detector = SpeechOnsetDetector(onset_frames=needed)
+    for needed in (20, 60):
+        detector = SpeechOnsetDetector(onset_ms=needed)
         first[needed] = next(i for i, frame in enumerate(frames) if detector.update(frame))
-    assert first[3] >= first[1] + 2
+    assert first[60] >= first[20] + 2
 
 
 def test_vad_returns_true_once_per_onset_and_rearms_after_the_hangover() -> None:

@@ -91,3 +91,24 @@ def test_cli_run_without_a_token_prints_one_line(monkeypatch: pytest.MonkeyPatch
     assert main(["run"]) == 1
     err = capsys.readouterr().err
     assert err.strip() == "cap-bot: DISCORD_TOKEN: missing (set it in the environment or .env)"
+
+
+def test_run_freezes_the_start_up_heap_before_serving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: full GCs of the start-up heap stalled every call; `cap-bot run` freezes it, once, first."""
+    import argparse
+
+    import bot.cli.run as run
+    import bot.heap
+
+    order: list[str] = []
+    monkeypatch.setattr(run, "preflight", lambda settings: TOKEN)
+    monkeypatch.setattr(run, "prepare_database", lambda settings: None)
+    monkeypatch.setattr(bot.heap, "freeze_startup_heap", lambda: order.append("freeze") or 1)
+
+    async def serve(client: discord.Client, token: str) -> int:
+        order.append("serve")
+        return 0
+
+    monkeypatch.setattr(run, "_serve", serve)
+    assert run.run_bot(argparse.Namespace(), settings(database_url="sqlite://")) == 0
+    assert order == ["freeze", "serve"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -151,3 +153,28 @@ async def test_each_event_loop_has_one_shared_metronome() -> None:
         assert metronome(other) is not metronome(loop)
     finally:
         other.close()
+
+
+async def test_a_long_tick_lets_the_loop_run_between_slices() -> None:
+    """Issue 14: what the first calls of a tick queued goes out before the last calls are done."""
+    shared = Metronome(slice_seconds=0.001)
+    order: list[str] = []
+
+    def busy_call(name: str) -> Callable[[], None]:
+        def tick() -> None:
+            order.append(name)
+            if name == "first":
+                asyncio.get_running_loop().call_soon(order.append, "writer")  # e.g. its uplink append's writer
+            deadline = time.perf_counter() + 0.002
+            while time.perf_counter() < deadline:  # 2 ms of work per call
+                pass
+        return tick
+
+    calls = [busy_call(name) for name in ("first", "second", "third")]
+    for call in calls:
+        shared.add(call)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    for call in calls:
+        shared.discard(call)
+    assert order[:4] == ["first", "writer", "second", "third"]

@@ -9,7 +9,13 @@ from types import SimpleNamespace
 from discord import opus
 from discord.player import AudioPlayer
 
-from bot.voice.source import OPUS_SILENCE, QUIET_FRAMES_BEFORE_NOT_SPEAKING, EngineAudioSource
+from bot.voice.source import (
+    ENCODER_COMPLEXITY,
+    OPUS_SILENCE,
+    QUIET_FRAMES_BEFORE_NOT_SPEAKING,
+    EngineAudioSource,
+    encoder_complexity,
+)
 from realtime.audio import FRAME_BYTES
 from realtime.playback import PlaybackBuffer
 from tests.bot.voice.voice_packets import correlation, frames_of, vowel_pcm
@@ -39,6 +45,13 @@ def test_speech_frames_are_encoded_and_decode_back() -> None:
     assert all(len(frame) == FRAME_BYTES for frame in decoded)
     assert correlation(b"".join(speech), b"".join(decoded)) > 0.85
     assert playback.played_ms("item_1") == 20 * len(speech)
+
+
+def test_caps_encoder_runs_at_the_cheaper_complexity() -> None:
+    """Issue 14: half the encode cost. discord.py has no setter, so this fails if the raw CTL stops taking."""
+    source = EngineAudioSource(PlaybackBuffer())
+    assert encoder_complexity(source._encoder) == ENCODER_COMPLEXITY == 5
+    assert encoder_complexity(opus.Encoder(application="voip")) > ENCODER_COMPLEXITY  # libopus' default (9)
 
 
 def test_quiet_means_opus_silence_without_encoding_and_never_end_of_stream() -> None:
