@@ -13,8 +13,9 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-# A turn is attributed from this many frames back at most (60 s of 20 ms frames).
-ACTIVITY_FRAMES = 3000
+# Runs of frames with the same speakers kept for attribution: a run is one person talking (or the same few at
+# once), so this covers many minutes in a few kilobytes per call (a frame each would be ~1 MB per hour of talk).
+ACTIVITY_RUNS = 500
 OPEN_SPANS_LIMIT = 50  # turns whose end or commit never came are forgotten past this
 
 
@@ -39,7 +40,8 @@ class SpeakerTimeline:
         self._frame_ms = frame_ms
         self._now_ms = 0  # all caller audio sent to (or kept for) a session, in ms
         self._session_origin_ms = 0  # where the current session's audio clock starts on ours
-        self._activity: deque[tuple[int, frozenset[int]]] = deque(maxlen=ACTIVITY_FRAMES)
+        # [start_ms, end_ms, speakers]: consecutive uplinked frames in which the same people were heard.
+        self._activity: deque[list] = deque(maxlen=ACTIVITY_RUNS)
         self._spans: dict[str, list[int]] = {}
         self._since_last_turn: set[int] = set()
 
@@ -52,7 +54,11 @@ class SpeakerTimeline:
         """One frame went up (or was kept for a new session)."""
         speakers = frozenset(speakers)
         if speakers:
-            self._activity.append((self._now_ms, speakers))
+            last = self._activity[-1] if self._activity else None
+            if last is not None and last[1] == self._now_ms and last[2] == speakers:
+                last[1] += self._frame_ms
+            else:
+                self._activity.append([self._now_ms, self._now_ms + self._frame_ms, speakers])
             self._since_last_turn |= speakers
         self._now_ms += self._frame_ms
 
@@ -86,9 +92,11 @@ class SpeakerTimeline:
         span = self._spans.pop(item_id, None)
         heard: Counter[int] = Counter()
         if span is not None and span[1] >= span[0]:
-            for at_ms, speakers in self._activity:
-                if span[0] <= at_ms < span[1]:
-                    heard.update(speakers)
+            for run_start, run_end, speakers in self._activity:
+                frames = (min(run_end, span[1]) - max(run_start, span[0])) // self._frame_ms
+                if frames > 0:
+                    for user_id in speakers:
+                        heard[user_id] += frames
         since, self._since_last_turn = frozenset(self._since_last_turn), set()
         if heard:
             return Addressee(frozenset(heard), max(heard, key=lambda user_id: heard[user_id]))
@@ -97,4 +105,4 @@ class SpeakerTimeline:
     def speakers_since(self, audio_start_ms: int) -> frozenset[int]:
         """Everyone heard from this point of the session's clock on (who is talking in a turn still open)."""
         start = self._session_origin_ms + audio_start_ms
-        return frozenset().union(*(speakers for at_ms, speakers in self._activity if at_ms >= start))
+        return frozenset().union(*(speakers for _, run_end, speakers in self._activity if run_end > start))

@@ -269,3 +269,17 @@ def test_a_bystanders_mm_hm_does_not_end_cap_s_answer_to_the_person_who_asked() 
     events = conv.events_to_send()
     answered = any(e["type"] == "response.create" for e in events) or conv.playback.audible
     assert answered, "Alice's question was dropped by a bystander's back-channel"
+
+
+def test_an_hour_of_talk_keeps_a_few_runs_not_a_frame_each() -> None:
+    """Attribution memory stays small: a run per change of speakers, not an entry per 20 ms frame."""
+    from realtime.attribution import SpeakerTimeline
+
+    timeline = SpeakerTimeline(FRAME_MS)
+    for minute in range(60):
+        for _ in range(60 * 1000 // FRAME_MS):
+            timeline.frame({ALICE} if minute % 2 else {BOB})
+    assert len(timeline._activity) == 60
+    timeline.turn_started("u", (59 * 60 + 10) * 1000)
+    timeline.turn_stopped("u", (59 * 60 + 20) * 1000)
+    assert timeline.turn_committed("u").caller == ALICE  # minute 59 was Alice's
