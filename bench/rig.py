@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))  # packet builders and the fake live in tests/
 import discord  # noqa: E402
 from discord.player import AudioPlayer  # noqa: E402
 
+from bot.disclosure import ConsentBook  # noqa: E402
 from bot.heap import freeze_startup_heap  # noqa: E402
 from bot.voice.call import AutoLeave, VoiceCall  # noqa: E402
 from bot.voice.client import CapVoiceClient, PromptSocketReader  # noqa: E402
@@ -339,6 +340,7 @@ class CallRig:
         # ... and VoiceCall's.
         self._spoken: Counter[int] = Counter()
         self.auto_leave = AutoLeave(300.0, 600.0)
+        self.consent = ConsentBook(False)  # no spoken yes required: everyone is heard, as by default
 
     def _pace_player(self) -> None:
         paused = self.player.is_paused()
