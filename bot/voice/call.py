@@ -389,6 +389,10 @@ class VoiceCall:
         session = self.session
         if session is None or session.closed or self.started_at is None or session.metrics.turns == 0:
             return False
+        # Someone declined: the session heard them before they did (the model cannot tell voices apart), and a
+        # summary would carry what they said to staff and to the webhook. The lead card still goes out.
+        if "no" in self.consent.states.values():
+            return False
         return not self.consent.required or "yes" in self.consent.states.values()
 
     def _webhook(self, event: str, lead_id: int | None, data: dict[str, Any]) -> None:

@@ -844,6 +844,23 @@ async def test_a_silent_call_asks_for_no_summary(database: Database) -> None:
     assert not getattr(call.session, "summarized", [])
 
 
+async def test_no_summary_is_written_of_a_call_someone_declined(database: Database) -> None:
+    """Review 2: the session heard the decliner before they said no; a summary would carry their words to staff."""
+    channel = make_channel()
+    add_staff_channel(channel)
+    call = make_call(channel, database, require_spoken_consent=True, staff_channel_id=STAFF_CHANNEL)
+    await call.start()
+    session = call.session
+    assert isinstance(session, FakeSession)
+    session.metrics.turns = 3
+    session.on_transcript(TranscriptEntry(role="caller", text="Yes.", item_id="a", speakers=frozenset({ALICE}),
+                                          speaker=ALICE))
+    session.on_transcript(TranscriptEntry(role="caller", text="No thanks.", item_id="b", speakers=frozenset({BOB}),
+                                          speaker=BOB))
+    await call.stop("left")
+    assert not getattr(session, "summarized", []) and call.summary is None
+
+
 async def test_tool_results_and_the_end_of_a_call_become_webhook_events(database: Database) -> None:
     from sqlmodel import select
 
