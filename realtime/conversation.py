@@ -543,8 +543,6 @@ class Conversation:
         turn, gated = self._turns.pop(item_id, (self._last_turn, self._gated))
         self._transcribed(item_id)
         if not text:
-            if gated:
-                self._turn_unanswered = False  # nothing said, so nothing addressed to Cap: no reply is owed
             return
         self._remember(item_id, "user", text)
         self._transcripts.append(TranscriptEntry(role="caller", text=text, item_id=item_id, speakers=turn.speakers,
@@ -564,9 +562,6 @@ class Conversation:
         reason = self.gate.reason(text, turn.people)
         if reason is None:
             self.metrics.unaddressed_turns += 1
-            # No reply is owed: the liveness watchdog must not take the server's silence for a dead socket, and a
-            # new session must not answer this turn.
-            self._turn_unanswered = False
             log.debug("turn %s was not addressed to Cap: listening", item_id)
             return
         self.metrics.addressed_turns += 1
@@ -575,10 +570,8 @@ class Conversation:
         self._request_response()
 
     def _on_caller_transcript_failed(self, event: dict[str, Any]) -> None:
-        _, gated = self._turns.pop(event["item_id"], (None, self._gated))
+        self._turns.pop(event["item_id"], None)  # gated: Cap cannot tell whether it was addressed, so stays quiet
         self._transcribed(event["item_id"])
-        if gated:
-            self._turn_unanswered = False  # the gate cannot tell whether Cap was addressed: it stays quiet
         log.warning("the caller's words could not be transcribed (item %s)", event["item_id"])
 
     def _on_response_created(self, event: dict[str, Any]) -> None:

@@ -110,3 +110,17 @@ def test_a_newcomers_disclosure_does_not_close_the_question_cap_just_asked_the_c
     cap_says(conversation, "resp_2", "item_2", f"Welcome! {disclosure_text(LENDER)}")
     caller_turn(conversation, ALICE, "u2", "It's 12 Oak Street in Austin.")
     assert voice_reply_requests(sent(conversation)), "Alice's answer to Cap's question is answered"
+
+
+def test_a_late_unaddressed_transcript_does_not_cancel_the_reply_owed_for_a_later_turn() -> None:
+    """u1 is committed while two people are here (Cap decides); one leaves, the server answers u2 itself, and they
+    are back before u1's transcript, which turns out unaddressed: the reply owed for u2 stays owed."""
+    conversation = connected(reply_mode="adaptive")
+    conversation.set_humans(2)
+    conversation.handle_event({"type": "input_audio_buffer.committed", "item_id": "u1"})
+    conversation.set_humans(1)
+    conversation.handle_event({"type": "input_audio_buffer.committed", "item_id": "u2"})
+    conversation.set_humans(2)  # they are back before u1's transcript comes
+    conversation.handle_event({"type": "conversation.item.input_audio_transcription.completed",
+                               "item_id": "u1", "content_index": 0, "transcript": "So Bob, what do you think?"})
+    assert conversation.reply_owed
