@@ -314,8 +314,9 @@ class Conversation:
             self._timeline.heard(speakers)
             self.tick()  # long digital silence: nothing for the local VAD or the server to hear
             return
-        if (self._onset.update(frame) and self.playback.audible and not self.playback.paused
-                and self._may_interrupt(speakers)):
+        if not self.playback.audible:
+            self._onset.note_level(frame)  # nothing to barge in on: only the noise floor is kept
+        elif self._onset.update(frame) and not self.playback.paused and self._may_interrupt(speakers):
             # Pause at once; the server's speech_started may come hundreds of ms later.
             self.playback.pause()
             self._paused_at = now

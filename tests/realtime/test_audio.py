@@ -435,3 +435,38 @@ def test_vad_settles_on_steady_noise() -> None:
 def test_vad_rejects_frames_of_the_wrong_size() -> None:
     with pytest.raises(ValueError):
         SpeechOnsetDetector().update(bytes(REALTIME_FRAME_BYTES))
+
+
+def loud_noise_frames(seconds: float, seed: int = 8) -> list[bytes]:
+    """-20 dBFS white noise: webrtcvad calls much of it speech; only the relative noise floor rejects it."""
+    rng = np.random.default_rng(seed)
+    return discord_frames(stereo(rng.standard_normal(int(SAMPLE_RATE_DISCORD * seconds)) * 32768 * 0.1))
+
+
+def test_noise_noted_while_cap_is_quiet_sets_the_floor_barge_in_judges_by() -> None:
+    """Issue 14: while Cap is quiet the detector skips webrtcvad but must still learn the room's noise."""
+    noise = loud_noise_frames(2.0)
+    unwarned = SpeechOnsetDetector()
+    assert any(unwarned.update(frame) for frame in noise[50:]), "control: this noise fools a detector with no floor"
+    detector = SpeechOnsetDetector()
+    for frame in noise[:50]:  # one second heard while Cap was quiet
+        detector.note_level(frame)
+    assert not any(detector.update(frame) for frame in noise[50:])
+
+
+def test_note_level_forgets_speech_so_speech_under_way_fires_once_cap_speaks() -> None:
+    frames, onset = fixture_frames("hello.wav")
+    assert onset is not None
+    detector = SpeechOnsetDetector()
+    for frame in frames[: onset + 5]:
+        detector.update(frame)
+    assert detector.speaking
+    detector.note_level(frames[onset + 5])
+    assert not detector.speaking
+    fired = [i for i, frame in enumerate(frames[onset + 6 : onset + 12]) if detector.update(frame)]
+    assert fired and fired[0] <= 1  # 40 ms of the speech still going on
+
+
+def test_note_level_refuses_a_frame_of_the_wrong_size() -> None:
+    with pytest.raises(ValueError, match="3840-byte"):
+        SpeechOnsetDetector().note_level(bytes(100))

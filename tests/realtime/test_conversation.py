@@ -176,6 +176,20 @@ def test_the_local_vad_fires_on_the_same_frame_after_a_long_skipped_silence(
     assert paused_at == expected
 
 
+def test_speech_under_way_when_a_reply_starts_pauses_it_after_40_ms(
+        conv: Conversation, speech_frames: list[bytes]) -> None:
+    """The local VAD listens only while Cap has something to say (issue 14); speech that began before the reply
+    counts as an onset once the reply starts, so Cap does not talk over someone still speaking."""
+    detector = SpeechOnsetDetector()
+    onset = next(i for i, frame in enumerate(speech_frames) if detector.update(frame))
+    for frame in speech_frames[: onset + 5]:  # the caller has been talking for a while; Cap is quiet
+        conv.feed_input(frame)
+    start_reply(conv, ms=2000)
+    for frame in speech_frames[onset + 5 : onset + 7]:
+        conv.feed_input(frame)
+    assert conv.playback.paused
+
+
 def test_reply_plays_without_gaps_and_counts_heard_ms(conv: Conversation) -> None:
     start_reply(conv, ms=1000)
     conv.handle_event({"type": "response.output_audio.done", "item_id": "item_a", "response_id": "resp_1",
