@@ -4,8 +4,8 @@ Run as `.venv/bin/python bench/run_all.py` (3-5 minutes; progress goes to stderr
 figure stands beside a reference measured in the same run and the goal it is held to. Cap's side runs pinned
 to core 0; the fake Realtime service and the fake voice relay run as separate processes on the other cores
 (on a one-core machine they share core 0 and the figures include them). The pieces run on their own too:
-bench_audio.py, bench_idle.py, bench_concurrency.py, bench_latency.py, bench_jitter.py (and bench_voice.py for the
-receive path's costs).
+bench_audio.py, bench_idle.py, bench_concurrency.py, bench_pipeline.py, bench_latency.py, bench_jitter.py (and
+bench_voice.py for the receive path's costs).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import bench_concurrency
 import bench_idle
 import bench_jitter
 import bench_latency
+import bench_pipeline
 import bench_processes
 import rig
 from discord import opus
@@ -86,6 +87,8 @@ def main() -> None:
     rows += bench_idle.measure(calls=IDLE_CALLS, before=before)
     progress("3. concurrency search (one process per N) ...")
     rows += bench_concurrency.measure(log=progress, before=before)
+    progress("3d. one call's path on one thread, no sockets ...")
+    rows += bench_pipeline.measure()
     progress("4-6. barge-in, reply start, uplink lag ...")
     rows += bench_latency.measure(before=before)
     rows.append(onset_row())
