@@ -80,6 +80,9 @@ class OpusDecoder:
                 raise TypeError("Invalid arguments: FEC cannot be used with null data")
             frame_size = self._last_packet_duration() or PLC_DEFAULT_SAMPLES
         else:
+            # With fec, `data` is the packet after the lost one and, like discord.py, we ask for its whole
+            # duration: libopus conceals all but its last frame with PLC, then fills that frame from the
+            # FEC data (one frame of the next packet's frame size; CELT packets carry none: all PLC).
             frame_size = packet_samples(data)
         buffer = self._buffer
         if frame_size > MAX_FRAME_SAMPLES:  # an invalid packet: libopus rejects it; size as discord.py does
