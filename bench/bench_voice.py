@@ -1,7 +1,8 @@
 """Cost of Cap's Discord voice path, each figure beside a reference measured in the same run.
 
 Run as `.venv/bin/python bench/bench_voice.py` (about 10 s, one core). Per-packet receive cost (socket
-thread: parse + transport decrypt + DAVE passthrough; tick: jitter + Opus decode), per-tick mixer
+thread: parse + transport decrypt + DAVE passthrough; tick: jitter + Opus decode; Cap's OpusDecoder beside
+discord.py's opus.Decoder), per-tick mixer
 cost for 1/3/10 speakers, and EngineAudioSource.read() while quiet vs while speaking.
 """
 
@@ -21,6 +22,7 @@ from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E4
 
 from bot.voice.crypto import TransportDecryptor  # noqa: E402
 from bot.voice.mixer import Mixer  # noqa: E402
+from bot.voice.opus_decoder import OpusDecoder  # noqa: E402
 from bot.voice.receiver import VoiceReceiver  # noqa: E402
 from bot.voice.rtp import RtpHeader, parse_header  # noqa: E402
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource  # noqa: E402
@@ -97,7 +99,7 @@ def bench_receive(packets: list[bytes]) -> None:
         return len(datagrams)
 
     def raw_decode() -> int:
-        decoder = opus.Decoder()
+        decoder = OpusDecoder()  # the decode SpeakerDecoder runs
         for packet in packets:
             decoder.decode(packet, fec=False)
         return len(packets)
@@ -108,6 +110,14 @@ def bench_receive(packets: list[bytes]) -> None:
     decode = best_us(raw_decode)
     row("whole path incl. jitter + Opus decode on the tick", best_us(full_pipeline), "raw Opus decode", decode)
 
+    def discord_py_decode() -> int:
+        decoder = opus.Decoder()
+        for packet in packets:
+            decoder.decode(packet, fec=False)
+        return len(packets)
+
+    row("  raw Opus decode (OpusDecoder, what Cap runs)", decode, "discord.py opus.Decoder", best_us(discord_py_decode))
+
 
 def bench_mixer(packets: list[bytes]) -> None:
     print("Mixer tick (pull_frames: inbox -> jitter -> decode, then saturating mix), per 20 ms tick")
@@ -116,7 +126,7 @@ def bench_mixer(packets: list[bytes]) -> None:
 
     def raw_decode(speakers: int) -> Callable[[], int]:
         def run() -> int:
-            decoders = [opus.Decoder() for _ in range(speakers)]
+            decoders = [OpusDecoder() for _ in range(speakers)]
             for packet in packets[:ticks]:
                 for decoder in decoders:
                     decoder.decode(packet, fec=False)

@@ -2,7 +2,10 @@
 
 bench_concurrency.py counts the frames a run decoded, encoded and resampled, and prices them with these
 figures (taken in the same child, on the same core, once the calls are closed) to state Cap's per-call cost
-against what the codec and the resamplers alone would cost at the same duty cycle.
+against what the codec and the resamplers alone would cost at the same duty cycle. Each unit is priced with
+the code Cap runs: decode with `bot.voice.opus_decoder.OpusDecoder` (what `SpeakerDecoder` uses, about half
+the cost of discord.py's `opus.Decoder`), encode with Cap's `speech_encoder()`, so the floor is neither
+inflated by a slower decoder than Cap's nor flattered by a faster one.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ import wave
 from collections.abc import Callable
 from pathlib import Path
 
-from discord import opus
-
+from bot.voice.opus_decoder import OpusDecoder
 from bot.voice.source import speech_encoder
 from realtime.audio import FRAME_BYTES, REALTIME_FRAME_BYTES, Downsampler, Upsampler, to_discord_pcm
 
@@ -38,12 +40,12 @@ def speech_frames() -> list[bytes]:
 
 
 def costs() -> dict[str, float]:
-    """µs per 20 ms frame of speech: Opus decode (a caller's packet), Opus encode (Cap's encoder),
+    """µs per 20 ms frame of speech: Opus decode (a caller's packet, Cap's decoder), Opus encode (Cap's encoder),
     Downsampler (caller -> Realtime), Upsampler (Realtime -> Discord)."""
     frames = speech_frames()
     encoder = speech_encoder()
     packets = [encoder.encode(frame, 960) for frame in frames]
-    decoder, down, up = opus.Decoder(), Downsampler(), Upsampler()
+    decoder, down, up = OpusDecoder(), Downsampler(), Upsampler()
     pcm24 = [down.process(frame)[:REALTIME_FRAME_BYTES].ljust(REALTIME_FRAME_BYTES, b"\0") for frame in frames]
     cycle = {"decode": iter(packets * 100), "encode": iter(frames * 100), "down": iter(frames * 100),
              "up": iter(pcm24 * 100)}

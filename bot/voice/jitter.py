@@ -31,8 +31,8 @@ from enum import Enum
 from typing import Final
 
 import numpy as np
-from discord import opus
 
+from bot.voice.opus_decoder import OpusDecoder
 from bot.voice.rtp import sequence_delta
 from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
 
@@ -296,7 +296,7 @@ class SpeakerDecoder:
 
     def __init__(self, jitter: JitterBuffer | None = None) -> None:
         self.jitter = jitter or JitterBuffer()
-        self._decoder = opus.Decoder()
+        self._decoder = OpusDecoder()  # discord.py's output, without its per-frame Python copies
         self._pcm = bytearray()
         # decoded/shed/decode_errors count packets (each exactly once); fec/plc count concealed frames.
         self.stats = {"decoded": 0, "shed": 0, "decode_errors": 0, "fec": 0, "plc": 0, "conceal_errors": 0}

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import types
+
+import pytest
+from discord import opus
+
 from bot.voice.jitter import MAX_CONCEALED, DelayEstimator, JitterBuffer, Push, Slot, SlotKind, SpeakerDecoder
 from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
 from tests.bot.voice.voice_packets import correlation, frames_of, opus_encode, reference_decode, vowel_pcm
@@ -200,3 +205,26 @@ def test_a_backlog_is_shed_in_pauses_only() -> None:
     assert decoder.stats["decoded"] + decoder.stats["shed"] == len(packets)
     assert b"".join(out[:10]) == b"".join(reference_decode(packets)[:10])  # the first word intact
     assert len(out) < len(packets) + MAX_CONCEALED
+
+
+def test_decoding_stays_out_of_python_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SpeakerDecoder decodes with OpusDecoder: discord.py's Decoder copies each frame through a list of ints."""
+    packets = opus_encode(frames_of(vowel_pcm(0.2)))
+    copies: list[type] = []
+    real_array = opus.array.array
+
+    def spy(typecode: str, data: list[int]) -> object:
+        copies.append(type(data))
+        return real_array(typecode, data)
+
+    monkeypatch.setattr(opus, "array", types.SimpleNamespace(array=spy))
+    decoder = SpeakerDecoder()
+    for seq, packet in enumerate(packets):
+        if seq != 3:  # lost: recovered by FEC from the next packet
+            decoder.push(seq, seq * FRAME_SAMPLES_DISCORD, packet)
+    out = []
+    while (frame := decoder.next_frame()) is not None:  # ends in PLC after the last packet
+        out.append(frame)
+    assert decoder.stats["fec"] == 1 and decoder.stats["plc"] >= 1
+    assert len(out) >= len(packets) and all(len(frame) == FRAME_BYTES for frame in out)
+    assert copies == []
