@@ -69,10 +69,11 @@ class TransportEncryptor:
         self.mode = mode
         self._key = _session_key(mode, secret_key, "sending")
 
-    def seal(self, header: bytes, payload: bytes, nonce: int) -> bytes:
+    def seal(self, header: bytes, payload: bytes | bytearray | memoryview, nonce: int) -> bytes:
         """`header | ciphertext + tag | 4-byte nonce`: the header is authenticated (AAD), not encrypted."""
         counter = nonce.to_bytes(NONCE_COUNTER_BYTES, "big")
-        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(payload, header, counter + _NONCE_PAD, self._key)
+        # bytes(): PyNaCl refuses a bytearray or memoryview (discord.py converts too); free for bytes.
+        sealed = crypto_aead_xchacha20poly1305_ietf_encrypt(bytes(payload), header, counter + _NONCE_PAD, self._key)
         return header + sealed + counter
 
 

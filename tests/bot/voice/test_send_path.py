@@ -90,6 +90,14 @@ async def test_consecutive_packets_match_discord_pys_through_the_nonce_wrap() ->
     assert ours_vc._incr_nonce == theirs_vc._incr_nonce == 2
 
 
+async def test_any_bytes_like_frame_is_sent_as_discord_py_sends_it() -> None:
+    vc = await voice_client()
+    for frame in (bytearray(OPUS), memoryview(OPUS)):
+        ours, _ = caps_packet(vc, frame, 3)
+        theirs, _ = discord_pys_packet(vc, frame, 3)
+        assert ours == theirs
+
+
 async def test_a_new_session_key_is_used_from_the_next_packet() -> None:
     """After a reconnect's SESSION_DESCRIPTION discord.py holds a new key list: the cached encryptor follows."""
     vc = await voice_client()
