@@ -4,9 +4,10 @@
 a UDP voice socket read by Cap's PromptSocketReader thread into VoiceReceiver (transport decrypt, jitter
 buffer, Opus decode), the Mixer on the shared Metronome's 20 ms grid feeding VoiceSession.feed_input,
 and Cap's voice leaving through EngineAudioSource on discord.py's own AudioPlayer thread (paused while Cap
-is quiet, as CapVoiceClient does), whose send_audio_packet (RTP header, XChaCha20 transport encryption,
-UDP send) runs on a stand-in for the VoiceClient. Not modelled: DAVE (the stand-in has no session, so
-Opus goes out without E2EE), the voice and gateway WebSockets' heartbeats, VoiceCall's 1 Hz watch task.
+is quiet, as CapVoiceClient does), whose send_audio_packet (RTP header and XChaCha20 transport encryption
+by CapVoiceClient's own packet builder, UDP send) runs on a stand-in for the VoiceClient. Not modelled: DAVE
+(the stand-in has no session, so Opus goes out without E2EE), the voice and gateway WebSockets' heartbeats,
+VoiceCall's 1 Hz watch task.
 Like `cap-bot run`, the rig freezes the start-up heap before the first call (bot/heap.py).
 `FarSide` runs the fake Realtime service and the fake voice relay as processes of their own, pinned away
 from Cap's core, so their CPU is neither counted as Cap's nor taken from it.
@@ -152,7 +153,7 @@ class _SpeakingSocket:
 
 
 class PlayerClient:
-    """The VoiceClient attributes AudioPlayer uses, with discord.py's own packet path (RTP, encrypt, send).
+    """The VoiceClient attributes AudioPlayer uses, with Cap's packet path (RTP, encrypt) and discord.py's send.
 
     Records how late each packet of a playing player left against the player's own grid (it restarts on
     resume; discord.py sends packet k >= 1 at start + (k + 1) x 20 ms) and when Cap's talk spurts started
@@ -160,8 +161,9 @@ class PlayerClient:
     """
 
     checked_add = discord.VoiceClient.checked_add
-    _get_voice_packet = discord.VoiceClient._get_voice_packet
-    _encrypt_aead_xchacha20_poly1305_rtpsize = discord.VoiceClient._encrypt_aead_xchacha20_poly1305_rtpsize
+    _get_voice_packet = CapVoiceClient._get_voice_packet
+    _build_voice_packet = CapVoiceClient._build_voice_packet
+    _current_encryptor = CapVoiceClient._current_encryptor
 
     def __init__(self, sock: socket.socket, ssrc: int, loop: asyncio.AbstractEventLoop) -> None:
         self.ssrc = ssrc
@@ -170,7 +172,12 @@ class PlayerClient:
         self.sequence = 0
         self.timestamp = 0
         self._incr_nonce = 0
-        self._connection = SimpleNamespace(dave_session=None, can_encrypt=False, send_packet=sock.send)
+        self._connection = SimpleNamespace(
+            dave_session=None, can_encrypt=False, send_packet=sock.send, mode=MODE, secret_key=SECRET_KEY, ssrc=ssrc
+        )
+        self._encryptor = self._encryptor_key = self._encryptor_mode = None
+        self._dave_encrypt_failed = 0
+        self._log = RateLimitedLog(logging.getLogger("bench"))
         self.ws = _SpeakingSocket()
         self.client = SimpleNamespace(loop=loop)
         self.timeout = 5.0

@@ -10,7 +10,9 @@ Hooks into discord.py 2.7.1 internals (re-check them when upgrading discord.py):
   it and keep the callbacks (only a full disconnect stops it and clears them). Cap re-registers
   idempotently (remove, then add) after each READY/RESUMED anyway, which is safe whatever the reader's
   paused state.
-- `self._connection.mode / .secret_key / .dave_session / .ssrc` are read by the receiver per packet.
+- `self._connection.mode / .secret_key / .dave_session / .ssrc` are read by the receiver per packet, and by
+  `_get_voice_packet`, which re-implements discord.py's packet builder for Cap's one mode (same bytes; a test
+  compares them with discord.py's own `_get_voice_packet`, including `_incr_nonce`'s wrap-around).
 - `create_connection_state()` returns `CapConnectionState` (bot/voice/connection.py): discord.py's state with
   its fixes for moves after reconnects, 4015 resumes and a dead WebSocket poller.
 - `send_audio_packet()` is serialised by a lock: discord.py advances `sequence`, `timestamp` and `_incr_nonce`
@@ -36,10 +38,11 @@ from discord.gateway import DiscordVoiceWebSocket
 from discord.voice_state import SocketReader, VoiceConnectionState
 
 from bot.voice.connection import CapConnectionState
-from bot.voice.crypto import SUPPORTED_MODES
+from bot.voice.crypto import NONCE_COUNTER_LIMIT, SUPPORTED_MODES, TransportEncryptor, UnsupportedModeError
 from bot.voice.dave import is_rust_panic, is_survivable
 from bot.voice.mixer import Mixer, metronome
 from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
+from bot.voice.rtp import pack_header
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource, FrameSource
 
 log = logging.getLogger(__name__)
@@ -121,6 +124,9 @@ class CapVoiceClient(discord.VoiceClient):
         self._ready_channel_id: int | None = None
         self._dave_encrypt_failed = 0
         self._log = RateLimitedLog(log)
+        self._encryptor: TransportEncryptor | None = None
+        self._encryptor_key: object = None
+        self._encryptor_mode: object = None
 
     # ---- discord.py hooks -----------------------------------------------------------------------------------
 
@@ -160,20 +166,56 @@ class CapVoiceClient(discord.VoiceClient):
             self._audio.assume_speaking()
 
     def _get_voice_packet(self, data: bytes) -> bytes:
-        """discord.py's packet builder, but a davey panic in `encrypt_opus` sends one Opus silence frame instead.
+        """discord.py's packet, built for less, and a davey panic in `encrypt_opus` sends Opus silence instead.
 
+        Per packet (player thread, under the send lock) this is discord.py's builder for the one mode Cap
+        negotiates, with the key held as bytes once per session (`TransportEncryptor`), one header pack and
+        one libsodium call; any other mode falls back to discord.py's code.
         discord.py's AudioPlayer thread catches only Exception; a panic (a BaseException) would end the thread
         while `is_playing()` stays True, so nothing restarts it and Cap falls silent. Silence is never DAVE
         encrypted, so the substitute needs no key; the RTP sequence and timestamp advance as for the lost frame.
         """
         try:
-            return super()._get_voice_packet(data)
+            return self._build_voice_packet(data)
         except BaseException as exc:
             if not is_rust_panic(exc):
                 raise
             self._dave_encrypt_failed += 1
             self._log(logging.ERROR, "dave-encrypt", "DAVE could not encrypt a frame (%s): sent silence", exc)
-            return super()._get_voice_packet(OPUS_SILENCE)
+            return self._build_voice_packet(OPUS_SILENCE)
+
+    def _build_voice_packet(self, data: bytes) -> bytes:
+        """discord.py 2.7.1's `VoiceClient._get_voice_packet` + `_encrypt_aead_xchacha20_poly1305_rtpsize`.
+
+        Same order, same bytes: DAVE first (as discord.py decides), then the header, then the nonce counter,
+        used and then advanced with discord.py's `checked_add('_incr_nonce', 1, 2**32 - 1)` (wraps to 0).
+        """
+        encryptor = self._current_encryptor()
+        if encryptor is None:  # named, not super(): bench/rig.py borrows this method for its stand-in client
+            return discord.VoiceClient._get_voice_packet(self, data)
+        connection = self._connection
+        if connection.dave_session and connection.can_encrypt:
+            data = connection.dave_session.encrypt_opus(data)
+        header = pack_header(self.sequence, self.timestamp, connection.ssrc)
+        nonce = self._incr_nonce
+        self._incr_nonce = nonce + 1 if nonce < NONCE_COUNTER_LIMIT else 0
+        return encryptor.seal(header, data, nonce)
+
+    def _current_encryptor(self) -> TransportEncryptor | None:
+        """The session's encryptor, re-made when discord.py's key or mode changes (a new SESSION_DESCRIPTION).
+
+        discord.py stores each SESSION_DESCRIPTION's key as a new list, so identity tells a new session.
+        None (discord.py's own code then runs, and raises its own errors) for any mode Cap does not seal.
+        """
+        connection = self._connection
+        key, mode = connection.secret_key, connection.mode
+        if key is self._encryptor_key and mode == self._encryptor_mode:
+            return self._encryptor
+        self._encryptor_key, self._encryptor_mode, self._encryptor = key, mode, None
+        if key and mode:
+            with contextlib.suppress(UnsupportedModeError, ValueError, TypeError):
+                self._encryptor = TransportEncryptor(mode, key)
+        return self._encryptor
 
     def _new_channel_ready(self) -> bool:
         """On READY: is this session in another channel than the previous READY's?"""

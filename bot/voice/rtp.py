@@ -61,6 +61,11 @@ def is_rtcp(packet: bytes) -> bool:
     return len(packet) >= 2 and packet[0] >> 6 == RTP_VERSION and packet[1] in _RTCP_SECOND_BYTE
 
 
+def pack_header(sequence: int, timestamp: int, ssrc: int) -> bytes:
+    """The 12-byte header of a packet Cap sends, as discord.py writes it: version 2, nothing optional, PT 0x78."""
+    return _HEADER.pack(RTP_VERSION << 6, OPUS_PAYLOAD_TYPE, sequence, timestamp, ssrc)
+
+
 def parse_header(packet: bytes) -> RtpHeader | Reject:
     """Parse the clear RTP header of `packet`; a `Reject` says why it is not usable RTP."""
     if len(packet) < FIXED_HEADER_BYTES:

@@ -7,9 +7,13 @@ VoiceCall._feed broke every rig-based bench until this test): one short talking 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from bot.voice.crypto import TransportDecryptor
+from bot.voice.rtp import parse_header
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -27,3 +31,20 @@ def test_one_calls_paths_run_through_the_pipeline_bench() -> None:
                          check=True, capture_output=True, text=True, timeout=120)
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 3d.")]
     assert len(rows) == 2 and all("x the floor" in row for row in rows), out.stdout + out.stderr[-2000:]
+
+
+def test_the_rigs_player_sends_the_packets_cap_sends() -> None:
+    """The bench must time Cap's packet builder (bot/voice/client.py), not discord.py's: same packets, same cost."""
+    sys.path.insert(0, str(BENCH))
+    import rig  # the bench's module, importable only with bench/ on the path
+
+    assert rig.PlayerClient._get_voice_packet is rig.CapVoiceClient._get_voice_packet
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        player = rig.PlayerClient(sock, 0x5005, loop=None)  # type: ignore[arg-type]
+        player.sequence, player.timestamp, player._incr_nonce = 9, 960 * 9, 2**32 - 1
+        packet = player._get_voice_packet(b"\x78opus")
+        again = player._get_voice_packet(b"\x78opus")
+    assert packet[-4:] == b"\xff\xff\xff\xff" and again[-4:] == bytes(4)
+    header = parse_header(packet)
+    assert header.ssrc == 0x5005
+    assert TransportDecryptor(rig.MODE, rig.SECRET_KEY).decrypt(packet, header) == b"\x78opus"

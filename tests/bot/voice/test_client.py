@@ -381,3 +381,4 @@ async def test_a_rust_panic_while_dave_encrypts_sends_silence_and_keeps_the_play
     header = parse_header(packet)
     assert TransportDecryptor(MODE, SECRET_KEY).decrypt(packet, header) == OPUS_SILENCE
     assert vc.stats()["dave_encrypt_failed"] == 1
+    assert packet[-4:] == bytes(4) and vc._incr_nonce == 1  # the lost frame used no nonce, the silence one
