@@ -15,11 +15,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 
 from realtime.client import RealtimeConnection
+from realtime.engine import VoiceSession
 from realtime.protocol import SessionConfig
+from realtime.tools import ToolRegistry
 from tests.discord_emulator.emulator import wait_until
+from tests.realtime_fake import FakeRealtimeServer
 
 
 def wire(event: dict[str, Any]) -> str:
@@ -119,3 +123,120 @@ async def test_a_closed_socket_refuses_the_fast_path_without_raising() -> None:
         await asyncio.sleep(0.05)
         refused.append(aborted.try_send_now(APPEND))
     assert refused == [False, False, False]
+
+
+# ----- the engine: the fast path and the queue together -----
+
+class GatedConnection(RealtimeConnection):
+    """Cap's connection whose queued sends (the writer task's) wait for a permit while `hold` is set: a slow
+    writer, holding an event it has taken from the queue but not yet written."""
+
+    hold = False
+    permits: asyncio.Semaphore
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if self.hold:
+            await self.permits.acquire()
+        await super().send(event)
+
+
+def loud_frame(index: int) -> bytes:
+    t = (np.arange(960) + index * 960) / 48000
+    mono = (np.sin(2 * np.pi * 220 * t) * 8000).astype("<i2")
+    return np.repeat(mono, 2).tobytes()
+
+
+async def gated_session(server: FakeRealtimeServer) -> tuple[VoiceSession, list[dict[str, Any]]]:
+    """A connected session whose events handed to the socket (fast or queued) are recorded in order."""
+    async def connect(session_config: SessionConfig) -> RealtimeConnection:
+        connection = await GatedConnection.open(session_config)
+        assert isinstance(connection, GatedConnection)
+        connection.permits = asyncio.Semaphore(0)
+        return connection
+
+    session = VoiceSession(config(server.url), ToolRegistry(), connector=connect)
+    handed: list[dict[str, Any]] = []
+    drain = session.conversation.events_to_send
+
+    def events_to_send() -> list[dict[str, Any]]:
+        events = drain()
+        handed.extend(events)
+        return events
+
+    session.conversation.events_to_send = events_to_send  # type: ignore[method-assign]
+    await session.start()
+    await wait_until(lambda: len(server.received) == len(handed) and bool(handed))
+    return session, handed
+
+
+async def test_appends_never_overtake_an_event_the_writer_holds() -> None:
+    """A control event sits in a slow writer (taken from the queue, not yet written) with the queue empty; the
+    caller's audio that follows must wait behind it, not go straight to the socket."""
+    async with FakeRealtimeServer() as server:
+        session, handed = await gated_session(server)
+        try:
+            connection = session._connection
+            assert isinstance(connection, GatedConnection)
+            connection.hold = True
+            connection._websocket.pause_writing()  # the transport's flow-control callback: buffer full
+            session.announce("Say that this call is recorded.")
+            connection._websocket.resume_writing()
+            async with asyncio.timeout(5):
+                while not (session._send_queue.empty() and session._writing):
+                    connection.permits.release()
+                    await asyncio.sleep(0.01)
+            for n in range(20):
+                session.feed_input(loud_frame(n), [7])
+            assert any(e["type"] == "input_audio_buffer.append" for e in handed[-5:])
+            connection.hold = False
+            connection.permits.release()
+            await wait_until(lambda: len(server.received) == len(handed))
+            await asyncio.sleep(0.05)
+        finally:
+            await session.aclose()
+    assert [e["type"] for e in server.received] == [e["type"] for e in handed]
+    assert server.received == handed
+    assert not server.schema_errors
+
+
+async def test_while_the_socket_is_paused_events_queue_and_arrive_in_order_after_it_resumes() -> None:
+    async with FakeRealtimeServer() as server:
+        session, handed = await gated_session(server)
+        try:
+            connection = session._connection
+            assert connection is not None
+            fast_before = session.sent_at_once
+            connection._websocket.pause_writing()
+            for n in range(10):
+                session.feed_input(loud_frame(n), [7])
+            session.announce("Say that this call is recorded.")
+            for n in range(10, 20):
+                session.feed_input(loud_frame(n), [7])
+            assert session.sent_at_once == fast_before, "nothing may skip the queue while the socket is paused"
+            assert not session._send_queue.empty()
+            connection._websocket.resume_writing()
+            await wait_until(lambda: session._send_queue.empty() and not session._writing)
+            for n in range(20, 30):
+                session.feed_input(loud_frame(n), [7])
+            await wait_until(lambda: len(server.received) == len(handed))
+            await asyncio.sleep(0.05)
+        finally:
+            await session.aclose()
+    assert session.sent_at_once > fast_before, "once drained, events go straight to the socket again"
+    assert server.received == handed
+    assert not server.schema_errors
+
+
+async def test_a_talking_call_writes_its_appends_straight_from_the_tick() -> None:
+    """The quick check that the fast path is what a normal call uses (bench figures depend on it)."""
+    async with FakeRealtimeServer() as server:
+        session, handed = await gated_session(server)
+        try:
+            for n in range(100):
+                session.feed_input(loud_frame(n), [7])
+                await asyncio.sleep(0.002)
+            await wait_until(lambda: len(server.received) >= len(handed))
+        finally:
+            await session.aclose()
+    appends = sum(e["type"] == "input_audio_buffer.append" for e in handed)
+    assert appends > 0 and session.sent_at_once >= appends, (session.sent_at_once, appends)
