@@ -257,6 +257,13 @@ class TimedConnection(RealtimeConnection):
         await super().send(event)
         self.probe.sent(event, started)
 
+    def try_send_now(self, event: dict[str, Any]) -> bool:
+        started = time.perf_counter()
+        sent = super().try_send_now(event)
+        if sent:  # False: nothing left; the event is queued and timed by send()
+            self.probe.sent(event, started)
+        return sent
+
     async def recv(self) -> dict[str, Any]:
         event = await super().recv()
         self.probe.received(event)

@@ -10,6 +10,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.protocol import State
 
 from realtime.errors import (
     FATAL_ERROR_CODES,
@@ -69,6 +70,32 @@ class RealtimeConnection:
             await self._websocket.send(json.dumps(event, separators=(",", ":")))
         except ConnectionClosed as exc:
             raise _closed_error(exc) from None
+
+    def try_send_now(self, event: dict[str, Any]) -> bool:
+        """Write `event` at once when the socket can take it without waiting; False (nothing sent) otherwise.
+
+        Saves the appends' hop through a queue and a writer task (an async context manager and a drain per
+        event). False whenever `send` would have to await: the caller then queues the event for `send`, which
+        waits for the buffer to drain or reports the close. Never raises for a closed socket.
+        """
+        websocket = self._websocket
+        # websockets 17.4 asyncio Connection internals, the happy path of `send(str)` mirrored: `send` waits
+        # while `send_in_progress` (a fragmented message) is set; `send_context()` requires `protocol.state` is
+        # OPEN; it then calls `protocol.send_text(data.encode())` and `send_data()` (protocol.data_to_send() ->
+        # transport.write), and `drain()` awaits only when `transport.is_closing()` or `paused` (set by
+        # `pause_writing()` past the write buffer's high-water mark). tests/realtime/test_send_now.py pins these.
+        transport = websocket.transport
+        if (websocket.protocol.state is not State.OPEN or websocket.send_in_progress is not None
+                or websocket.paused or transport.is_closing()):
+            return False
+        websocket.protocol.send_text(json.dumps(event, separators=(",", ":")).encode())
+        # After send_text in OPEN, protocol.close_expected() is False: send_context's close branch is not needed.
+        try:
+            websocket.send_data()
+        except Exception as exc:  # as send_context does: the socket is broken; the reader reports the close
+            websocket.set_connection_exc(exc)
+            transport.abort()
+        return True
 
     async def recv(self) -> dict[str, Any]:
         """The next server event; malformed messages are logged and skipped, a close raises RealtimeError.

@@ -82,6 +82,8 @@ class VoiceSession:
         self._closed = asyncio.Event()
         self._fatal: str | None = None
         self._dropped_sends = 0
+        self._writing = False  # the writer task holds an event it has not finished sending
+        self.sent_at_once = 0  # events written straight from _dispatch, not through the queue (a bench figure)
         self._summary_waiter: asyncio.Future[str | None] | None = None
 
     # ----- public API -----
@@ -272,8 +274,12 @@ class VoiceSession:
     async def _write(self, connection: RealtimeConnection) -> None:
         while True:
             event = await self._send_queue.get()
+            self._writing = True  # from here until the send returns, _dispatch must queue behind this event
             self.liveness.on_send_started()
-            await connection.send(event)
+            try:
+                await connection.send(event)
+            finally:
+                self._writing = False
             self.liveness.on_send_finished()
 
     # ----- plumbing between the conversation and the world -----
@@ -290,7 +296,8 @@ class VoiceSession:
                 if self._dropped_sends % 100 == 1:
                     log.warning("Realtime socket is not keeping up; dropped %d audio chunks", self._dropped_sends)
                 continue
-            self._send_queue.put_nowait(event)
+            if not self._send_now(event):
+                self._send_queue.put_nowait(event)
         for call in conversation.tool_calls_to_run():
             task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.name}")
             self._tool_tasks.add(task)
@@ -302,6 +309,20 @@ class VoiceSession:
             waiter.set_result(conversation.summary)
         if conversation.fatal_error and self._fatal is None:
             self._fatal = conversation.fatal_error
+
+    def _send_now(self, event: dict[str, Any]) -> bool:
+        """Write `event` from this tick when nothing is ahead of it and the socket needs no waiting (the common
+        case: no hop through the queue and the writer task); False leaves it to the queue, in order."""
+        connection = self._connection
+        # An event the writer has taken but not yet sent, or any event queued, must reach the wire first.
+        if connection is None or self._writing or not self._send_queue.empty():
+            return False
+        self.liveness.on_send_started()  # a write that cannot wait cannot stall; the watchdog still sees it
+        sent = connection.try_send_now(event)
+        self.liveness.on_send_finished()
+        if sent:
+            self.sent_at_once += 1
+        return sent
 
     def _deliver_transcripts(self) -> None:
         for entry in self.conversation.transcripts_ready():

@@ -122,9 +122,18 @@ class StallingConnection:
         self.audio_bytes = 0
 
     async def send(self, event: dict) -> None:
+        await self.flowing.wait()
+        self._count(event)
+
+    def try_send_now(self, event: dict) -> bool:
+        if not self.flowing.is_set():
+            return False
+        self._count(event)
+        return True
+
+    def _count(self, event: dict) -> None:
         import base64
 
-        await self.flowing.wait()
         if event["type"] == "input_audio_buffer.append":
             self.audio_bytes += len(base64.b64decode(event["audio"]))
 

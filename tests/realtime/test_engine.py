@@ -324,6 +324,9 @@ class ClosesAtOnce:
     async def send(self, event: dict) -> None:
         pass
 
+    def try_send_now(self, event: dict) -> bool:
+        return True
+
     async def recv(self) -> dict:
         await asyncio.sleep(0)
         raise RealtimeError("Realtime connection closed (1011)", code="close_1011", retryable=True)
