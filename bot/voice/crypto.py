@@ -62,7 +62,7 @@ class TransportEncryptor:
 
     discord.py 2.7.1 builds a `nacl.secret.Aead` from the key list for every packet (list -> bytes ->
     validation), plus a nonce bytearray and an EncryptedMessage; this holds the key as bytes once and calls
-    libsodium directly. The output is byte for byte discord.py's (tests/bot/voice/test_client.py pins it).
+    libsodium directly. The output is byte for byte discord.py's (tests/bot/voice/test_send_path.py pins it).
     """
 
     def __init__(self, mode: str, secret_key: Sequence[int] | bytes) -> None:
