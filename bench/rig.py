@@ -25,7 +25,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -46,7 +45,7 @@ from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
 from bot.voice.mixer import Mixer, metronome  # noqa: E402
 from bot.voice.receiver import RateLimitedLog, VoiceReceiver  # noqa: E402
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource  # noqa: E402
-from bot.voice.speaker import SendPacing, Speaker, speaker  # noqa: E402
+from bot.voice.speaker import SendPacing, current_deadline, speaker  # noqa: E402
 from realtime.client import RealtimeConnection  # noqa: E402
 from realtime.engine import VoiceSession  # noqa: E402
 from realtime.protocol import SessionConfig  # noqa: E402
@@ -174,7 +173,6 @@ class PlayerClient:
         self.ws = _SpeakingSocket()
         self.client = SimpleNamespace(loop=loop)
         self.timeout = 5.0
-        self.speaker: Speaker | None = None  # whose grid lateness is measured against
         self.ticks = 0
         self.late = 0
         self.worst_lateness = 0.0
@@ -186,9 +184,9 @@ class PlayerClient:
 
     def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
         now = time.perf_counter()
-        sender = self.speaker
-        if sender is not None and threading.current_thread() is sender.thread:
-            lateness = now - sender.deadline
+        deadline = current_deadline()
+        if deadline is not None:  # sent by a speaker thread (not a bench calling this directly)
+            lateness = now - deadline
             if lateness > LATE_SECONDS:
                 self.late += 1
             self.worst_lateness = max(self.worst_lateness, lateness)
@@ -323,7 +321,6 @@ class CallRig:
         self.mixer = Mixer(self.receiver.pull_frames)
         self.client = PlayerClient(self.sock, CAP_SSRC_BASE + index, loop)
         self.source = EngineAudioSource(session.playback, on_speaking=self._set_speaking)
-        self.client.speaker = speaker()
         self.resumed_at: list[float] = []  # when a tick woke the sleeping call for speech
         # What the borrowed methods read: CapVoiceClient's ...
         self.loop = loop

@@ -1,12 +1,17 @@
-"""Cap's voice out: one thread per process sends every call's next packet on one 20 ms grid.
+"""Cap's voice out: a few sender threads per process, each sending up to 16 calls' packets on one 20 ms grid.
 
 Cap does not use discord.py's AudioPlayer: it runs one thread per call, and each wakes 50 times a second to
-send one packet. At 32 talking calls on one core those wake-ups cost ~3.5 points of a core (1.83x the codec
-floor against 1.66x with one shared thread) and pushed the uplink lag p99 from ~5 to ~8 ms
-(bench/bench_concurrency.py). `Speaker` runs each registered call's send step once per tick instead, on a
-drift-free grid (bot/voice/grid.py: catch up a few frames after a stall, then resynchronise). A step that
-raises, a davey panic included (a BaseException), is logged at most once per interval and costs that call
-one frame, never the thread or the other calls. The thread runs only while a call is registered.
+send one packet. At 32 talking calls on one core those wake-ups cost ~3 points of a core (1.86x the codec
+floor against 1.75x with shared threads, bench/bench_concurrency.py). `Speaker` runs each registered call's
+send step once per tick instead, on a drift-free grid (bot/voice/grid.py: catch up a few frames after a
+stall, then resynchronise). A step that raises, a davey panic included (a BaseException), is logged at most
+once per interval and costs that call one frame, never the thread or the other calls. A thread runs only
+while a call is registered.
+
+Why not one thread for every call: the event loop and the senders share one GIL, and CPython hands it out
+per waiting thread. One sender against a busy loop got too small a share at 64 talking calls (its ticks
+overran 20 ms, 45-69 % of frames late, where discord.py's 64 players had none); `SpeakerPool` gives each
+`CALLS_PER_SPEAKER` calls a Speaker of their own (64 calls: 4 threads, 0.1 % late).
 
 `SendPacing` is the per-call decision (plain, tested with no thread): send every tick while Cap speaks and
 through the trailing silence, then nothing but one keepalive every `keepalive_ticks`.
@@ -27,6 +32,14 @@ from bot.voice.receiver import RateLimitedLog
 log = logging.getLogger(__name__)
 
 Step = Callable[[], None]
+CALLS_PER_SPEAKER = 16
+_serving = threading.local()  # the Speaker whose tick the current thread is running
+
+
+def current_deadline() -> float | None:
+    """When the tick the calling thread serves was due (None off a speaker thread): how late a packet leaves."""
+    serving = getattr(_serving, "speaker", None)
+    return None if serving is None else serving.deadline
 
 
 class Send(enum.Enum):
@@ -111,6 +124,9 @@ class Speaker:
     def __contains__(self, step: object) -> bool:
         return step in self._steps
 
+    def __len__(self) -> int:
+        return len(self._steps)
+
     @property
     def running(self) -> bool:
         return self._thread is not None
@@ -136,6 +152,7 @@ class Speaker:
         self.ticks += 1
 
     def _run(self, stop: threading.Event) -> None:
+        _serving.speaker = self
         grid = Grid(self._clock(), self._interval, self._max_catch_up)
         while not stop.is_set():
             self.deadline = grid.deadline
@@ -145,9 +162,56 @@ class Speaker:
                 stop.wait(delay)
 
 
-_shared = Speaker()
+class SpeakerPool:
+    """Speakers of up to `per_speaker` steps each: a new step joins the least busy one with room, or a new one.
+
+    Steps stay on their Speaker until discarded (their packets keep one grid); an emptied Speaker's thread ends.
+    """
+
+    def __init__(self, per_speaker: int = CALLS_PER_SPEAKER, **speaker_options: object) -> None:
+        self._per_speaker = per_speaker
+        self._options = speaker_options
+        self._speakers: list[Speaker] = []
+        self._lock = threading.Lock()
+
+    def add(self, step: Step) -> None:
+        """Call `step` every tick from now on (idempotent)."""
+        with self._lock:
+            if any(step in lane for lane in self._speakers):
+                return
+            roomy = [lane for lane in self._speakers if len(lane) < self._per_speaker]
+            if roomy:
+                lane = min(roomy, key=len)
+            else:
+                lane = Speaker(name=f"voice-speaker-{len(self._speakers)}", **self._options)  # type: ignore[arg-type]
+                self._speakers.append(lane)
+            lane.add(step)
+
+    def discard(self, step: Step) -> None:
+        """Stop calling `step`; a Speaker left without steps stops its thread and leaves the pool."""
+        with self._lock:
+            for lane in self._speakers:
+                if step in lane:
+                    lane.discard(step)
+                    if not len(lane):
+                        self._speakers.remove(lane)
+                    return
+
+    def __contains__(self, step: object) -> bool:
+        return any(step in lane for lane in list(self._speakers))
+
+    @property
+    def speakers(self) -> list[Speaker]:
+        return list(self._speakers)
+
+    @property
+    def running(self) -> bool:
+        return any(lane.running for lane in list(self._speakers))
 
 
-def speaker() -> Speaker:
-    """The process's one Speaker."""
+_shared = SpeakerPool()
+
+
+def speaker() -> SpeakerPool:
+    """The process's pool of Speakers."""
     return _shared

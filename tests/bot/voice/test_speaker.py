@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +16,7 @@ from bot.voice.crypto import TransportDecryptor
 from bot.voice.grid import MAX_CATCH_UP_TICKS, Grid
 from bot.voice.rtp import parse_header
 from bot.voice.source import OPUS_SILENCE
-from bot.voice.speaker import Send, SendPacing, Speaker, speaker
+from bot.voice.speaker import Send, SendPacing, Speaker, SpeakerPool, current_deadline, speaker
 from realtime.playback import PlaybackBuffer
 from tests.bot.voice.rust_panic import raise_rust_panic
 from tests.bot.voice.test_client import fake_channel, fake_discord_client, opus_encode_like_cap, wait_until
@@ -121,6 +123,47 @@ def test_a_failing_or_panicking_step_never_stops_the_others(caplog: pytest.LogCa
                 shared.discard(step)
     failures = [r for r in caplog.records if "voice send step" in r.getMessage()]
     assert len(failures) == 2  # once per failing step (rate limited), not once per tick
+
+
+def test_a_pool_gives_every_few_calls_a_thread_of_their_own_and_ends_them_with_their_calls() -> None:
+    """One sender thread for every call got too small a share of the GIL beside a busy event loop."""
+    pool = SpeakerPool(per_speaker=2)
+    steps = [counter()[2] for _ in range(5)]
+    for step in steps:
+        pool.add(step)
+    pool.add(steps[0])  # idempotent
+    lanes = pool.speakers
+    assert [len(lane) for lane in lanes] == [2, 2, 1] and all(lane.running for lane in lanes)
+    pool.discard(steps[4])
+    assert len(pool.speakers) == 2 and not lanes[2].running  # an emptied thread ends
+    pool.add(steps[4])  # joins a thread with room rather than starting one
+    assert len(pool.speakers) == 3
+    for step in steps:
+        pool.discard(step)
+    assert pool.speakers == [] and not pool.running
+    assert all(step not in pool for step in steps)
+
+
+def test_a_step_can_tell_the_deadline_of_the_tick_it_serves() -> None:
+    """The bench counts a packet late when it leaves more than 20 ms after that deadline (bench/rig.py)."""
+    shared = Speaker(name="test-speaker")
+    seen: list[tuple[float | None, float]] = []
+    done = threading.Event()
+
+    def step() -> None:
+        seen.append((current_deadline(), time.perf_counter()))
+        if len(seen) >= 5:
+            done.set()
+
+    shared.add(step)
+    try:
+        assert done.wait(2)
+    finally:
+        shared.discard(step)
+    assert current_deadline() is None  # not on a speaker thread
+    deadlines = [deadline for deadline, _ in seen[:5]]
+    assert all(deadline is not None and deadline <= now for deadline, now in seen[:5])
+    assert all(b > a for a, b in itertools.pairwise(deadlines))  # type: ignore[operator]  # one per tick
 
 
 # ----- calls on the process's speaker thread --------------------------------------------------------------------
