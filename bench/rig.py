@@ -3,7 +3,7 @@
 `CallRig` wires one call the way CapVoiceClient and VoiceCall do in production, with the same classes:
 a UDP voice socket read by Cap's PromptSocketReader thread into VoiceReceiver (transport decrypt, jitter
 buffer, Opus decode), the Mixer on the shared Metronome's 20 ms grid feeding VoiceSession.feed_input,
-and Cap's voice leaving through EngineAudioSource on the process's shared speaker thread (CapVoiceClient's
+and Cap's voice leaving through EngineAudioSource on the process's shared speaker threads (CapVoiceClient's
 own send step: quiet calls sleep), whose send_audio_packet (discord.py's RTP header, XChaCha20 transport
 encryption, UDP send) runs on a stand-in for the VoiceClient. Not modelled: DAVE (the stand-in has no session, so
 Opus goes out without E2EE), the voice and gateway WebSockets' heartbeats, VoiceCall's 1 Hz watch task.
@@ -288,7 +288,7 @@ def session_config(url: str) -> SessionConfig:
 
 class CallRig:
     """One call wired as in production: voice socket -> reader thread -> receiver -> mixer tick -> session;
-    playback -> EngineAudioSource -> the shared speaker thread -> encrypt -> voice socket.
+    playback -> EngineAudioSource -> a shared speaker thread -> encrypt -> voice socket.
 
     The tick, the send step (with its pacing) and the sink are CapVoiceClient's and VoiceCall's own methods,
     borrowed.

@@ -15,9 +15,9 @@ Hooks into discord.py 2.7.1 internals (re-check them when upgrading discord.py):
   its fixes for moves after reconnects, 4015 resumes and a dead WebSocket poller.
 - `send_audio_packet()` is serialised by a lock: discord.py advances `sequence`, `timestamp` and `_incr_nonce`
   unlocked, and any thread may call it. A nonce used twice under one key breaks XChaCha20-Poly1305.
-- Cap does not use `play()` / discord.py's AudioPlayer (one thread per call, waking 50 times a second): the
-  process's one speaker thread (bot/voice/speaker.py) calls `_speak_step` every 20 ms, which sends through
-  discord.py's `send_audio_packet` (RTP, DAVE, transport encryption) like the player did.
+- Cap does not use `play()` / discord.py's AudioPlayer (one thread per call, waking 50 times a second): a
+  speaker thread shared with up to 15 other calls (bot/voice/speaker.py) calls `_speak_step` every 20 ms,
+  which sends through discord.py's `send_audio_packet` (RTP, DAVE, transport encryption) like the player did.
 - `self._connection._socket_reader` is swapped for `PromptSocketReader`: discord.py's reader blocks in
   select() for up to 30 s, and closing the socket does not wake it, so after a reconnect (new socket)
   it would stay deaf for up to 30 s. Ours wakes every half second and drains all queued datagrams.
@@ -118,7 +118,7 @@ class CapVoiceClient(discord.VoiceClient):
         self._playback: FrameSource | None = None
         self._audio: EngineAudioSource | None = None
         self._on_tick = self._tick  # one bound method, so the shared metronome finds it again
-        self._on_speak = self._speak_step  # likewise for the shared speaker thread
+        self._on_speak = self._speak_step  # likewise for the shared speaker threads
         self._pacing: SendPacing | None = None
         self._was_connected = False
         self._cleanup_callbacks: list[Callable[[], None]] = []
@@ -237,7 +237,7 @@ class CapVoiceClient(discord.VoiceClient):
         metronome(self.loop).add(self._on_tick)  # one 20 ms clock for every call on the loop
         self._audio = EngineAudioSource(playback, on_speaking=self._set_speaking)
         self._pacing = SendPacing(KEEPALIVE_TICKS)
-        speaker().add(self._on_speak)  # one 20 ms sender thread for every call in the process
+        speaker().add(self._on_speak)  # a 20 ms sender thread shared by up to 16 calls
 
     async def stop_conversation(self) -> None:
         self._sink = None
