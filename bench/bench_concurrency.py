@@ -5,15 +5,15 @@ with the tree before issue 14 (REF, default eb19fa9; `none`: only this tree) run
 `--dave-cost` instead compares Cap's core load at 32 conversations with DAVE off and on (bench/dave_rig.py: a real
 MLS group per call), runs interleaved so a busy machine hits both alike (about 1.5 minutes).
 Each N runs in a fresh process pinned to one core: N calls over the whole Discord path of rig.py (reader
-thread, decrypt, jitter buffer, Opus decode, mixer, engine, Opus encode, encrypt, discord.py's AudioPlayer
+thread, decrypt, jitter buffer, Opus decode, mixer, engine, Opus encode, encrypt, the shared speaker
 threads), against the fake Realtime service and the fake voice relay on the other cores. Every caller talks
 in turns with Cap: a fixture sentence, Cap's 3 s spoken reply, the other sentence, and so on; the callers
-start spread over the first seconds. A playback frame is late when discord.py's player sends it more than
-20 ms after its slot on the player's own grid. A run passes with < 0.5 % late frames provided Cap kept the
+start spread over the first seconds. A playback frame is late when the speaker thread sends it more than
+20 ms after its slot on that thread's own grid. A run passes with < 0.5 % late frames provided Cap kept the
 conversations' pace (it played at least 80 % as many frames per call as in the smallest run: an overloaded
 Cap answers late, plays less, and would flatter the count). N doubles from 8 until a run fails, then is
 bisected; a failing N runs twice and the better run counts (one stall of a shared machine should not decide).
-Playback runs on discord.py's player threads, so it can stay on time while the event loop falls behind; the
+Playback runs on the speaker threads, so it can stay on time while the event loop falls behind; the
 runs also record the uplink lag (frame fed -> append on the socket), and the table gives the largest N run
 whose lag stayed within the 25 ms goal at the 99th percentile as well.
 """

@@ -8,10 +8,10 @@ the quietest window of each mode counts (like the best-of timings in bench_audio
 machine only ever adds); the mean of all windows is printed beside it.
 What runs per idle call is what Cap runs in Discord while nobody speaks (see rig.py): the mixer tick on the
 shared 20 ms Metronome with no speaker (the engine stops the uplink 1.5 s into digital silence), the voice
-socket's reader thread waiting, discord.py's AudioPlayer paused after EngineAudioSource's trailing Opus
-silence (a keepalive packet every 5 s), the session's housekeeping once a second. Reference: bare 20 ms
-clocks, one asyncio ticker and one player thread per call doing nothing (the floor of a design that ticks
-per call, as Cap did before: on this kind of machine every wake-up counts).
+socket's reader thread waiting, the call's send step asleep on the shared speaker thread after
+EngineAudioSource's trailing Opus silence (a keepalive packet every 5 s), the session's housekeeping once a
+second. Reference: bare 20 ms clocks, one asyncio ticker and one player thread per call doing nothing (the
+floor of a design that ticks per call, as Cap did before: on this kind of machine every wake-up counts).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 `CallRig` wires one call the way CapVoiceClient and VoiceCall do in production, with the same classes:
 a UDP voice socket read by Cap's PromptSocketReader thread into VoiceReceiver (transport decrypt, jitter
 buffer, Opus decode), the Mixer on the shared Metronome's 20 ms grid feeding VoiceSession.feed_input,
-and Cap's voice leaving through EngineAudioSource on discord.py's own AudioPlayer thread (paused while Cap
-is quiet, as CapVoiceClient does), whose send_audio_packet (RTP header and XChaCha20 transport encryption
-by CapVoiceClient's own packet builder, UDP send) runs on a stand-in for the VoiceClient. Not modelled: DAVE
+and Cap's voice leaving through EngineAudioSource on the process's shared speaker threads (CapVoiceClient's
+own send step: quiet calls sleep), whose send_audio_packet (RTP header and XChaCha20 transport encryption by
+CapVoiceClient's own packet builder, UDP send) runs on a stand-in for the VoiceClient. Not modelled: DAVE
 (the stand-in has no session, so Opus goes out without E2EE), the voice and gateway WebSockets' heartbeats,
 VoiceCall's 1 Hz watch task.
 Like `cap-bot run`, the rig freezes the start-up heap before the first call (bot/heap.py).
@@ -38,15 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # packet builders and the fake live in tests/
 
 import discord  # noqa: E402
-from discord.player import AudioPlayer  # noqa: E402
 
 from bot.disclosure import ConsentBook  # noqa: E402
 from bot.heap import freeze_startup_heap  # noqa: E402
 from bot.voice.call import AutoLeave, VoiceCall  # noqa: E402
-from bot.voice.client import CapVoiceClient, PromptSocketReader  # noqa: E402
+from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader  # noqa: E402
 from bot.voice.mixer import Mixer, metronome  # noqa: E402
 from bot.voice.receiver import RateLimitedLog, VoiceReceiver  # noqa: E402
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource  # noqa: E402
+from bot.voice.speaker import SendPacing, current_deadline, speaker  # noqa: E402
 from realtime.client import RealtimeConnection  # noqa: E402
 from realtime.engine import VoiceSession  # noqa: E402
 from realtime.protocol import SessionConfig  # noqa: E402
@@ -58,7 +58,7 @@ PYTHON = sys.executable
 CAP_CORE = int(os.environ.get("CAP_BENCH_CORE", "0"))  # bench_processes.py runs a second Cap on core 1
 ALL_CORES = frozenset(os.sched_getaffinity(0))  # taken at import, before a bench pins itself to CAP_CORE
 TICK_SECONDS = 0.02
-LATE_SECONDS = 0.02  # a playback tick is late when it leaves more than 20 ms after its deadline
+LATE_SECONDS = 0.02  # a playback packet is late when it leaves more than 20 ms after its tick's deadline
 CALLER_USER_BASE = 100_000
 CALLER_SSRC_BASE = 0x1000
 CAP_SSRC_BASE = 0x8000
@@ -146,18 +146,17 @@ async def _spawn(args: list[str], cores: set[int]) -> tuple[asyncio.subprocess.P
 
 
 class _SpeakingSocket:
-    """The voice WebSocket's `speak()` as AudioPlayer and CapVoiceClient call it (nothing to send here)."""
+    """The voice WebSocket's `speak()` as CapVoiceClient calls it (nothing to send here)."""
 
     async def speak(self, state: discord.SpeakingState) -> None:
         return None
 
 
 class PlayerClient:
-    """The VoiceClient attributes AudioPlayer uses, with Cap's packet path (RTP, encrypt) and discord.py's send.
+    """The VoiceClient attributes Cap's send step uses, with Cap's packet path (RTP, encrypt) and discord.py's send.
 
-    Records how late each packet of a playing player left against the player's own grid (it restarts on
-    resume; discord.py sends packet k >= 1 at start + (k + 1) x 20 ms) and when Cap's talk spurts started
-    (the first audible packet after silence).
+    Records how late each packet sent by the speaker thread left against that thread's own grid (the deadline
+    of the tick it serves) and when Cap's talk spurts started (the first audible packet after silence).
     """
 
     checked_add = discord.VoiceClient.checked_add
@@ -181,7 +180,6 @@ class PlayerClient:
         self.ws = _SpeakingSocket()
         self.client = SimpleNamespace(loop=loop)
         self.timeout = 5.0
-        self.player: AudioPlayer | None = None
         self.ticks = 0
         self.late = 0
         self.worst_lateness = 0.0
@@ -193,10 +191,9 @@ class PlayerClient:
 
     def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
         now = time.perf_counter()
-        player = self.player
-        if player is not None and player.is_playing():  # not the five silence frames of a pausing player
-            loops = player.loops
-            lateness = now - (player._start + TICK_SECONDS * (loops + 1 if loops else 0))
+        deadline = current_deadline()
+        if deadline is not None:  # sent by a speaker thread (not a bench calling this directly)
+            lateness = now - deadline
             if lateness > LATE_SECONDS:
                 self.late += 1
             self.worst_lateness = max(self.worst_lateness, lateness)
@@ -305,14 +302,16 @@ def session_config(url: str) -> SessionConfig:
 
 class CallRig:
     """One call wired as in production: voice socket -> reader thread -> receiver -> mixer tick -> session;
-    playback -> EngineAudioSource -> discord.py AudioPlayer thread -> encrypt -> voice socket.
+    playback -> EngineAudioSource -> a shared speaker thread -> encrypt -> voice socket.
 
-    The tick, the player pacing and the sink are CapVoiceClient's and VoiceCall's own methods, borrowed.
+    The tick, the send step (with its pacing) and the sink are CapVoiceClient's and VoiceCall's own methods,
+    borrowed.
     """
 
     _tick = CapVoiceClient._tick
     _stop_ticker = CapVoiceClient._stop_ticker
     _send_keepalive = CapVoiceClient._send_keepalive
+    sleeping = CapVoiceClient.sleeping
     _feed = VoiceCall._feed
 
     def __init__(self, session: VoiceSession, relay_address: tuple[str, int], index: int) -> None:
@@ -336,18 +335,17 @@ class CallRig:
         self.mixer = Mixer(self.receiver.pull_frames)
         self.client = PlayerClient(self.sock, CAP_SSRC_BASE + index, loop)
         self.source = EngineAudioSource(session.playback, on_speaking=self._set_speaking)
-        self.player = AudioPlayer(self.source, self.client)  # type: ignore[arg-type]
-        self.client.player = self.player
-        self.resumed_at: list[float] = []  # when a tick woke the paused player for speech
+        self.resumed_at: list[float] = []  # when a tick woke the sleeping call for speech
         # What the borrowed methods read: CapVoiceClient's ...
         self.loop = loop
         self._on_tick = self._tick
+        self._on_speak = self._speak_step
         self._sink = self._feed
         self._log = RateLimitedLog(logging.getLogger("bench"))
-        self._player = self.player
         self._audio = self.source
         self._playback = session.playback
-        self._paused_ticks = 0
+        self._pacing = SendPacing(KEEPALIVE_TICKS)
+        self._was_connected = False
         self._connection = SimpleNamespace(watch_poller=lambda: False)  # no voice WebSocket poller to watch here
         self.send_audio_packet = self.client.send_audio_packet
         self.is_connected = self.client.is_connected
@@ -356,21 +354,18 @@ class CallRig:
         self.auto_leave = AutoLeave(300.0, 600.0)
         self.consent = ConsentBook(False)  # no spoken yes required: everyone is heard, as by default
 
-    def _pace_player(self) -> None:
-        paused = self.player.is_paused()
-        CapVoiceClient._pace_player(self)  # type: ignore[arg-type]
-        if paused and self.player.is_playing():
+    def _speak_step(self) -> None:
+        asleep = not self._pacing.awake
+        CapVoiceClient._speak_step(self)  # type: ignore[arg-type]
+        if asleep and self._pacing.awake:
             self.resumed_at.append(time.perf_counter())
-
-    def _ensure_playing(self) -> None:
-        """The rig's player never ends (no reconnects here)."""
 
     async def start(self) -> None:
         """Connect the Realtime session, then start hearing and speaking (VoiceCall.start's order)."""
         await self.session.start()
         self.reader.start()
         metronome(self.loop).add(self._on_tick)  # as CapVoiceClient.start_conversation does
-        self.player.start()
+        speaker().add(self._on_speak)
 
     def _set_speaking(self, speaking: bool) -> None:
         state = discord.SpeakingState.voice if speaking else discord.SpeakingState.none
@@ -379,14 +374,12 @@ class CallRig:
 
     async def aclose(self) -> None:
         self._stop_ticker()
+        speaker().discard(self._on_speak)
         self.source.close()
-        self.player.stop()  # wakes a paused player too
         try:
-            if self.player.is_alive():
-                await asyncio.get_running_loop().run_in_executor(None, self.player.join, 2.0)
-        finally:
             self.reader.stop()
             await self.session.aclose()
+        finally:
             self.sock.close()
 
 

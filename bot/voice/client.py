@@ -16,8 +16,10 @@ Hooks into discord.py 2.7.1 internals (re-check them when upgrading discord.py):
 - `create_connection_state()` returns `CapConnectionState` (bot/voice/connection.py): discord.py's state with
   its fixes for moves after reconnects, 4015 resumes and a dead WebSocket poller.
 - `send_audio_packet()` is serialised by a lock: discord.py advances `sequence`, `timestamp` and `_incr_nonce`
-  unlocked, and both its player thread and Cap's keepalive (event loop) send. A nonce used twice under one key
-  breaks XChaCha20-Poly1305.
+  unlocked, and any thread may call it. A nonce used twice under one key breaks XChaCha20-Poly1305.
+- Cap does not use `play()` / discord.py's AudioPlayer (one thread per call, waking 50 times a second): a
+  speaker thread shared with up to 15 other calls (bot/voice/speaker.py) calls `_speak_step` every 20 ms,
+  which sends through discord.py's `send_audio_packet` (RTP, DAVE, transport encryption) like the player did.
 - `self._connection._socket_reader` is swapped for `PromptSocketReader`: discord.py's reader blocks in
   select() for up to 30 s, and closing the socket does not wake it, so after a reconnect (new socket)
   it would stay deaf for up to 30 s. Ours wakes every half second and drains all queued datagrams.
@@ -44,14 +46,15 @@ from bot.voice.mixer import Mixer, metronome
 from bot.voice.receiver import OP_READY, OP_RESUMED, OP_SESSION_DESCRIPTION, RateLimitedLog, VoiceReceiver
 from bot.voice.rtp import pack_header
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource, FrameSource
+from bot.voice.speaker import Send, SendPacing, speaker
 
 log = logging.getLogger(__name__)
 
 SELECT_TIMEOUT_SECONDS = 0.5  # how soon the reader notices a replaced socket (discord.py: 30 s)
 MAX_DATAGRAMS_PER_WAKE = 64
 InputSink = Callable[[bytes, frozenset[int]], None]
-PLAYER_CHECK_TICKS = 50  # once a second, restart the player if a reconnect ended it
-# While the player sleeps Cap sends no UDP at all; Discord then stops relaying callers' voice after a while
+POLLER_CHECK_TICKS = 50  # once a second, revive a voice WebSocket poller that died
+# While Cap is quiet it sends no UDP at all; Discord then stops relaying callers' voice after a while
 # (discord.js PR #9202, pycord #3388), so a quiet Cap would go deaf. One Opus silence packet every 5 s keeps
 # the route open for ~0.1 µs per tick and one packet per 250 ticks.
 KEEPALIVE_TICKS = 250
@@ -118,8 +121,10 @@ class CapVoiceClient(discord.VoiceClient):
         self._playback: FrameSource | None = None
         self._audio: EngineAudioSource | None = None
         self._on_tick = self._tick  # one bound method, so the shared metronome finds it again
+        self._on_speak = self._speak_step  # likewise for the shared speaker threads
+        self._pacing: SendPacing | None = None
+        self._was_connected = False
         self._cleanup_callbacks: list[Callable[[], None]] = []
-        self._paused_ticks = 0
         self._send_lock = threading.Lock()
         self._ready_channel_id: int | None = None
         self._dave_encrypt_failed = 0
@@ -162,18 +167,18 @@ class CapVoiceClient(discord.VoiceClient):
         if op in (OP_READY, OP_RESUMED) and self._sink is not None:
             self.listen()
         elif op == OP_SESSION_DESCRIPTION and self._audio is not None:
-            # discord.py sent "not speaking" with the new key; a waiting player re-announces "speaking".
-            self._audio.assume_speaking()
+            # discord.py sent "not speaking" with the new key: say "speaking" again before the next audible packet.
+            self._audio.speaking_state_lost()
 
     def _get_voice_packet(self, data: bytes) -> bytes:
         """discord.py's packet, built for less, and a davey panic in `encrypt_opus` sends Opus silence instead.
 
-        Per packet (player thread, under the send lock) this is discord.py's builder for the one mode Cap
+        Per packet (speaker thread, under the send lock) this is discord.py's builder for the one mode Cap
         negotiates, with the key held as bytes once per session (`TransportEncryptor`), one header pack and
         one libsodium call; any other mode falls back to discord.py's code.
-        discord.py's AudioPlayer thread catches only Exception; a panic (a BaseException) would end the thread
-        while `is_playing()` stays True, so nothing restarts it and Cap falls silent. Silence is never DAVE
-        encrypted, so the substitute needs no key; the RTP sequence and timestamp advance as for the lost frame.
+        The speaker thread would survive the panic (a BaseException) and lose the frame; sending silence in its
+        place keeps the stream of packets unbroken. Silence is never DAVE encrypted, so the substitute needs no
+        key; the RTP sequence and timestamp advance as for the lost frame.
         """
         try:
             return self._build_voice_packet(data)
@@ -224,7 +229,7 @@ class CapVoiceClient(discord.VoiceClient):
         return previous is None or previous != channel_id
 
     def send_audio_packet(self, data: bytes, *, encode: bool = True) -> None:
-        """discord.py's sender, one packet at a time (player thread and keepalive share the RTP/nonce counters)."""
+        """discord.py's sender, one packet at a time (every sender shares the RTP and nonce counters)."""
         with self._send_lock:
             super().send_audio_packet(data, encode=encode)
 
@@ -251,6 +256,7 @@ class CapVoiceClient(discord.VoiceClient):
     def cleanup(self) -> None:
         """Called by discord.py when the connection is gone for good (also when kicked or the channel dies)."""
         self._stop_ticker()
+        speaker().discard(self._on_speak)
         for callback in self._cleanup_callbacks:
             try:
                 callback()
@@ -271,17 +277,19 @@ class CapVoiceClient(discord.VoiceClient):
         self._playback = playback
         self.listen()
         metronome(self.loop).add(self._on_tick)  # one 20 ms clock for every call on the loop
-        self._ensure_playing()
+        self._audio = EngineAudioSource(playback, on_speaking=self._set_speaking)
+        self._pacing = SendPacing(KEEPALIVE_TICKS)
+        speaker().add(self._on_speak)  # a 20 ms sender thread shared by up to 16 calls
 
     async def stop_conversation(self) -> None:
         self._sink = None
         self._playback = None
         self._connection.remove_socket_listener(self._on_packet)  # nobody drains the receiver any more
         self._stop_ticker()
+        speaker().discard(self._on_speak)
         if self._audio is not None:
             self._audio.close()
             self._audio = None
-        self.stop()
 
     def _tick(self) -> None:
         frame, speakers = self.mixer.tick()
@@ -291,35 +299,37 @@ class CapVoiceClient(discord.VoiceClient):
                 sink(frame, speakers)
             except Exception:
                 self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
-        self._pace_player()
-        if self.mixer.ticks % PLAYER_CHECK_TICKS == 0:
-            if isinstance(self._connection, CapConnectionState):
-                self._connection.watch_poller()
-            self._ensure_playing()
+        if self.mixer.ticks % POLLER_CHECK_TICKS == 0 and isinstance(self._connection, CapConnectionState):
+            self._connection.watch_poller()
 
-    def _pace_player(self) -> None:
-        """Pause discord.py's player while Cap is quiet and resume it as soon as speech is queued.
+    def _speak_step(self) -> None:
+        """One 20 ms tick of Cap's voice (speaker thread): the next packet, a keepalive, or nothing.
 
-        A paused player sleeps on an event: no wake-up, encryption and UDP packet every 20 ms for an idle call
-        (bench/bench_idle.py). Discord treats "no packets" as silence, and the player sends five silence frames
-        before it sleeps, as Discord asks. Resuming restarts its 20 ms grid and re-announces "speaking".
+        While Cap speaks and through the five silence frames Discord asks for after speech, every tick sends
+        the source's packet; then the call sleeps (no encryption and no UDP packet every 20 ms for an idle call,
+        bench/bench_idle.py) but for one keepalive every KEEPALIVE_TICKS. During a reconnect nothing is read
+        (as discord.py's player waited), so no speech is lost; after one, "speaking" is announced again
+        before the next audible packet (Discord may have forgotten it).
         """
-        player, audio, playback = self._player, self._audio, self._playback
-        if player is None or audio is None or playback is None or player.source is not audio:
+        audio, pacing, playback = self._audio, self._pacing, self._playback
+        if audio is None or pacing is None or playback is None:
             return
-        if playback.audible and not playback.paused:
-            if player.is_paused():
-                player.resume()
-        elif audio.quiet and player.is_playing():
-            player.pause(update_speaking=False)  # the source has already said "not speaking"
-            self._paused_ticks = 0
-        elif player.is_paused():
-            self._paused_ticks += 1
-            if self._paused_ticks % KEEPALIVE_TICKS == 0:
-                self._send_keepalive()
+        if not self.is_connected():
+            self._was_connected = False
+            return
+        if not self._was_connected:
+            self._was_connected = True
+            audio.speaking_state_lost()
+        send = pacing.next(speech_queued=playback.audible and not playback.paused, quiet=audio.quiet)
+        if send is Send.FRAME:
+            packet = audio.read()
+            if packet:  # b"" once closed
+                self.send_audio_packet(packet, encode=False)
+        elif send is Send.KEEPALIVE:
+            self._send_keepalive()
 
     def _send_keepalive(self) -> None:
-        """One Opus silence packet while the player sleeps (its thread is parked, so nothing races us)."""
+        """One Opus silence packet while Cap is quiet (so Discord keeps relaying the callers)."""
         if not self.is_connected():
             return
         try:
@@ -327,22 +337,13 @@ class CapVoiceClient(discord.VoiceClient):
         except Exception as exc:  # e.g. davey not ready mid-transition, or no mode negotiated yet
             log.debug("voice keepalive not sent: %s", exc)
 
-    def _ensure_playing(self) -> None:
-        """(Re)start the player: discord.py ends it when a reconnect takes longer than its timeout."""
-        if self._playback is None or not self.is_connected() or self.is_playing() or self.is_paused():
-            return
-        self._audio = EngineAudioSource(self._playback, on_speaking=self._set_speaking)
-        try:
-            self.play(self._audio, after=self._player_ended)
-        except discord.ClientException as exc:
-            log.debug("could not start the player yet: %s", exc)
-
-    def _player_ended(self, error: Exception | None) -> None:
-        if error is not None:
-            log.error("voice player stopped: %s", error)
+    @property
+    def sleeping(self) -> bool:
+        """Cap's voice is asleep: quiet, sending only keepalives."""
+        return self._pacing is not None and not self._pacing.awake
 
     def _set_speaking(self, speaking: bool) -> None:
-        """Player thread: tell the voice gateway whether Cap is talking (clients show the speaking ring)."""
+        """Speaker thread: tell the voice gateway whether Cap is talking (clients show the speaking ring)."""
         ws = self._connection.ws
         if not ws:
             return

@@ -1,8 +1,8 @@
 """The uplink clock: every 20 ms, mix what each human speaker said into one frame for the engine.
 
 `Mixer.tick()` is plain and synchronous (tests call it directly); `run_ticker` is the asyncio task that
-calls it on a drift-free 20 ms grid: it sleeps until the next grid point rather than 20 ms after the
-last tick, and after a stall (a busy event loop) it catches up a few frames, then resynchronises.
+calls it on a drift-free 20 ms grid (bot/voice/grid.py): it sleeps until the next grid point rather than
+20 ms after the last tick, and after a stall (a busy event loop) it catches up a few frames, then resynchronises.
 `Metronome` shares one such ticker among every call on an event loop, and lets the loop run between slices
 of a tick so that what the first calls queued (their uplink appends) goes out before the last calls are done.
 """
@@ -17,12 +17,12 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
-from realtime.audio import FRAME_MS, SILENCE_FRAME, mix_frames
+from bot.voice.grid import MAX_CATCH_UP_TICKS, TICK_SECONDS, Grid
+from realtime.audio import SILENCE_FRAME, mix_frames
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS: Final = FRAME_MS / 1000
-MAX_CATCH_UP_TICKS: Final = 5  # after a longer stall, skip ahead instead of bursting
+__all__ = ["MAX_CATCH_UP_TICKS", "TICK_SECONDS", "Metronome", "Mixer", "metronome", "run_ticker"]
 # The shared tick of N talking calls runs ~N x 0.25 ms of work in one go; meanwhile no task runs, so the
 # appends the first calls queued wait for the last call (uplink lag p99 41 ms at N = 48, bench_concurrency).
 # Yielding to the loop after each ~2 ms slice lets the writers send them at once.
@@ -62,16 +62,12 @@ async def run_ticker(
     which the missed ones are dropped and the grid restarts from now.
     """
     now = clock or asyncio.get_running_loop().time
-    next_at = now()
+    grid = Grid(now(), interval, max_catch_up)
     while True:
         outcome = on_tick()
         if inspect.isawaitable(outcome):
             await outcome
-        next_at += interval
-        delay = next_at - now()
-        if delay < -max_catch_up * interval:
-            next_at = now() + interval
-            delay = interval
+        delay = grid.advance(now())
         if delay > 0:
             await sleep(delay)
         else:

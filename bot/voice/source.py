@@ -1,11 +1,11 @@
 """Cap's voice into Discord: a `discord.AudioSource` that streams the engine's playback buffer as Opus.
 
-discord.py's AudioPlayer thread calls `read()` every 20 ms and sends whatever comes back; `b''` would
-end playback, so this source never returns it until closed. While Cap is quiet (nothing queued, or
-playback paused by a barge-in) it returns the 3-byte Opus silence frame instead of encoding 20 ms of
-zeros, which costs ~0.5 ms per frame. Because the source says `is_opus()`, the player does not encode
-either: the packet only gets DAVE (a silence frame passes through unencrypted) and transport encryption.
-After a few quiet frames it reports "not speaking" so Discord clients stop showing Cap's speaking ring.
+The speaker thread (CapVoiceClient._speak_step) calls `read()` every 20 ms while Cap speaks and sends whatever
+comes back, already Opus; `b''` means closed. While Cap is quiet (nothing queued, or playback paused by a
+barge-in) it returns the 3-byte Opus silence frame instead of encoding 20 ms of zeros, which costs ~0.5 ms
+per frame: the packet only gets DAVE (a silence frame passes through unencrypted) and transport encryption.
+It says "speaking" before the first audible frame and, after a few quiet frames, "not speaking", so Discord
+clients show Cap's speaking ring exactly while it talks.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def encoder_complexity(encoder: opus.Encoder) -> int:
 
 
 class FrameSource(Protocol):
-    """The engine's playback buffer as the player thread sees it (thread-safe)."""
+    """The engine's playback buffer as the speaker thread sees it (thread-safe)."""
 
     def read_frame(self) -> bytes | None: ...
 
@@ -87,8 +87,7 @@ class EngineAudioSource(discord.AudioSource):
         self._on_speaking = on_speaking
         self._encoder = encoder or speech_encoder()
         self._closed = threading.Event()
-        # discord.py's AudioPlayer announces "speaking" when it starts; we take it back after some quiet.
-        self._speaking = True
+        self._speaking = False  # what Discord was last told
         self._quiet_run = 0
         self.frames_encoded = 0
         self.frames_silent = 0
@@ -98,7 +97,7 @@ class EngineAudioSource(discord.AudioSource):
         return True
 
     def read(self) -> bytes:
-        """One Opus packet for the next 20 ms (player thread). `b''` only once closed."""
+        """One Opus packet for the next 20 ms (speaker thread). `b''` only once closed."""
         if self._closed.is_set():
             return b""
         frame = self._playback.read_frame()
@@ -117,7 +116,7 @@ class EngineAudioSource(discord.AudioSource):
             frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
         try:
             packet = self._encoder.encode(frame, FRAME_SAMPLES_DISCORD)
-        except Exception:  # an encoder failure loses one frame, not the player thread
+        except Exception:  # an encoder failure loses one frame, not the call
             self.encode_errors += 1
             log.exception("Opus encode failed; sending silence for this frame")
             return OPUS_SILENCE
@@ -129,13 +128,13 @@ class EngineAudioSource(discord.AudioSource):
         """The last reads were all silence: "not speaking" is sent and Discord has its trailing silence frames."""
         return self._quiet_run >= QUIET_FRAMES_BEFORE_NOT_SPEAKING
 
-    def assume_speaking(self) -> None:
-        """The player re-announced "speaking" (it does after a reconnect): take it back after some quiet."""
-        self._speaking = True
-        self._quiet_run = 0
+    def speaking_state_lost(self) -> None:
+        """Discord was told "not speaking" (discord.py does with every new session key) or may have forgotten
+        (a reconnect): say "speaking" again before the next audible frame."""
+        self._speaking = False
 
     def close(self) -> None:
-        """End playback at the next read (the player then stops and calls `cleanup`)."""
+        """End playback: the next read returns `b''`."""
         self._closed.set()
 
     @property

@@ -24,7 +24,7 @@ def sessions(cap: CapOnDiscord) -> int:
 
 
 async def test_join_hear_answer_then_keep_the_route_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole path, then the quiet part: Cap's player sleeps and one Opus silence packet keeps Discord's route
+    """The whole path, then the quiet part: Cap's voice sleeps and one Opus silence packet keeps Discord's route
     open every KEEPALIVE_TICKS (5 s; 0.5 s here), with sequence numbers and nonces still rising, never reused."""
     monkeypatch.setattr(client_module, "KEEPALIVE_TICKS", 25)
     # Transcripts go to the staff channel by default; here they go to the voice channel's chat, where the
@@ -41,7 +41,7 @@ async def test_join_hear_answer_then_keep_the_route_open(monkeypatch: pytest.Mon
 
         voice = cap.voice
         assert voice is not None
-        await wait_until(voice.is_paused, what="Cap's player asleep after the reply")
+        await wait_until(lambda: voice.sleeping, what="Cap's voice asleep after the reply")
         packets = cap.discord.voice_server.cap_packets
         last_audible = max(n for n, packet in enumerate(packets) if packet.payload != OPUS_SILENCE)
         await wait_until(lambda: len(packets) - last_audible > 5 + 3, what="keepalives while quiet")

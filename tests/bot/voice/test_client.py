@@ -12,17 +12,17 @@ from unittest.mock import MagicMock
 
 import discord
 from discord.gateway import DiscordVoiceWebSocket
-from discord.player import AudioPlayer
 
 from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
 from bot.voice.connection import CapConnectionState
 from bot.voice.crypto import TransportDecryptor
 from bot.voice.mixer import metronome
 from bot.voice.rtp import parse_header
-from bot.voice.source import OPUS_SILENCE, EngineAudioSource
+from bot.voice.source import OPUS_SILENCE, EngineAudioSource, speech_encoder
+from bot.voice.speaker import SendPacing, speaker
+from realtime.audio import FRAME_SAMPLES_DISCORD
 from realtime.playback import PlaybackBuffer
 from tests.bot.voice.rust_panic import raise_rust_panic
-from tests.bot.voice.test_source import RecordingVoiceClient
 from tests.bot.voice.voice_packets import MODE, SECRET_KEY, PacketSender, frames_of, opus_encode, vowel_pcm
 
 ALICE, HELPER_BOT = 111, 999
@@ -146,7 +146,7 @@ async def test_conversation_ticks_feed_the_sink_and_stop_cleanly() -> None:
         await asyncio.sleep(0.05)
         assert len(got) == count  # the ticker is gone
         assert all(len(frame) == 3840 and speakers == frozenset() for frame, speakers in got)
-        assert not vc.is_playing()  # not connected: the player waits for a connection
+        assert vc._on_speak not in speaker()  # no more sending either
     finally:
         vc._connection._socket_reader.stop()
 
@@ -215,109 +215,105 @@ async def test_calls_on_one_loop_share_one_ticker() -> None:
             vc._connection._socket_reader.stop()
 
 
-async def test_the_player_sleeps_while_cap_is_quiet_and_wakes_for_speech() -> None:
-    """discord.py's real AudioPlayer: paused after the trailing silence, resumed as soon as speech is queued."""
-    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
-    playback = PlaybackBuffer()
-    recorder = RecordingVoiceClient(asyncio.get_running_loop())
-    vc._playback = playback
-    vc._audio = EngineAudioSource(playback)
-    vc._player = AudioPlayer(vc._audio, recorder)  # type: ignore[arg-type]
-    vc._player.start()
-    try:
-        assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
-        vc._pace_player()
-        assert vc.is_paused()
-        await asyncio.sleep(0.2)
-        sent = len(recorder.sent)
-        await asyncio.sleep(0.2)
-        assert len(recorder.sent) == sent, "a paused player sends nothing"
-        assert all(packet == OPUS_SILENCE for packet, _ in recorder.sent)
+class Speaking:
+    """A CapVoiceClient ready to speak, its sends and speaking announcements recorded, ticked by hand."""
 
-        vc.is_connected = lambda: True  # type: ignore[method-assign]
-        started: list[object] = []
-        vc.play = lambda source, *, after: started.append(source)  # type: ignore[method-assign]
-        vc._ensure_playing()
-        assert started == [], "a paused player is not replaced by a second one"
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.vc = vc = CapVoiceClient(fake_discord_client(loop), fake_channel())
+        self.playback = PlaybackBuffer()
+        self.sent: list[tuple[bytes, bool]] = []
+        self.announced: list[bool] = []
+        self.connected = True
+        vc.send_audio_packet = lambda data, *, encode=True: self.sent.append((data, encode))  # type: ignore[method-assign]
+        vc.is_connected = lambda: self.connected  # type: ignore[method-assign]
+        vc._set_speaking = self.announced.append  # type: ignore[method-assign]
+        vc._playback = self.playback
+        vc._audio = EngineAudioSource(self.playback, on_speaking=vc._set_speaking)
+        vc._pacing = SendPacing(KEEPALIVE_TICKS)
+
+    def ticks(self, count: int) -> list[bytes]:
+        """Run the speaker thread's step `count` times; the packets sent meanwhile."""
+        before = len(self.sent)
+        for _ in range(count):
+            self.vc._speak_step()
+        return [packet for packet, _ in self.sent[before:]]
+
+    def close(self) -> None:
+        self.vc._connection._socket_reader.stop()
+
+
+async def test_cap_sleeps_while_quiet_and_wakes_for_speech() -> None:
+    """Five silence frames after speech (as Discord asks), then nothing; speech wakes the call at the next tick."""
+    call = Speaking(asyncio.get_running_loop())
+    try:
+        assert call.ticks(6) == [OPUS_SILENCE] * 5  # a new call opens its UDP route at once, then sleeps
+        assert call.vc.sleeping
+        assert call.ticks(100) == [], "a sleeping call sends nothing"
 
         for frame in frames_of(vowel_pcm(0.1)):
-            playback.push("item_1", frame)
-        vc._pace_player()
-        assert vc.is_playing()
-        assert await asyncio.to_thread(recorder.speech_seen.wait, 5)
-        assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
-        vc._pace_player()
-        assert vc.is_paused()
+            call.playback.push("item_1", frame)
+        reply = call.ticks(5)
+        assert not call.vc.sleeping and all(packet != OPUS_SILENCE for packet in reply)
+        assert call.ticks(6) == [OPUS_SILENCE] * 5
+        assert call.vc.sleeping
 
-        playback.push("item_2", frames_of(vowel_pcm(0.02))[0])
-        playback.pause()  # a possible barge-in holds the reply: no reason to wake the player
-        vc._pace_player()
-        assert vc.is_paused()
+        call.playback.push("item_2", frames_of(vowel_pcm(0.02))[0])
+        call.playback.pause()  # a possible barge-in holds the reply: no reason to wake up
+        assert call.ticks(10) == [] and call.vc.sleeping
+        assert call.announced == [True, False]  # "speaking" before the reply, "not speaking" after its silence
+        assert all(encode is False for _, encode in call.sent)
     finally:
-        vc._audio.close()
-        vc._player.stop()
-        await asyncio.to_thread(vc._player.join, 2)
-        vc._connection._socket_reader.stop()
-    assert sum(packet != OPUS_SILENCE for packet, _ in recorder.sent) == 5
+        call.close()
 
 
-async def test_a_sleeping_player_keeps_the_udp_route_open() -> None:
+async def test_a_sleeping_call_keeps_the_udp_route_open() -> None:
     """Discord stops relaying callers' voice to a client that sends nothing: one silence packet every 5 s."""
-    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
-    playback = PlaybackBuffer()
-    vc._playback = playback
-    vc._audio = EngineAudioSource(playback)
-    vc._player = AudioPlayer(vc._audio, RecordingVoiceClient(asyncio.get_running_loop()))  # type: ignore[arg-type]
-    vc._player.start()
-    keepalives: list[tuple[bytes, bool]] = []
-    vc.send_audio_packet = lambda data, *, encode=True: keepalives.append((data, encode))  # type: ignore[method-assign]
-    connected = True
-    vc.is_connected = lambda: connected  # type: ignore[method-assign]
+    call = Speaking(asyncio.get_running_loop())
     try:
-        assert await asyncio.to_thread(wait_until, lambda: vc._audio.quiet)
-        vc._pace_player()
-        assert vc.is_paused()
-        for _ in range(2 * KEEPALIVE_TICKS):  # ten seconds of ticks
-            vc._pace_player()
-        assert keepalives == [(OPUS_SILENCE, False)] * 2
-        connected = False  # mid-reconnect: no socket or key to send with
-        for _ in range(KEEPALIVE_TICKS):
-            vc._pace_player()
-        assert len(keepalives) == 2
+        call.ticks(6)
+        assert call.vc.sleeping
+        assert call.ticks(2 * KEEPALIVE_TICKS) == [OPUS_SILENCE] * 2  # ten seconds of ticks
+        call.connected = False  # mid-reconnect: no socket or key to send with
+        assert call.ticks(KEEPALIVE_TICKS) == []
     finally:
-        vc._audio.close()
-        vc._player.stop()
-        await asyncio.to_thread(vc._player.join, 2)
-        vc._connection._socket_reader.stop()
+        call.close()
 
 
-async def test_player_is_restarted_when_a_long_reconnect_ended_it() -> None:
-    vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
-    played: list[object] = []
-    connected = False
-    vc.is_connected = lambda: connected  # type: ignore[method-assign]
-    vc.play = lambda source, *, after: played.append(source)  # type: ignore[method-assign]
-    vc.is_playing = lambda: bool(played) and played[-1] is not None  # type: ignore[method-assign]
+async def test_the_shared_speaker_resumes_sending_after_a_reconnect() -> None:
+    """During a reconnect nothing is read (no speech lost); after it the reply goes on, and "speaking" is said
+    again before its next packet, since discord.py said "not speaking" with the new session key."""
+    call = Speaking(asyncio.get_running_loop())
+    vc = call.vc
+    frames = frames_of(vowel_pcm(1.0))
     try:
-        vc.start_conversation(lambda frame, speakers: None, SimpleNamespace(read_frame=lambda: None))
-        assert played == []  # not connected yet: discord.py would refuse
-        connected = True
-        for _ in range(50):  # the tick checks once a second
-            vc._tick()
-        assert len(played) == 1
-        for _ in range(100):
-            vc._tick()
-        assert len(played) == 1  # still playing: left alone
-        played.append(None)  # discord.py's player gave up waiting for a reconnect and ended
-        for _ in range(50):
-            vc._tick()
-        assert len(played) == 3 and played[-1] is not None
-        # A new session description (after a reconnect) resyncs the source's speaking state.
-        await vc._ws_hook(voice_ws(vc), {"op": 4, "d": {}})
-        assert vc._audio is played[-1] and vc._audio._speaking
+        vc.start_conversation(lambda frame, speakers: None, call.playback)
+        vc._audio._on_speaking = call.announced.append
+        assert vc._on_speak in speaker() and speaker().running
+        assert await asyncio.to_thread(wait_until, lambda: vc.sleeping)
+        call.connected = False
+        for frame in frames:
+            call.playback.push("item_1", frame)
+        await asyncio.sleep(0.2)
+        assert call.playback.played_ms("item_1") == 0 and call.announced == []
+
+        await vc._ws_hook(voice_ws(vc), {"op": 4, "d": {}})  # the new session's description
+        call.connected = True
+        assert await asyncio.to_thread(wait_until, lambda: call.playback.played_ms("item_1") >= 200)
+        await vc._ws_hook(voice_ws(vc), {"op": 4, "d": {}})  # a second reconnect, mid-speech
+        assert await asyncio.to_thread(wait_until, lambda: vc.sleeping)
+        assert call.announced == [True, True, False]
+        audible = [packet for packet, _ in call.sent if packet != OPUS_SILENCE]
+        assert audible == opus_encode_like_cap(frames)  # every frame, in order
     finally:
         await vc.stop_conversation()
-        vc._connection._socket_reader.stop()
+        call.close()
+    assert vc._on_speak not in speaker()
+
+
+def opus_encode_like_cap(frames: list[bytes]) -> list[bytes]:
+    """What EngineAudioSource sends for `frames` (libopus is deterministic for one encoder's state)."""
+    encoder = speech_encoder()
+    return [encoder.encode(frame, FRAME_SAMPLES_DISCORD) for frame in frames]
 
 
 async def test_a_voice_websocket_message_that_breaks_the_receiver_does_not_reach_discord_py(caplog) -> None:
@@ -359,9 +355,9 @@ async def test_a_rust_panic_in_a_socket_listener_does_not_kill_the_reader_thread
         reader.stop()
 
 
-async def test_a_rust_panic_while_dave_encrypts_sends_silence_and_keeps_the_player() -> None:
-    """discord.py's player thread catches only Exception: a davey panic in encrypt_opus would end it for good
-    (its is_playing() stays True, so nothing restarts it) and Cap would fall silent."""
+async def test_a_rust_panic_while_dave_encrypts_sends_silence_in_its_place() -> None:
+    """A davey panic in encrypt_opus costs one frame, which goes out as Opus silence: the stream of packets
+    stays unbroken (the speaker thread survives the panic anyway, test_speaker.py)."""
     vc = CapVoiceClient(fake_discord_client(asyncio.get_running_loop()), fake_channel())
     state = vc._connection
     state._socket_reader.stop()

@@ -94,7 +94,7 @@ def test_discord_py_sends_without_a_lock() -> None:
 
 
 async def test_two_senders_never_share_a_sequence_number_or_nonce() -> None:
-    """The keepalive (event loop) and the player thread send through one lock: a second send that starts while
+    """Any two threads send through one lock: a second send that starts while
     the first is between counting and encrypting waits for it."""
     async with cap_on_discord() as cap:
         await cap.join()
@@ -102,7 +102,7 @@ async def test_two_senders_never_share_a_sequence_number_or_nonce() -> None:
         voice = cap.voice
         assert voice is not None
         packets = cap.discord.voice_server.cap_packets
-        await wait_until(lambda: voice.is_paused(), what="Cap's player asleep")
+        await wait_until(lambda: voice.sleeping, what="Cap's voice asleep")
         before = len(packets)
         build = voice._get_voice_packet
         other = threading.Thread(target=voice.send_audio_packet, args=(OPUS_SILENCE,), kwargs={"encode": False})

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from types import SimpleNamespace
 
 from discord import opus
-from discord.player import AudioPlayer
 
 from bot.voice.source import (
     ENCODER_COMPLEXITY,
@@ -16,8 +13,10 @@ from bot.voice.source import (
     EngineAudioSource,
     encoder_complexity,
 )
+from bot.voice.speaker import Speaker
 from realtime.audio import FRAME_BYTES
 from realtime.playback import PlaybackBuffer
+from tests.bot.voice.test_client import Speaking, wait_until
 from tests.bot.voice.voice_packets import correlation, frames_of, vowel_pcm
 
 
@@ -70,31 +69,35 @@ def test_barge_in_silences_at_the_next_tick_and_speaking_state_follows() -> None
         playback.push("item_1", frame)
     source = EngineAudioSource(playback, on_speaking=changes.append)
     assert source.read() != OPUS_SILENCE
-    assert changes == []  # discord.py's player already said "speaking" when it started
+    assert changes == [True]  # said before the first audible packet leaves
     playback.pause()  # the engine's barge-in
     assert source.read() == OPUS_SILENCE
     assert playback.played_ms("item_1") == 20  # what the caller heard stops growing at once
     for _ in range(QUIET_FRAMES_BEFORE_NOT_SPEAKING + 10):
         source.read()
-    assert changes == [False]  # "not speaking" once, after the trailing silence frames
+    assert changes == [True, False]  # "not speaking" once, after the trailing silence frames
     playback.clear()
-    playback.push("item_2", frames_of(vowel_pcm(0.02))[0])
+    for frame in frames_of(vowel_pcm(0.04)):
+        playback.push("item_2", frame)
     assert source.read() != OPUS_SILENCE
-    assert changes == [False, True]
-    source.assume_speaking()  # the player re-announced "speaking" after a reconnect
+    assert changes == [True, False, True]
+    source.speaking_state_lost()  # discord.py said "not speaking" with a new session key
+    assert source.read() != OPUS_SILENCE
+    assert changes == [True, False, True, True]  # said again before the next audible packet
     for _ in range(QUIET_FRAMES_BEFORE_NOT_SPEAKING):
         source.read()
-    assert changes == [False, True, False]
+    assert changes == [True, False, True, True, False]
 
 
-def test_a_source_that_starts_quiet_takes_back_the_players_speaking_state() -> None:
+def test_a_source_that_stays_quiet_never_says_speaking() -> None:
     changes: list[bool] = []
     source = EngineAudioSource(PlaybackBuffer(), on_speaking=changes.append)
-    for _ in range(QUIET_FRAMES_BEFORE_NOT_SPEAKING - 1):
+    for _ in range(3 * QUIET_FRAMES_BEFORE_NOT_SPEAKING):
         source.read()
-    assert changes == []
+    assert changes == [] and source.quiet
+    source.speaking_state_lost()  # a reconnect while quiet
     source.read()
-    assert changes == [False]
+    assert changes == []
 
 
 def test_wrong_sized_frames_are_fitted_not_fatal() -> None:
@@ -106,48 +109,22 @@ def test_wrong_sized_frames_are_fitted_not_fatal() -> None:
     assert len(opus.Decoder().decode(packet, fec=False)) == FRAME_BYTES
 
 
-class RecordingVoiceClient:
-    """The parts of a connected VoiceClient that discord.py's AudioPlayer touches, recording packets."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.sent: list[tuple[bytes, bool]] = []
-        self.client = SimpleNamespace(loop=loop)
-        self.ws = SimpleNamespace(speak=self._speak)
-        self.timeout = 1.0
-        self.quiet_seen = threading.Event()
-        self.speech_seen = threading.Event()
-
-    async def _speak(self, state: object) -> None:
-        pass
-
-    def is_connected(self) -> bool:
-        return True
-
-    def send_audio_packet(self, data: bytes, *, encode: bool) -> None:
-        self.sent.append((data, encode))
-        if len(self.sent) >= 10:
-            self.quiet_seen.set()
-        if sum(packet != OPUS_SILENCE for packet, _ in self.sent) >= 5:
-            self.speech_seen.set()
-
-
-async def test_discord_players_thread_keeps_reading_through_quiet_and_sends_silence_unencoded() -> None:
-    """discord.py's real AudioPlayer, with a recording stand-in for the connected VoiceClient."""
-    client = RecordingVoiceClient(asyncio.get_running_loop())
-    playback = PlaybackBuffer()
-    source = EngineAudioSource(playback)
-    player = AudioPlayer(source, client)  # type: ignore[arg-type]
-    player.start()
+async def test_the_speaker_thread_streams_the_source_through_quiet_and_speech_unencoded() -> None:
+    """The source on a real speaker thread, through CapVoiceClient's send step: silence, sleep, then speech."""
+    call = Speaking(asyncio.get_running_loop())
+    thread = Speaker(name="test-speaker")
+    thread.add(call.vc._speak_step)
     try:
-        assert await asyncio.to_thread(client.quiet_seen.wait, 10)
+        assert await asyncio.to_thread(wait_until, lambda: call.vc.sleeping)
         for frame in frames_of(vowel_pcm(0.1)):
-            playback.push("item_1", frame)
-        assert await asyncio.to_thread(client.speech_seen.wait, 10)
+            call.playback.push("item_1", frame)
+        assert await asyncio.to_thread(wait_until, lambda: call.playback.played_ms("item_1") == 100)
+        assert await asyncio.to_thread(wait_until, lambda: call.vc.sleeping)
     finally:
-        player.stop()
-        await asyncio.to_thread(player.join, 2)
-    assert not player.is_alive()
-    assert all(encode is False for _, encode in client.sent)
-    assert client.sent[0][0] == OPUS_SILENCE
-    assert sum(data != OPUS_SILENCE for data, _ in client.sent) == 5
-    assert source.closed  # the player cleaned the source up
+        thread.discard(call.vc._speak_step)
+        call.vc._audio.close()
+        call.close()
+    assert all(encode is False for _, encode in call.sent)
+    assert [data for data, _ in call.sent[:5]] == [OPUS_SILENCE] * 5
+    assert sum(data != OPUS_SILENCE for data, _ in call.sent) == 5
+    assert [data for data, _ in call.sent[-5:]] == [OPUS_SILENCE] * 5
