@@ -354,11 +354,12 @@ class CallRig:
         self.auto_leave = AutoLeave(300.0, 600.0)
         self.consent = ConsentBook(False)  # no spoken yes required: everyone is heard, as by default
 
-    def _speak_step(self) -> None:
+    def _speak_step(self) -> bool:
         asleep = not self._pacing.awake
-        CapVoiceClient._speak_step(self)  # type: ignore[arg-type]
+        awake = CapVoiceClient._speak_step(self)  # type: ignore[arg-type]
         if asleep and self._pacing.awake:
             self.resumed_at.append(time.perf_counter())
+        return awake
 
     async def start(self) -> None:
         """Connect the Realtime session, then start hearing and speaking (VoiceCall.start's order)."""

@@ -299,11 +299,15 @@ class CapVoiceClient(discord.VoiceClient):
                 sink(frame, speakers)
             except Exception:
                 self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
+        pacing, playback = self._pacing, self._playback
+        if pacing is not None and not pacing.awake and playback is not None and playback.audible:
+            speaker().wake(self._on_speak)  # Cap has speech queued: its sender thread may be waiting idle
         if self.mixer.ticks % POLLER_CHECK_TICKS == 0 and isinstance(self._connection, CapConnectionState):
             self._connection.watch_poller()
 
-    def _speak_step(self) -> None:
-        """One 20 ms tick of Cap's voice (speaker thread): the next packet, a keepalive, or nothing.
+    def _speak_step(self) -> bool:
+        """One 20 ms tick of Cap's voice (speaker thread): the next packet, a keepalive, or nothing; False while
+        the call is asleep (its thread may then wait idle until `_tick` wakes it for speech).
 
         While Cap speaks and through the five silence frames Discord asks for after speech, every tick sends
         the source's packet; then the call sleeps (no encryption and no UDP packet every 20 ms for an idle call,
@@ -313,10 +317,10 @@ class CapVoiceClient(discord.VoiceClient):
         """
         audio, pacing, playback = self._audio, self._pacing, self._playback
         if audio is None or pacing is None or playback is None:
-            return
+            return False
         if not self.is_connected():
             self._was_connected = False
-            return
+            return True  # a reconnect: keep looking every tick
         if not self._was_connected:
             self._was_connected = True
             audio.speaking_state_lost()
@@ -327,6 +331,7 @@ class CapVoiceClient(discord.VoiceClient):
                 self.send_audio_packet(packet, encode=False)
         elif send is Send.KEEPALIVE:
             self._send_keepalive()
+        return pacing.awake
 
     def _send_keepalive(self) -> None:
         """One Opus silence packet while Cap is quiet (so Discord keeps relaying the callers)."""

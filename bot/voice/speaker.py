@@ -15,6 +15,11 @@ overran 20 ms, 45-69 % of frames late, where discord.py's 64 players had none); 
 
 `SendPacing` is the per-call decision (plain, tested with no thread): send every tick while Cap speaks and
 through the trailing silence, then nothing but one keepalive every `keepalive_ticks`.
+
+A thread whose calls are all asleep does not wake 50 times a second for nothing (idle calls, bench_idle.py:
++0.016 % of a core per call when it did): it waits up to IDLE_WAIT_TICKS, or until `wake()` (the event loop's
+tick calls it when a sleeping call gets speech; a new call wakes it too), then lets the asleep calls count
+the ticks that passed, so their keepalives fall due as before (up to IDLE_WAIT_TICKS late).
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from bot.voice.receiver import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-Step = Callable[[], None]
+# A call's send step; it returns False while the call is asleep (sending at most keepalives), else True or None.
+Step = Callable[[], "bool | None"]
 CALLS_PER_SPEAKER = 16
+IDLE_WAIT_TICKS = 25  # 0.5 s: how long a thread with only asleep calls waits before counting their ticks
 _serving = threading.local()  # the Speaker whose tick the current thread is running
 
 
@@ -100,6 +107,7 @@ class Speaker:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
+        self._wake = threading.Event()
         self._log = RateLimitedLog(log)
         self.deadline = 0.0
         self.ticks = 0
@@ -108,6 +116,7 @@ class Speaker:
         """Call `step` every tick from now on (idempotent); starts the thread for the first step."""
         with self._lock:
             self._steps[step] = None
+            self._wake.set()  # a new call starts awake (its trailing silence opens the UDP route)
             if self._thread is None:
                 self._stop = threading.Event()
                 self._thread = threading.Thread(target=self._run, args=(self._stop,), name=self._name, daemon=True)
@@ -119,7 +128,12 @@ class Speaker:
             self._steps.pop(step, None)
             if not self._steps and self._stop is not None:
                 self._stop.set()
+                self._wake.set()
                 self._thread = self._stop = None
+
+    def wake(self) -> None:
+        """A call that was asleep has something to send: tick now (any thread)."""
+        self._wake.set()
 
     def __contains__(self, step: object) -> bool:
         return step in self._steps
@@ -135,31 +149,46 @@ class Speaker:
     def thread(self) -> threading.Thread | None:
         return self._thread
 
-    def tick(self, stop: threading.Event | None = None) -> None:
-        """Every registered step once, in the order they were added (the thread's work, callable in tests)."""
+    def tick(self, stop: threading.Event | None = None) -> bool:
+        """Every registered step once, in the order they were added (the thread's work, callable in tests).
+
+        True when some call is awake (or a step failed: it is given the next tick too)."""
         with self._lock:
             steps = list(self._steps)
+        awake = False
         for step in steps:
             if (stop is not None and stop.is_set()) or step not in self._steps:
                 continue
             try:
-                step()
+                awake = step() is not False or awake
             except BaseException as exc:  # a davey panic is a BaseException: it would end the thread
                 if not is_survivable(exc):
                     raise
+                awake = True
                 self._log(logging.ERROR, f"step-{id(step)}", "voice send step %r failed; it keeps being called",
                           step, exc_info=True)
         self.ticks += 1
+        return awake
 
     def _run(self, stop: threading.Event) -> None:
         _serving.speaker = self
         grid = Grid(self._clock(), self._interval, self._max_catch_up)
         while not stop.is_set():
             self.deadline = grid.deadline
-            self.tick(stop)
-            delay = grid.advance(self._clock())
-            if delay > 0:
-                stop.wait(delay)
+            self._wake.clear()  # before the tick: a wake() during it is not lost
+            if self.tick(stop):
+                delay = grid.advance(self._clock())
+                if delay > 0:
+                    stop.wait(delay)
+                continue
+            slept_from = self._clock()
+            if not self._wake.wait(IDLE_WAIT_TICKS * self._interval):
+                # Nobody woke us: the asleep calls count the ticks that passed (their keepalives fall due).
+                missed = min(IDLE_WAIT_TICKS, int((self._clock() - slept_from) / self._interval))
+                for _ in range(missed - 1):  # the grid's next tick, run at once, is the last of them
+                    if stop.is_set() or self.tick(stop):
+                        break
+            grid = Grid(self._clock(), self._interval, self._max_catch_up)
 
 
 class SpeakerPool:
@@ -186,6 +215,13 @@ class SpeakerPool:
                 lane = Speaker(name=f"voice-speaker-{len(self._speakers)}", **self._options)  # type: ignore[arg-type]
                 self._speakers.append(lane)
             lane.add(step)
+
+    def wake(self, step: Step) -> None:
+        """`step`'s call has something to send: its Speaker ticks now rather than after its idle wait."""
+        for lane in list(self._speakers):
+            if step in lane:
+                lane.wake()
+                return
 
     def discard(self, step: Step) -> None:
         """Stop calling `step`; a Speaker left without steps stops its thread and leaves the pool."""

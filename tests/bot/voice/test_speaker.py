@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from bot.voice import speaker as speaker_module
 from bot.voice.client import CapVoiceClient
 from bot.voice.crypto import TransportDecryptor
 from bot.voice.grid import MAX_CATCH_UP_TICKS, Grid
@@ -164,6 +165,49 @@ def test_a_step_can_tell_the_deadline_of_the_tick_it_serves() -> None:
     deadlines = [deadline for deadline, _ in seen[:5]]
     assert all(deadline is not None and deadline <= now for deadline, now in seen[:5])
     assert all(b > a for a, b in itertools.pairwise(deadlines))  # type: ignore[operator]  # one per tick
+
+
+def test_a_thread_whose_calls_all_sleep_waits_idle_until_woken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle calls cost no wake-up every 20 ms (bench_idle.py); `wake()` brings the thread back at once."""
+    monkeypatch.setattr(speaker_module, "IDLE_WAIT_TICKS", 1000)  # 20 s: only a wake() can end the wait
+    shared = Speaker(name="test-speaker")
+    calls: list[float] = []
+    awake = threading.Event()
+
+    def step() -> bool:
+        calls.append(time.perf_counter())
+        return awake.is_set()
+
+    shared.add(step)
+    try:
+        time.sleep(0.3)  # 15 ticks of a thread that never sleeps
+        assert len(calls) <= 2
+        awake.set()
+        shared.wake()
+        deadline = time.perf_counter() + 2
+        while len(calls) < 10 and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        assert len(calls) >= 10  # awake again: every tick
+    finally:
+        shared.discard(step)
+
+
+def test_asleep_calls_still_count_their_ticks_and_send_keepalives(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speaker_module, "IDLE_WAIT_TICKS", 5)  # 100 ms waits
+    shared = Speaker(name="test-speaker")
+    pacing = SendPacing(keepalive_ticks=10)  # one every 200 ms
+    sent: list[Send] = []
+
+    def step() -> bool:
+        sent.append(pacing.next(speech_queued=False, quiet=True))
+        return pacing.awake
+
+    shared.add(step)
+    try:
+        time.sleep(1.0)
+    finally:
+        shared.discard(step)
+    assert 3 <= sent.count(Send.KEEPALIVE) <= 6  # ~5 in 50 ticks, though the thread woke ~10 times
 
 
 # ----- calls on the process's speaker thread --------------------------------------------------------------------
