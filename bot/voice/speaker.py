@@ -182,13 +182,21 @@ class Speaker:
                     stop.wait(delay)
                 continue
             slept_from = self._clock()
-            if not self._wake.wait(IDLE_WAIT_TICKS * self._interval):
-                # Nobody woke us: the asleep calls count the ticks that passed (their keepalives fall due).
-                missed = min(IDLE_WAIT_TICKS, int((self._clock() - slept_from) / self._interval))
-                for _ in range(missed - 1):  # the grid's next tick, run at once, is the last of them
-                    if stop.is_set() or self.tick(stop):
-                        break
+            if not self._wake.wait(IDLE_WAIT_TICKS * self._interval) and self._count_idle_ticks(slept_from, stop):
+                stop.wait(self._interval)  # a call woke while counting and sent its frame: the next is one tick on
             grid = Grid(self._clock(), self._interval, self._max_catch_up)
+
+    def _count_idle_ticks(self, slept_from: float, stop: threading.Event) -> bool:
+        """Nobody woke the thread: the asleep calls count the ticks that passed, so their keepalives fall due.
+        Each such tick is due now (a packet it sends is not late); True when a call woke up in one of them."""
+        missed = min(IDLE_WAIT_TICKS, int((self._clock() - slept_from) / self._interval))
+        for _ in range(missed - 1):  # the grid's next tick, run at once, is the last of them
+            if stop.is_set():
+                return False
+            self.deadline = self._clock()
+            if self.tick(stop):
+                return True
+        return False
 
 
 class SpeakerPool:

@@ -210,6 +210,36 @@ def test_asleep_calls_still_count_their_ticks_and_send_keepalives(monkeypatch: p
     assert 3 <= sent.count(Send.KEEPALIVE) <= 6  # ~5 in 50 ticks, though the thread woke ~10 times
 
 
+def test_a_call_that_wakes_while_idle_ticks_are_counted_is_neither_late_nor_sent_twice_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an idle wait the asleep calls count the ticks that passed; one that has speech by then sends at
+    once, measured against now (the bench counts late frames by this deadline), and its next frame a tick on."""
+    monkeypatch.setattr(speaker_module, "IDLE_WAIT_TICKS", 5)  # 100 ms waits, then 4 counted ticks
+    shared = Speaker(name="test-speaker")
+    sends: list[tuple[float, float]] = []  # (lateness against the tick's deadline, when)
+    done = threading.Event()
+    calls = itertools.count(1)
+
+    def step() -> bool:
+        if next(calls) < 3:  # asleep for the first tick and the first counted one: no wake() ever comes
+            return False
+        deadline = current_deadline()
+        assert deadline is not None
+        now = time.perf_counter()
+        sends.append((now - deadline, now))
+        if len(sends) >= 3:
+            done.set()
+        return True
+
+    shared.add(step)
+    try:
+        assert done.wait(2)
+    finally:
+        shared.discard(step)
+    assert sends[0][0] < 0.02  # not 100 ms late: the counted tick was due when it ran
+    assert sends[1][1] - sends[0][1] >= 0.01  # the next frame a tick later, not back to back
+
+
 # ----- calls on the process's speaker thread --------------------------------------------------------------------
 
 
