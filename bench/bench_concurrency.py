@@ -14,7 +14,8 @@ conversations' pace (it played at least 80 % as many frames per call as in the s
 Cap answers late, plays less, and would flatter the count). N doubles from 8 until a run fails, then is
 bisected; a failing N runs twice and the better run counts (one stall of a shared machine should not decide).
 Playback runs on the speaker threads, so it can stay on time while the event loop falls behind; the
-runs also record the uplink lag (frame fed -> append on the socket), and the table gives the largest N run
+runs also record the uplink lag (frame due on the 20 ms grid -> append on the socket: appends are written
+from the tick, so the tick's own lateness is what this measures), and the table gives the largest N run
 whose lag stayed within the 25 ms goal at the 99th percentile as well.
 """
 

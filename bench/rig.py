@@ -218,7 +218,9 @@ class Probe:
     def __init__(self) -> None:
         self.feeding_at: float | None = None
         self._appends: dict[int, tuple[dict[str, Any], float]] = {}
-        self.uplink_lags: list[float] = []  # frame into feed_input -> its append written to the socket
+        # frame due (its tick's slot on the metronome's 20 ms grid) -> its append written to the socket. Since
+        # appends are written from the tick itself, the tick's own lateness is what says whether the loop keeps up.
+        self.uplink_lags: list[float] = []
         self.uplink_sends: list[float] = []  # of which inside send() (JSON + WebSocket frame + write)
         self.first_delta_at: dict[str, float] = {}
         self.speech_started_at: list[float] = []
@@ -288,7 +290,9 @@ class ProbedSession(VoiceSession):
         self.conversation.events_to_send = events_to_send  # type: ignore[method-assign]
 
     def feed_input(self, frame: bytes, speakers: Iterable[int] = ()) -> None:
-        self.probe.feeding_at = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        due = metronome(loop).deadline  # None when fed outside the metronome's tick (then: due now)
+        self.probe.feeding_at = time.perf_counter() - (max(0.0, loop.time() - due) if due is not None else 0.0)
         try:
             super().feed_input(frame, speakers)
         finally:

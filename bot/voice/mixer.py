@@ -54,15 +54,18 @@ async def run_ticker(
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     max_catch_up: int = MAX_CATCH_UP_TICKS,
+    grid: Grid | None = None,
 ) -> None:
     """Call `on_tick` every `interval` seconds on a fixed grid until cancelled.
 
     `on_tick` may be a coroutine function (awaited before the next tick is planned). An exception from
     `on_tick` propagates (the owner decides); late ticks are run back to back up to `max_catch_up`, beyond
-    which the missed ones are dropped and the grid restarts from now.
+    which the missed ones are dropped and the grid restarts from now. A caller that passes its own `grid`
+    (on `clock`) can read when the tick being run was due.
     """
     now = clock or asyncio.get_running_loop().time
-    grid = Grid(now(), interval, max_catch_up)
+    if grid is None:
+        grid = Grid(now(), interval, max_catch_up)
     while True:
         outcome = on_tick()
         if inspect.isawaitable(outcome):
@@ -88,14 +91,20 @@ class Metronome:
         self._slice_seconds = slice_seconds
         self._options = ticker_options
         self._task: asyncio.Task[None] | None = None
+        self._grid: Grid | None = None
         self._failing: set[Callable[[], None]] = set()
 
     def add(self, callback: Callable[[], None]) -> None:
         """Call `callback` every tick from now on (idempotent); must be called on the event loop."""
         self._callbacks[callback] = None
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                run_ticker(self._tick_in_slices, **self._options), name="voice-metronome"  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            clock = self._options.get("clock") or loop.time
+            self._grid = Grid(clock(), self._options.get("interval", TICK_SECONDS),  # type: ignore[operator,arg-type]
+                              self._options.get("max_catch_up", MAX_CATCH_UP_TICKS))  # type: ignore[arg-type]
+            self._task = loop.create_task(
+                run_ticker(self._tick_in_slices, grid=self._grid, **self._options),  # type: ignore[arg-type]
+                name="voice-metronome",
             )
 
     def discard(self, callback: Callable[[], None]) -> None:
@@ -112,6 +121,11 @@ class Metronome:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def deadline(self) -> float | None:
+        """When the tick being run was due, on the ticker's clock (the event loop's): how late the loop is."""
+        return self._grid.deadline if self.running and self._grid is not None else None
 
     def _tick(self) -> None:
         """One tick of every callback, without yielding."""

@@ -109,6 +109,28 @@ async def test_one_metronome_ticks_every_call_on_one_grid() -> None:
     assert not shared.running and a not in shared and b not in shared
 
 
+async def test_a_metronome_tells_when_the_tick_it_runs_was_due() -> None:
+    """The bench's uplink lag starts at that deadline: a tick run late by a busy loop shows in it."""
+    clock = FakeClock()
+    shared = Metronome(clock=clock.time, sleep=clock.sleep)
+    seen: list[tuple[float | None, float]] = []
+
+    def call() -> None:
+        seen.append((shared.deadline, clock.now))
+        if len(seen) == 2:
+            clock.now += 0.035  # this tick's work makes the next one 35 ms late (caught up back to back)
+
+    assert shared.deadline is None  # not ticking
+    shared.add(call)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    shared.discard(call)
+    deadlines = [deadline for deadline, _ in seen[:4]]
+    assert deadlines == pytest.approx([100.0, 100.02, 100.04, 100.06])
+    assert seen[2][1] - seen[2][0] == pytest.approx(0.015)  # run 15 ms after it was due
+    assert shared.deadline is None
+
+
 async def test_a_failing_call_is_logged_once_and_the_others_keep_ticking(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     shared = Metronome(clock=clock.time, sleep=clock.sleep)
