@@ -359,10 +359,10 @@ class CallRig:
         self.consent = ConsentBook(False)  # no spoken yes required: everyone is heard, as by default
 
     def _speak_step(self) -> bool:
-        asleep = not self._pacing.awake
+        asleep, started = not self._pacing.awake, time.perf_counter()
         awake = CapVoiceClient._speak_step(self)  # type: ignore[arg-type]
         if asleep and self._pacing.awake:
-            self.resumed_at.append(time.perf_counter())
+            self.resumed_at.append(started)  # the tick that woke it (before its first packet went out)
         return awake
 
     async def start(self) -> None:

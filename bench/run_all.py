@@ -68,7 +68,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     opus.Encoder(application="voip")  # loads libopus
-    return (f"{model}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}, "
+    return (f"{model}, {len(rig.ALL_CORES)} cores, Python {platform.python_version()}, "
             f"{opus._OpusStruct.get_opus_version()}")
 
 
