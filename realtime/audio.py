@@ -300,6 +300,12 @@ NOISE_WINDOW_MS: Final = 1000  # of analysis-frame energies for the noise floor
 NOISE_FLOOR_SHARE: Final = 0.1  # 10th percentile of the window: robust to pauses, ignores a few loud frames
 
 
+def _energy_downmix(frame: bytes) -> np.ndarray:
+    """The frame's mono downmix as int64 (an analysis piece's energy sum overflows int32)."""
+    stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)
+    return (stereo[0::2] + stereo[1::2]) >> 1
+
+
 def _check_frame(frame: bytes) -> None:
     if len(frame) != FRAME_BYTES:
         raise ValueError(f"expected a {FRAME_BYTES}-byte 20 ms frame, got {len(frame)} bytes")
@@ -365,13 +371,11 @@ class SpeechOnsetDetector:
         _check_frame(frame)
         silent = frame == SILENCE_FRAME  # the mixer's frame when nobody speaks: no numpy needed
         if not silent:
-            stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)  # int64: the energy sum overflows int32
-            mono = (stereo[0::2] + stereo[1::2]) >> 1
+            mono = _energy_downmix(frame)
         fired = False
         for start in range(0, FRAME_SAMPLES_DISCORD, self._piece):
             if silent:
-                self._energies[self._next] = 0.0
-                self._next = (self._next + 1) % len(self._energies)
+                self._record(0.0)
             if not silent and self._is_speech(mono[start : start + self._piece]):
                 self._speech_run += 1
                 self._silence_run = 0
@@ -396,18 +400,19 @@ class SpeechOnsetDetector:
         _check_frame(frame)
         self._speech_run = self._silence_run = 0
         self._speaking = False
-        energies, count = self._energies, len(self._energies)
         if frame == SILENCE_FRAME:
             for _ in range(FRAME_SAMPLES_DISCORD // self._piece):
-                energies[self._next] = 0.0
-                self._next = (self._next + 1) % count
+                self._record(0.0)
             return
-        stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)
-        mono = (stereo[0::2] + stereo[1::2]) >> 1
+        mono = _energy_downmix(frame)
         for start in range(0, FRAME_SAMPLES_DISCORD, self._piece):
             piece = mono[start : start + self._piece]
-            energies[self._next] = float(np.dot(piece, piece))
-            self._next = (self._next + 1) % count
+            self._record(float(np.dot(piece, piece)))
+
+    def _record(self, energy: float) -> None:
+        """One analysis piece's energy into the noise-floor window (a ring)."""
+        self._energies[self._next] = energy
+        self._next = (self._next + 1) % len(self._energies)
 
     def reset(self) -> None:
         """Forget any speech in progress and the noise floor, e.g. when the caller's stream restarts."""
@@ -421,8 +426,7 @@ class SpeechOnsetDetector:
         """Classify one analysis frame of the mono downmix, and record its energy for the noise floor."""
         energy = float(np.dot(mono, mono))
         floor = float(np.partition(self._energies, self._floor_rank)[self._floor_rank])
-        self._energies[self._next] = energy
-        self._next = (self._next + 1) % len(self._energies)
+        self._record(energy)
         if energy < self._min_energy or (self._margin is not None and energy < floor * self._margin):
             return False
         return self._vad.is_speech(mono.astype(PCM_DTYPE).tobytes(), VAD_SAMPLE_RATE)
