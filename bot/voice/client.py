@@ -300,8 +300,9 @@ class CapVoiceClient(discord.VoiceClient):
             except Exception:
                 self._log(logging.ERROR, "sink", "the engine refused an input frame", exc_info=True)
         pacing, playback = self._pacing, self._playback
-        if pacing is not None and not pacing.awake and playback is not None and playback.audible:
-            speaker().wake(self._on_speak)  # Cap has speech queued: its sender thread may be waiting idle
+        nothing_to_send = playback is None or not playback.audible or playback.paused
+        if pacing is not None and not pacing.awake and not nothing_to_send:
+            speaker().wake(self._on_speak)  # speech to send (not held by a barge-in): its thread may wait idle
         if self.mixer.ticks % POLLER_CHECK_TICKS == 0 and isinstance(self._connection, CapConnectionState):
             self._connection.watch_poller()
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from unittest.mock import MagicMock
 
 import discord
+import pytest
 from discord.gateway import DiscordVoiceWebSocket
 
 from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
@@ -262,6 +263,26 @@ async def test_cap_sleeps_while_quiet_and_wakes_for_speech() -> None:
         assert call.ticks(10) == [] and call.vc.sleeping
         assert call.announced == [True, False]  # "speaking" before the reply, "not speaking" after its silence
         assert all(encode is False for _, encode in call.sent)
+    finally:
+        call.close()
+
+
+async def test_a_paused_reply_leaves_the_sleeping_sender_thread_asleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a possible barge-in holds the reply (up to 3 s), the event loop's tick does not wake the call's sender
+    thread: woken, it would tick 50 times a second to send nothing. Resumed speech wakes it at the next tick."""
+    call = Speaking(asyncio.get_running_loop())
+    woken: list[object] = []
+    monkeypatch.setattr(speaker(), "wake", woken.append)
+    try:
+        call.ticks(6)
+        assert call.vc.sleeping
+        call.playback.push("item_1", frames_of(vowel_pcm(0.02))[0])
+        call.playback.pause()
+        call.vc._tick()
+        assert woken == []
+        call.playback.resume()
+        call.vc._tick()
+        assert woken == [call.vc._on_speak]
     finally:
         call.close()
 
