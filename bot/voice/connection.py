@@ -16,7 +16,8 @@ an upgrade changes the behaviour):
 - An exception inside the voice WebSocket poller (e.g. davey's `ValueError` from `process_proposals` on one
   bad MLS message) ends the poller task silently while `is_connected()` stays True: no more SPEAKING, DAVE
   transitions or heartbeat ACKs. `watch_poller()` notices a poller that ended with an exception and makes a
-  full reconnect (a fresh voice session, a fresh DAVE session).
+  full reconnect (a fresh voice session, a fresh DAVE session), tried again with backoff as discord.py's poller
+  does after a dropped voice WebSocket, so one refused or timed-out attempt does not end the call.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 import aiohttp
+from discord.backoff import ExponentialBackoff
 from discord.errors import ConnectionClosed
 from discord.gateway import DiscordVoiceWebSocket
 from discord.utils import MISSING
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 OP_READY: Final = 2
 OP_RESUMED: Final = 9
 RESUME_TIMEOUT_SECONDS: Final = 10.0
+REVIVE_ATTEMPTS: Final = 5  # with discord.py's backoff (up to 2, 4, 8, 16 s between): about half a minute
 WebsocketHook = Callable[[DiscordVoiceWebSocket, dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
@@ -130,14 +133,24 @@ class CapConnectionState(VoiceConnectionState):
         voice_state = self.self_voice_state
         self_deaf = voice_state.self_deaf if voice_state is not None else self.self_deaf
         self_mute = voice_state.self_mute if voice_state is not None else self.self_mute
-        try:
-            await self.disconnect(cleanup=False)
-            await self._connect(self.reconnect, self.timeout, self_deaf, self_mute, False)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("reconnecting after the voice gateway reader stopped failed; leaving voice")
-            await self.disconnect()
-        else:
-            self.poller_revivals += 1
-            log.info("voice reconnected after the voice gateway reader stopped")
+        backoff = ExponentialBackoff()
+        for attempt in range(1, REVIVE_ATTEMPTS + 1):
+            try:
+                await self.disconnect(cleanup=False)
+                await self._connect(self.reconnect, self.timeout, self_deaf, self_mute, False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if attempt == REVIVE_ATTEMPTS:
+                    log.exception("reconnecting after the voice gateway reader stopped failed %d times; leaving voice",
+                                  attempt)
+                    await self.disconnect()
+                    return
+                delay = backoff.delay()
+                log.warning("reconnecting after the voice gateway reader stopped failed (%s: %s); again in %.1f s",
+                            type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                self.poller_revivals += 1
+                log.info("voice reconnected after the voice gateway reader stopped")
+                return

@@ -121,6 +121,7 @@ class VoiceServer(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.udp_port = 0
         self.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS
+        self.refuse_connections = 0  # answer the next N voice WebSocket handshakes with 503 (a voice server blip)
         self._ssrcs = itertools.count(0x5000)
         self._closing: set[asyncio.Task[None]] = set()
         # DAVE (ops 21-31) is relayed by an MLS module when one is plugged in (tests/discord_emulator/mls.py).
@@ -181,7 +182,10 @@ class VoiceServer(asyncio.DatagramProtocol):
 
     # ---- the WebSocket -------------------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_connections > 0:
+            self.refuse_connections -= 1
+            return web.Response(status=503, text="voice server unavailable")
         ws = web.WebSocketResponse(compress=True, max_msg_size=0, timeout=CLOSE_TIMEOUT_SECONDS, autoping=True)
         await ws.prepare(request)
         if request.query.get("v") != "8":

@@ -141,6 +141,24 @@ async def test_a_bad_mls_message_is_survived_and_reported() -> None:
         assert "voice gateway" in status.lower() and "reconnected" in status.lower()
 
 
+async def test_a_refused_reconnect_after_a_dead_poller_is_tried_again() -> None:
+    """The voice server refuses the reconnect that follows a dead poller (a blip on Discord's side): Cap tries
+    again, as discord.py does after a dropped voice WebSocket, instead of leaving the call at the first refusal."""
+    async with cap_on_discord(dave_protocol_version=1) as cap:
+        await cap.join()
+        await cap.connected_in(LOBBY_ID)
+        session, voice = cap.discord.voice_server.current, cap.voice
+        assert session is not None and voice is not None
+        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+        cap.discord.voice_server.refuse_connections = 2
+        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
+        await wait_until(lambda: sessions(cap) == 2, within=20, what="a reconnect once the voice server answers")
+        await cap.connected_in(LOBBY_ID)
+        await cap.hears(ALICE)
+        assert cap.call is not None
+        assert voice.stats()["voice_gateway_revivals"] == 1
+
+
 @pytest.mark.parametrize("code", [4006, 1001])
 async def test_a_same_channel_reconnect_still_hears_callers_without_new_speaking(code: int) -> None:
     """Issue 9 item 6: op 2 READY used to forget every SSRC; callers keep theirs and may not announce again.
