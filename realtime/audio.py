@@ -1,7 +1,11 @@
 """Audio DSP between Discord (48 kHz stereo s16le) and the Realtime API (24 kHz mono s16le).
 
-Pure functions and small stateful objects on bytes: no I/O, no Discord. Everything here runs every
-20 ms per stream, so the work is done by numpy and libsamplerate, never by Python loops over samples.
+Pure functions and small stateful objects on bytes: no I/O, no Discord. A transport hands the engine 20 ms
+frames in its own `PcmFormat` and plays its replies in another (`TransportAudio`): the console's sound device
+and WAV files use 48 kHz stereo both ways; Cap's Discord voice hears 48 kHz mono (libopus downmixes while it
+decodes) and speaks the Realtime API's 24 kHz mono, which libopus encodes as it is (bot/voice/opus_decoder.py).
+Everything here runs every 20 ms per stream, so the work is done by numpy and libsamplerate, never by Python
+loops over samples.
 
 Converter choice, measured by bench/bench_audio.py (which re-measures all of it; one core, numpy 2.4):
 quality bar = passband to 6 kHz within 1 dB, aliases of 12-24 kHz inputs and images above 12 kHz at
@@ -20,7 +24,8 @@ speech does not need. The converter holds back ~20 output samples (<1 ms) while 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Final, NoReturn
 
 import numpy as np
 import samplerate
@@ -37,6 +42,39 @@ FRAME_BYTES: Final = FRAME_SAMPLES_DISCORD * DISCORD_CHANNELS * SAMPLE_WIDTH  # 
 # 20 ms of 24 kHz mono s16le: the Realtime API's input/output audio format.
 REALTIME_FRAME_BYTES: Final = SAMPLE_RATE_REALTIME * FRAME_MS // 1000 * SAMPLE_WIDTH  # 960
 SILENCE_FRAME: Final = bytes(FRAME_BYTES)
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    """The s16le PCM a transport exchanges with the engine, in 20 ms frames."""
+
+    rate: int
+    channels: int
+    frame_samples: int = field(init=False)  # per channel
+    frame_bytes: int = field(init=False)
+    silence: bytes = field(init=False, repr=False, compare=False)  # one frame of digital silence
+
+    def __post_init__(self) -> None:
+        samples = self.rate * FRAME_MS // 1000
+        object.__setattr__(self, "frame_samples", samples)
+        object.__setattr__(self, "frame_bytes", samples * self.channels * SAMPLE_WIDTH)
+        object.__setattr__(self, "silence", bytes(self.frame_bytes))
+
+
+DISCORD_PCM: Final = PcmFormat(SAMPLE_RATE_DISCORD, DISCORD_CHANNELS)
+REALTIME_PCM: Final = PcmFormat(SAMPLE_RATE_REALTIME, 1)
+
+
+@dataclass(frozen=True)
+class TransportAudio:
+    """What a transport feeds the engine (`heard`: feed_input's frames) and plays (`spoken`: the playback
+    buffer's frames); the engine converts to and from the Realtime API's 24 kHz mono."""
+
+    heard: PcmFormat
+    spoken: PcmFormat
+
+
+STEREO_48K_AUDIO: Final = TransportAudio(DISCORD_PCM, DISCORD_PCM)  # the console's sound device, WAV files
 
 # Cheapest libsamplerate converter that meets the quality bar (figures in the module docstring).
 RESAMPLER_CONVERTER: Final = "sinc_fastest"
@@ -101,9 +139,8 @@ class _StreamingResampler:
 
 
 class Downsampler:
-    """48 kHz stereo s16le -> 24 kHz mono s16le, streaming: chunks of any size, even split samples."""
-
-    _BYTES_PER_FRAME: Final = DISCORD_CHANNELS * SAMPLE_WIDTH
+    """48 kHz s16le, stereo (Discord's frames) or mono -> 24 kHz mono s16le, streaming: chunks of any size,
+    even split samples."""
 
     # A frame of digital silence after at least this many zero input samples is converted without
     # libsamplerate: the filter's history then holds only zeros, so its output is zeros (issue 14: ~60 µs per
@@ -111,8 +148,13 @@ class Downsampler:
     # reach (sinc_fastest holds back ~20 output samples, i.e. ~40 input samples).
     _SILENT_HISTORY_SAMPLES: Final = FRAME_SAMPLES_DISCORD
 
-    def __init__(self, converter: str = RESAMPLER_CONVERTER) -> None:
+    def __init__(self, converter: str = RESAMPLER_CONVERTER, channels: int = DISCORD_CHANNELS) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"only mono or stereo input is supported, not {channels} channels")
         self._stream = _StreamingResampler(SAMPLE_RATE_REALTIME / SAMPLE_RATE_DISCORD, converter)
+        self._channels = channels
+        self._bytes_per_frame = channels * SAMPLE_WIDTH
+        self._silence = bytes(FRAME_SAMPLES_DISCORD * self._bytes_per_frame)  # the mixer's frame of nobody
         self._partial = b""
         self._zeros_in = 0  # input samples at the end of the stream that were all zero
         self.silent_frames_skipped = 0  # frames of digital silence converted without libsamplerate
@@ -121,21 +163,22 @@ class Downsampler:
         """Convert what is whole in `pcm` (plus any partial sample kept from the last call)."""
         if self._partial:
             pcm = self._partial + pcm
-        usable = len(pcm) - len(pcm) % self._BYTES_PER_FRAME
+        usable = len(pcm) - len(pcm) % self._bytes_per_frame
         self._partial = pcm[usable:]
         if not usable:
             return b""
-        if pcm == SILENCE_FRAME:  # what the mixer gives when nobody speaks (other sizes take the long way)
+        if pcm == self._silence:  # what the mixer gives when nobody speaks (other sizes take the long way)
             if self._zeros_in >= self._SILENT_HISTORY_SAMPLES:
                 self.silent_frames_skipped += 1
                 return self._stream.skip_zeros(FRAME_SAMPLES_DISCORD)
             self._zeros_in += FRAME_SAMPLES_DISCORD
         else:
             self._zeros_in = 0
-        stereo = np.frombuffer(pcm, PCM_DTYPE, usable // SAMPLE_WIDTH).astype(np.float32)
-        mono = stereo[0::2] + stereo[1::2]
-        mono *= 0.5
-        return _to_pcm16(self._stream.process(mono)).tobytes()
+        samples = np.frombuffer(pcm, PCM_DTYPE, usable // SAMPLE_WIDTH).astype(np.float32)
+        if self._channels == 2:
+            samples = samples[0::2] + samples[1::2]
+            samples *= 0.5
+        return _to_pcm16(self._stream.process(samples)).tobytes()
 
     def flush(self) -> bytes:
         """End the stream: return the converter's held-back tail (a trailing partial sample is dropped)."""
@@ -182,6 +225,46 @@ class Upsampler:
 def _mono_to_stereo(mono: np.ndarray) -> bytes:
     """Interleave L=R: repeating each sample twice is exactly the stereo frame layout."""
     return np.repeat(mono, DISCORD_CHANNELS).tobytes()
+
+
+class Passthrough:
+    """The converter for a transport already in the Realtime format: whole samples pass unchanged (a split
+    sample waits for its other byte), the same interface as Downsampler and Upsampler."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def process(self, pcm: bytes) -> bytes:
+        if self._partial:
+            pcm = self._partial + pcm
+        usable = len(pcm) - len(pcm) % SAMPLE_WIDTH
+        self._partial = pcm[usable:]
+        return pcm if usable == len(pcm) else pcm[:usable]
+
+    def flush(self) -> bytes:
+        self._partial = b""
+        return b""
+
+    def reset(self) -> None:
+        self._partial = b""
+
+
+def to_realtime(pcm: PcmFormat) -> Downsampler | Passthrough:
+    """A stream converter from a transport's frames to the Realtime API's 24 kHz mono (the uplink)."""
+    if pcm == REALTIME_PCM:
+        return Passthrough()
+    if pcm.rate == SAMPLE_RATE_DISCORD:
+        return Downsampler(channels=pcm.channels)
+    return _unsupported(pcm)
+
+
+def from_realtime(pcm: PcmFormat) -> Upsampler | Passthrough:
+    """A stream converter from the Realtime API's 24 kHz mono to a transport's frames (Cap's voice)."""
+    return Passthrough() if pcm == REALTIME_PCM else Upsampler() if pcm == DISCORD_PCM else _unsupported(pcm)
+
+
+def _unsupported(pcm: PcmFormat) -> NoReturn:
+    raise ValueError(f"no converter between {pcm} and the Realtime API's 24 kHz mono")
 
 
 class Framer:
@@ -291,6 +374,7 @@ def rms_to_dbfs(rms: float) -> float:
 #   (unchanged), max 140 -> 120 ms.
 #   Cost: ~20 µs per 20 ms frame of speech, ~5 µs per frame below the RMS floor (webrtcvad skipped).
 VAD_SAMPLE_RATE: Final = SAMPLE_RATE_DISCORD
+WEBRTCVAD_RATES: Final = (8000, 16000, 32000, 48000)
 VAD_ANALYSIS_MS: Final = 10  # webrtcvad's shortest frame
 DEFAULT_ONSET_MS: Final = 40  # of speech before onset: barge-in must silence playback within 100 ms
 DEFAULT_HANGOVER_MS: Final = 300  # without speech ends `speaking` (re-arms the onset)
@@ -300,24 +384,25 @@ NOISE_WINDOW_MS: Final = 1000  # of analysis-frame energies for the noise floor
 NOISE_FLOOR_SHARE: Final = 0.1  # 10th percentile of the window: robust to pauses, ignores a few loud frames
 
 
-def _energy_downmix(frame: bytes) -> np.ndarray:
+def _energy_downmix(frame: bytes, channels: int) -> np.ndarray:
     """The frame's mono downmix as int64 (an analysis piece's energy sum overflows int32)."""
-    stereo = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)
-    return (stereo[0::2] + stereo[1::2]) >> 1
+    samples = np.frombuffer(frame, PCM_DTYPE).astype(np.int64)
+    return samples if channels == 1 else (samples[0::2] + samples[1::2]) >> 1
 
 
-def _check_frame(frame: bytes) -> None:
-    if len(frame) != FRAME_BYTES:
-        raise ValueError(f"expected a {FRAME_BYTES}-byte 20 ms frame, got {len(frame)} bytes")
+def _check_frame(frame: bytes, pcm: PcmFormat) -> None:
+    if len(frame) != pcm.frame_bytes:
+        raise ValueError(f"expected a {pcm.frame_bytes}-byte 20 ms frame, got {len(frame)} bytes")
 
 
 class SpeechOnsetDetector:
-    """Cheap local VAD on inbound 48 kHz stereo 20 ms frames, to start barge-in before the server notices.
+    """Cheap local VAD on a transport's inbound 20 ms frames, to start barge-in before the server notices.
 
-    Each frame is analysed as `analysis_ms` pieces of its mono downmix. A piece counts as speech when it
-    is above the absolute RMS floor, `noise_margin_db` above the recent noise floor (None disables that
-    test) and webrtcvad says so. Onset is declared after `onset_ms` of consecutive speech; `speaking`
-    lasts until `hangover_ms` without speech.
+    Each frame is analysed as `analysis_ms` pieces of its mono downmix. A piece counts as speech when it is
+    above the absolute RMS floor, `noise_margin_db` above the recent noise floor (None disables that test)
+    and webrtcvad says so (it has no 24 kHz mode: 24 kHz pieces reach it as 48 kHz with every sample twice,
+    and its own 48 -> 8 kHz filter drops the images). Onset is declared after `onset_ms` of consecutive
+    speech; `speaking` lasts until `hangover_ms` without speech.
     """
 
     def __init__(
@@ -328,14 +413,22 @@ class SpeechOnsetDetector:
         min_rms: float = DEFAULT_MIN_RMS,
         noise_margin_db: float | None = DEFAULT_NOISE_MARGIN_DB,
         analysis_ms: int = VAD_ANALYSIS_MS,
+        pcm: PcmFormat = DISCORD_PCM,
     ) -> None:
         if analysis_ms not in (10, 20):
             raise ValueError("analysis_ms must be 10 or 20 (webrtcvad frames that divide a 20 ms frame)")
         if onset_ms < analysis_ms or hangover_ms < analysis_ms:
             raise ValueError(f"onset_ms and hangover_ms must be at least analysis_ms ({analysis_ms})")
+        if pcm.rate in WEBRTCVAD_RATES:
+            self._vad_rate, self._vad_repeat = pcm.rate, 1
+        elif VAD_SAMPLE_RATE % pcm.rate == 0:
+            self._vad_rate, self._vad_repeat = VAD_SAMPLE_RATE, VAD_SAMPLE_RATE // pcm.rate
+        else:
+            raise ValueError(f"webrtcvad cannot judge {pcm.rate} Hz audio")
         self._vad = webrtcvad.Vad(aggressiveness)
+        self._pcm = pcm
         self.analysis_ms = analysis_ms
-        self._piece = VAD_SAMPLE_RATE * analysis_ms // 1000  # mono samples per analysis frame
+        self._piece = pcm.rate * analysis_ms // 1000  # mono samples per analysis frame
         self.onset_ms = onset_ms
         self.hangover_ms = hangover_ms
         self._onset_pieces = -(-onset_ms // analysis_ms)
@@ -368,12 +461,13 @@ class SpeechOnsetDetector:
 
     def update(self, frame: bytes) -> bool:
         """Feed the next 20 ms frame; True exactly on the frame where speech onset is declared."""
-        _check_frame(frame)
-        silent = frame == SILENCE_FRAME  # the mixer's frame when nobody speaks: no numpy needed
+        pcm = self._pcm
+        _check_frame(frame, pcm)
+        silent = frame == pcm.silence  # the mixer's frame when nobody speaks: no numpy needed
         if not silent:
-            mono = _energy_downmix(frame)
+            mono = _energy_downmix(frame, pcm.channels)
         fired = False
-        for start in range(0, FRAME_SAMPLES_DISCORD, self._piece):
+        for start in range(0, pcm.frame_samples, self._piece):
             if silent:
                 self._record(0.0)
             if not silent and self._is_speech(mono[start : start + self._piece]):
@@ -397,15 +491,16 @@ class SpeechOnsetDetector:
         speaking; any speech run is forgotten, so speech already under way then counts as an onset after
         `onset_ms` of it (issue 14: ~35 µs per speech frame on the tick was spent on onsets nobody used).
         """
-        _check_frame(frame)
+        pcm = self._pcm
+        _check_frame(frame, pcm)
         self._speech_run = self._silence_run = 0
         self._speaking = False
-        if frame == SILENCE_FRAME:
-            for _ in range(FRAME_SAMPLES_DISCORD // self._piece):
+        if frame == pcm.silence:
+            for _ in range(pcm.frame_samples // self._piece):
                 self._record(0.0)
             return
-        mono = _energy_downmix(frame)
-        for start in range(0, FRAME_SAMPLES_DISCORD, self._piece):
+        mono = _energy_downmix(frame, pcm.channels)
+        for start in range(0, pcm.frame_samples, self._piece):
             piece = mono[start : start + self._piece]
             self._record(float(np.dot(piece, piece)))
 
@@ -429,4 +524,7 @@ class SpeechOnsetDetector:
         self._record(energy)
         if energy < self._min_energy or (self._margin is not None and energy < floor * self._margin):
             return False
-        return self._vad.is_speech(mono.astype(PCM_DTYPE).tobytes(), VAD_SAMPLE_RATE)
+        pcm16 = mono.astype(PCM_DTYPE)
+        if self._vad_repeat > 1:
+            pcm16 = np.repeat(pcm16, self._vad_repeat)
+        return self._vad.is_speech(pcm16.tobytes(), self._vad_rate)

@@ -19,7 +19,18 @@ from typing import Any
 from realtime import protocol
 from realtime.address import AddressGate
 from realtime.attribution import Addressee, SpeakerTimeline
-from realtime.audio import FRAME_MS, SILENCE_FRAME, Downsampler, Framer, SpeechOnsetDetector, Upsampler
+from realtime.audio import (
+    FRAME_MS,
+    STEREO_48K_AUDIO,
+    Downsampler,
+    Framer,
+    Passthrough,
+    SpeechOnsetDetector,
+    TransportAudio,
+    Upsampler,
+    from_realtime,
+    to_realtime,
+)
 from realtime.errors import FATAL_ERROR_CODES, fatal_message, redact
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
@@ -61,12 +72,12 @@ class ToolCall:
 
 @dataclass
 class _AudioItem:
-    """One assistant audio item: its resampler, framing, and how much audio arrived."""
+    """One assistant audio item: its converter to the transport's PCM, framing, and how much audio arrived."""
 
     item_id: str
     response_id: str | None
     epoch: int
-    upsampler: Upsampler = field(default_factory=Upsampler)
+    to_transport: Upsampler | Passthrough = field(default_factory=Upsampler)
     framer: Framer = field(default_factory=Framer)
     received_bytes: int = 0
     transcript: list[str] = field(default_factory=list)
@@ -86,7 +97,8 @@ class Conversation:
     """State of one Cap conversation across reconnects: playback, barge-in, tools, transcripts, replay."""
 
     def __init__(self, config: protocol.SessionConfig, tools: list[dict[str, Any]], playback: PlaybackBuffer,
-                 metrics: SessionMetrics, clock: Callable[[], float]) -> None:
+                 metrics: SessionMetrics, clock: Callable[[], float],
+                 transport_audio: TransportAudio = STEREO_48K_AUDIO) -> None:
         self.config = config
         self.tools = tools
         self.playback = playback
@@ -96,8 +108,10 @@ class Conversation:
         self.connected = False
         self.epoch = 0
         self._connected_at = 0.0
-        self._downsampler = Downsampler()
-        self._onset = SpeechOnsetDetector()
+        self._heard = transport_audio.heard  # what feed_input gets
+        self._spoken = transport_audio.spoken  # what the playback buffer holds
+        self._to_realtime: Downsampler | Passthrough = to_realtime(self._heard)
+        self._onset = SpeechOnsetDetector(pcm=self._heard)
         self._uplink = bytearray()
         self._uncommitted = UncommittedAudio()  # caller audio since the server's last commit, for a new session
         self._silent_frames = 0  # consecutive digital-silence frames fed
@@ -306,10 +320,10 @@ class Conversation:
     # ----- caller audio -----
 
     def feed_input(self, frame: bytes, speakers: Iterable[int] = ()) -> None:
-        """One 20 ms frame of 48 kHz stereo caller audio: local barge-in check, then uplink."""
+        """One 20 ms frame of caller audio in the transport's PCM: local barge-in check, then uplink."""
         now = self.clock()
         speakers = frozenset(speakers)
-        self._silent_frames = self._silent_frames + 1 if frame == SILENCE_FRAME else 0
+        self._silent_frames = self._silent_frames + 1 if frame == self._heard.silence else 0
         if self._silent_frames > self._silence_tail_frames:
             self._timeline.heard(speakers)
             self.tick()  # long digital silence: nothing for the local VAD or the server to hear
@@ -322,7 +336,7 @@ class Conversation:
             self._paused_at = now
         self.tick()
         self._timeline.frame(speakers)
-        self._uplink += self._downsampler.process(frame)
+        self._uplink += self._to_realtime.process(frame)
         while self._uplink:
             chunk = bytes(self._uplink[:UPLINK_MAX_BYTES])
             del self._uplink[:UPLINK_MAX_BYTES]
@@ -598,7 +612,8 @@ class Conversation:
         item = self._items.get(item_id)
         if item is None:
             response_id = event.get("response_id")
-            item = self._items[item_id] = _AudioItem(item_id, response_id, self.epoch)
+            item = self._items[item_id] = _AudioItem(item_id, response_id, self.epoch, from_realtime(self._spoken),
+                                                     Framer(self._spoken.frame_bytes))
             item.addressee = self._reply_addressees.get(response_id or "")
             self._remember(item_id, "assistant", None)
             if response_id in self._cancelled_responses:
@@ -621,7 +636,7 @@ class Conversation:
             return
         pcm = pcm[: len(pcm) - len(pcm) % 2]
         item.received_bytes += len(pcm)
-        for frame in item.framer.push(item.upsampler.process(pcm)):
+        for frame in item.framer.push(item.to_transport.process(pcm)):
             self.playback.push(item_id, frame)
 
     def _on_audio_done(self, event: dict[str, Any]) -> None:
@@ -631,7 +646,7 @@ class Conversation:
         if item is None or item.interrupted or item.finished:
             return
         item.finished = True
-        frames = item.framer.push(item.upsampler.flush())
+        frames = item.framer.push(item.to_transport.flush())
         tail = item.framer.flush()
         for frame in [*frames, *([tail] if tail else [])]:
             self.playback.push(item.item_id, frame)

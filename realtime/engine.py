@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime.address import AddressGate
+from realtime.audio import STEREO_48K_AUDIO, TransportAudio
 from realtime.client import RealtimeConnection
 from realtime.conversation import BYTES_PER_MS_24K, Conversation, ToolCall
 from realtime.errors import RealtimeError, RealtimeFatalError
@@ -63,12 +64,15 @@ class VoiceSession:
                  context_factory: Callable[[frozenset[int]], ToolContext] = _default_context,
                  on_transcript: Callable[[TranscriptEntry], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 connector: Connector = RealtimeConnection.open) -> None:
+                 connector: Connector = RealtimeConnection.open,
+                 transport_audio: TransportAudio = STEREO_48K_AUDIO) -> None:
         self.config = config
         self.registry = registry
-        self.playback = PlaybackBuffer(clock)
+        self.transport_audio = transport_audio  # the frames feed_input takes and the playback buffer holds
+        self.playback = PlaybackBuffer(clock, transport_audio.spoken.frame_bytes)
         self.metrics = SessionMetrics()
-        self.conversation = Conversation(config, registry.specs(), self.playback, self.metrics, clock)
+        self.conversation = Conversation(config, registry.specs(), self.playback, self.metrics, clock,
+                                         transport_audio)
         self.liveness = LivenessWatch(clock, send_stall_seconds=config.send_stall_seconds,
                                       reply_silence_seconds=config.reply_silence_seconds)
         self._context_factory = context_factory
@@ -94,7 +98,7 @@ class VoiceSession:
         self._runner = asyncio.create_task(self._run(connection), name="realtime-session")
 
     def feed_input(self, frame: bytes, speakers: Iterable[int] = ()) -> None:
-        """One 20 ms frame of 48 kHz stereo s16le caller audio (event loop thread)."""
+        """One 20 ms frame of caller audio in `transport_audio.heard` (event loop thread)."""
         self.conversation.feed_input(frame, speakers)
         self._dispatch()
 

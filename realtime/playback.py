@@ -20,8 +20,9 @@ from realtime.audio import FRAME_BYTES, FRAME_MS
 class PlaybackBuffer:
     """A FIFO of (item_id, frame) with pause/resume/clear and a per-item played-frames count."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, frame_bytes: int = FRAME_BYTES) -> None:
         self._clock = clock
+        self.frame_bytes = frame_bytes  # 20 ms in the transport's PcmFormat
         self._lock = threading.Lock()
         self._frames: deque[tuple[str, bytes]] = deque()
         self._queued: dict[str, int] = {}  # frames waiting per item (asked for every tick while a reply plays)
@@ -30,9 +31,9 @@ class PlaybackBuffer:
         self._paused = False
 
     def push(self, item_id: str, frame: bytes) -> None:
-        """Queue one whole frame (FRAME_BYTES) of the given assistant item."""
-        if len(frame) != FRAME_BYTES:
-            raise ValueError(f"playback frames are {FRAME_BYTES} bytes, got {len(frame)}")
+        """Queue one whole 20 ms frame (`frame_bytes`) of the given assistant item."""
+        if len(frame) != self.frame_bytes:
+            raise ValueError(f"playback frames are {self.frame_bytes} bytes, got {len(frame)}")
         with self._lock:
             self._frames.append((item_id, frame))
             self._queued[item_id] = self._queued.get(item_id, 0) + 1

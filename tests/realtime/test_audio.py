@@ -214,6 +214,20 @@ def test_downsampler_removes_what_would_alias(freq: int) -> None:
     assert np.sqrt(np.mean(core**2)) <= HALF_SCALE / np.sqrt(2) * 10 ** (-60 / 20)
 
 
+@pytest.mark.parametrize("freq", [12500, 15000])
+def test_the_mono_downsampler_removes_what_would_alias_too(freq: int) -> None:
+    """Cap's Discord path hears 48 kHz mono (libopus downmixes): the same filter, the same bar."""
+    x = tone(freq, SAMPLE_RATE_DISCORD, 0.5)
+    out = samples(run(Downsampler(channels=1), pcm(x)))
+    core = out[len(out) // 10 : -len(out) // 10]
+    assert np.sqrt(np.mean(core**2)) <= HALF_SCALE / np.sqrt(2) * 10 ** (-60 / 20)
+
+
+def test_the_mono_downsampler_gives_what_the_stereo_one_gives_for_the_channels_mean() -> None:
+    mono = tone(1000, SAMPLE_RATE_DISCORD, 0.3)
+    assert run(Downsampler(channels=1), pcm(mono)) == run(Downsampler(), stereo(mono))
+
+
 def test_upsampled_content_above_12khz_is_60db_down() -> None:
     rng = np.random.default_rng(4)
     out = samples(run(Upsampler(), pcm(rng.standard_normal(SAMPLE_RATE_REALTIME) * 4000)))[0::2]
