@@ -330,24 +330,31 @@ def onset_figures(**kwargs: float | None) -> tuple[float, float, int]:
 
 
 def encoder_figures() -> tuple[float, float, float, float]:
-    """Cap's Opus encoder against libopus' default complexity on the speech fixtures: µs per 20 ms frame
-    each, and each one's log-spectral distance (dB) from the source after decoding."""
+    """Cap's Opus encoder against libopus' default complexity (both fed SPOKEN_PCM, as Cap's voice is) on the
+    speech fixtures: µs per 20 ms frame each, and each one's log-spectral distance (dB) from the source after a
+    Discord client's 48 kHz stereo decoder."""
     from discord import opus
 
-    from bot.voice.source import ENCODER_SETTINGS, speech_encoder
+    from bot.voice.opus_decoder import SPOKEN_PCM
+    from bot.voice.source import ENCODER_SETTINGS, SpeechEncoder, speech_encoder
 
     pcm = b""
     for name in ("hello.wav", "question.wav"):
         with wave.open(str(FIXTURES / name)) as w:
             pcm += to_discord_pcm(w.readframes(w.getnframes()), w.getframerate(), w.getnchannels())
     frames = [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES + 1, FRAME_BYTES)]
+    down = Downsampler()
+    voice = b"".join(down.process(frame) for frame in frames) + down.flush()
+    size = SPOKEN_PCM.frame_bytes
+    voice_frames = [voice[i : i + size] for i in range(0, len(voice) - size + 1, size)]
     source = np.frombuffer(b"".join(frames), "<i2")[0::2].astype(float)
     figures = []
-    for encoder_of in (speech_encoder, lambda: opus.Encoder(**ENCODER_SETTINGS)):  # type: ignore[arg-type]
-        cost = per_call_us(partial(encoder_of().encode, frames[len(frames) // 2], 960), 200)
+    for encoder_of in (speech_encoder, lambda: SpeechEncoder(**ENCODER_SETTINGS)):  # type: ignore[arg-type]
+        samples = SPOKEN_PCM.frame_samples
+        cost = per_call_us(partial(encoder_of().encode, voice_frames[len(voice_frames) // 2], samples), 200)
         encoder, decoder = encoder_of(), opus.Decoder()
-        decoded = np.frombuffer(b"".join(decoder.decode(encoder.encode(f, 960)) for f in frames), "<i2")[0::2]
-        figures += [cost, log_spectral_distance(source, decoded.astype(float))]
+        decoded = b"".join(decoder.decode(encoder.encode(f, samples), fec=False) for f in voice_frames)
+        figures += [cost, log_spectral_distance(source, np.frombuffer(decoded, "<i2")[0::2].astype(float))]
     return figures[0], figures[2], figures[1], figures[3]
 
 

@@ -35,6 +35,8 @@ import dave_rig
 import floor
 import rig
 
+from realtime.audio import REALTIME_PCM
+
 LATE_LIMIT_PERCENT = 0.5
 UPLINK_P99_LIMIT_MS = 25.0
 SUSTAINED_SHARE = 0.8
@@ -98,12 +100,14 @@ async def child(calls: int, seconds: float, dave: bool = False) -> dict[str, Any
 
 
 def frame_counts(rigs: list[rig.CallRig]) -> dict[str, int]:
-    """Frames so far that the floor prices: caller packets decoded, Cap's frames encoded (and as many
-    upsampled), caller frames downsampled for the uplink (digital silence, which needs no converter, not)."""
+    """Frames so far that the floor prices: caller packets decoded, Cap's frames encoded, caller frames
+    downsampled for the uplink (digital silence, which needs no converter, not), and Cap's frames upsampled
+    (none on Cap's Discord path: libopus encodes the Realtime API's 24 kHz mono as it is)."""
     encoded = sum(call.source.frames_encoded for call in rigs)
     uplinked = sum(call.session.conversation.uplinked_ms for call in rigs) // 20
-    skipped = sum(call.session.conversation._downsampler.silent_frames_skipped for call in rigs)
-    return {"decode": sum(call.receiver.stats()["decoded"] for call in rigs), "encode": encoded, "up": encoded,
+    skipped = sum(call.session.conversation._to_realtime.silent_frames_skipped for call in rigs)
+    upsampled = sum(call.source.frames_encoded for call in rigs if call.session.transport_audio.spoken != REALTIME_PCM)
+    return {"decode": sum(call.receiver.stats()["decoded"] for call in rigs), "encode": encoded, "up": upsampled,
             "down": uplinked - skipped}
 
 

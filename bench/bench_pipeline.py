@@ -6,13 +6,13 @@ reader and a player thread per call sharing the GIL with the event loop, UDP and
 far side's wake-ups). This bench measures the first alone, with the same classes a call uses
 (bench/rig.py wires them the same way), one frame at a time on one core:
 
-- hearing: a caller's encrypted RTP packet -> `VoiceReceiver.on_packet` (transport decryption, jitter buffer)
-  -> the mixer tick (Opus decode, mix) -> `VoiceCall._feed` -> `VoiceSession.feed_input` (onset detector,
-  downsampling, uplink framing, the append event) -> the event serialised as `RealtimeConnection.send` does;
-  floor: decode + downsampling.
+- hearing: a caller's encrypted RTP packet (a client's 48 kHz stereo Opus) -> `VoiceReceiver.on_packet`
+  (transport decryption, jitter buffer) -> the mixer tick (Opus decode to 48 kHz mono, mix) -> `VoiceCall._feed`
+  -> `VoiceSession.feed_input` (onset detector, downsampling, uplink framing, the append event) -> the event
+  serialised as `RealtimeConnection.send` does; floor: decode + downsampling.
 - speaking: a 200 ms `response.output_audio.delta` every 10 frames -> `Conversation.handle_event` (base64,
-  upsampling, playback queue) -> `EngineAudioSource.read` (Opus encode) -> the RTP packet with transport
-  encryption (`PlayerClient`'s packet path, as the rig sends it); floor: encode + upsampling.
+  playback queue) -> `EngineAudioSource.read` (Opus encode from 24 kHz mono) -> the RTP packet with transport
+  encryption (`PlayerClient`'s packet path, as the rig sends it); floor: encode.
 
 Run as `.venv/bin/python bench/bench_pipeline.py [FRAMES]` (default 1500 per path, a few seconds).
 """
@@ -35,8 +35,9 @@ import rig
 from bot.disclosure import ConsentBook
 from bot.voice.call import AutoLeave, VoiceCall
 from bot.voice.mixer import Mixer
+from bot.voice.opus_decoder import VOICE_AUDIO
 from bot.voice.receiver import VoiceReceiver
-from bot.voice.source import EngineAudioSource, speech_encoder
+from bot.voice.source import EngineAudioSource
 from realtime.audio import REALTIME_FRAME_BYTES, Downsampler
 from realtime.engine import VoiceSession
 from realtime.protocol import SessionConfig
@@ -50,7 +51,7 @@ DELTA_FRAMES = 10  # the fake Realtime service's deltas carry 200 ms
 def _session() -> VoiceSession:
     """A session that is never started: its events stay in the send queue, which the path drains itself."""
     session = VoiceSession(SessionConfig(api_key="sk-test", url="ws://127.0.0.1:9", instructions="You are Cap."),
-                           ToolRegistry())
+                           ToolRegistry(), transport_audio=VOICE_AUDIO)  # as VoiceCall makes it
     session.conversation.connected = True  # events are made as for a live socket
     return session
 
@@ -64,9 +65,8 @@ def _serialise_sent(session: VoiceSession) -> None:
 def hearing_path(frames: int) -> Callable[[], None]:
     """One step = one caller packet in and one tick of the engine; the steps cycle through the fixture."""
     speech = floor.speech_frames()
-    encoder = speech_encoder()
     sender = PacketSender(CALLER_SSRC)
-    packets = [sender.packet(encoder.encode(frame, 960)) for frame in speech * (frames // len(speech) + 2)]
+    packets = [sender.packet(packet) for packet in floor.client_packets(speech * (frames // len(speech) + 2))]
     transport = SimpleNamespace(mode=MODE, secret_key=SECRET_KEY, dave_session=None, ssrc=99)
     receiver = VoiceReceiver(transport)  # type: ignore[arg-type]
     receiver.on_ws_message({"op": 5, "d": {"user_id": "555", "ssrc": CALLER_SSRC, "speaking": 1}})
@@ -138,15 +138,16 @@ def measure(frames: int = 1500) -> list[rig.Row]:
         speaking = _per_frame_us(speak, frames)
     finally:
         close()
-    hear_floor, speak_floor = unit["decode"] + unit["down"], unit["encode"] + unit["up"]
+    hear_floor, speak_floor = unit["decode"] + unit["down"], unit["encode"]
     return [
-        rig.Row("3d. one call hearing a caller, one thread, no sockets: packet -> decrypt, jitter buffer, decode, "
-                "engine, downsampling, append JSON",
+        rig.Row("3d. one call hearing a caller, one thread, no sockets: packet -> decrypt, jitter buffer, decode "
+                "to 48 kHz mono, engine, downsampling, append JSON",
                 f"{hearing:.0f} µs per 20 ms frame = {hearing / hear_floor:.2f}x the floor",
                 f"floor: decode {unit['decode']:.0f} + downsampling {unit['down']:.0f} µs"),
-        rig.Row("3d. ... Cap speaking: 200 ms delta -> upsampling, playback, Opus encode, RTP + encryption",
+        rig.Row("3d. ... Cap speaking: 200 ms delta -> playback, Opus encode from 24 kHz mono, RTP + encryption",
                 f"{speaking:.0f} µs per 20 ms frame = {speaking / speak_floor:.2f}x the floor",
-                f"floor: encode {unit['encode']:.0f} + upsampling {unit['up']:.0f} µs"),
+                f"floor: encode {unit['encode']:.0f} µs (a 48 kHz stereo path added upsampling: "
+                f"{unit['up']:.0f} µs)"),
     ]
 
 

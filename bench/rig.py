@@ -44,6 +44,7 @@ from bot.heap import freeze_startup_heap  # noqa: E402
 from bot.voice.call import AutoLeave, VoiceCall  # noqa: E402
 from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader  # noqa: E402
 from bot.voice.mixer import Mixer, metronome  # noqa: E402
+from bot.voice.opus_decoder import VOICE_AUDIO  # noqa: E402
 from bot.voice.receiver import RateLimitedLog, VoiceReceiver  # noqa: E402
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource  # noqa: E402
 from bot.voice.speaker import SendPacing, current_deadline, speaker  # noqa: E402
@@ -278,7 +279,7 @@ class ProbedSession(VoiceSession):
             connection.probe = probe
             return connection
 
-        super().__init__(config, ToolRegistry(), connector=connect)
+        super().__init__(config, ToolRegistry(), connector=connect, transport_audio=VOICE_AUDIO)
         self.probe = probe
         drain = self.conversation.events_to_send
 
@@ -396,7 +397,8 @@ async def open_calls(count: int, far: FarSide, *, probed: bool = False) -> list[
     calls = []
     for index in range(count):
         config = session_config(far.realtime_url)
-        session = ProbedSession(config, Probe()) if probed else VoiceSession(config, ToolRegistry())
+        session = (ProbedSession(config, Probe()) if probed
+                   else VoiceSession(config, ToolRegistry(), transport_audio=VOICE_AUDIO))  # as VoiceCall makes it
         call = CallRig(session, far.relay_address, index)
         await call.start()
         calls.append(call)

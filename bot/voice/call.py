@@ -41,6 +41,7 @@ from bot.storage.errors import db_error_line
 from bot.storage.models import utcnow
 from bot.storage.usage import CallUsage, spent_this_month
 from bot.voice.client import CapVoiceClient
+from bot.voice.opus_decoder import VOICE_AUDIO
 from bot.webhooks import enqueue, tool_event
 from realtime.engine import VoiceSession
 from realtime.errors import RealtimeFatalError
@@ -262,6 +263,7 @@ class VoiceCall:
                 registry,
                 context_factory=self._tool_context,
                 on_transcript=self._on_transcript,
+                transport_audio=VOICE_AUDIO,  # what CapVoiceClient's Opus decodes to and encodes from
             )
             self.session.set_humans(_humans_in(self.channel))  # before it connects: the first session is right
             await self.session.start()

@@ -32,9 +32,9 @@ from typing import Final
 
 import numpy as np
 
-from bot.voice.opus_decoder import OpusDecoder
+from bot.voice.opus_decoder import HEARD_PCM, OpusDecoder
 from bot.voice.rtp import sequence_delta
-from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
+from realtime.audio import FRAME_SAMPLES_DISCORD, PcmFormat
 
 SAMPLES_PER_TICK: Final = FRAME_SAMPLES_DISCORD  # RTP timestamps count 48 kHz samples
 MIN_DELAY: Final = 1  # ticks: the packet plays on the tick it arrives
@@ -288,15 +288,16 @@ class JitterBuffer:
 
 
 class SpeakerDecoder:
-    """A JitterBuffer plus that speaker's Opus decoder: `next_frame()` gives FRAME_BYTES of PCM or None.
+    """A JitterBuffer plus that speaker's Opus decoder: `next_frame()` gives 20 ms of PCM in `pcm` or None.
 
     Opus packets may hold 10, 20, 40 or 60 ms: decoded audio is queued and handed out 20 ms at a time,
     so a 40 ms packet plays over two ticks and two 10 ms packets fill one.
     """
 
-    def __init__(self, jitter: JitterBuffer | None = None) -> None:
+    def __init__(self, jitter: JitterBuffer | None = None, pcm: PcmFormat = HEARD_PCM) -> None:
         self.jitter = jitter or JitterBuffer()
-        self._decoder = OpusDecoder()  # discord.py's output, without its per-frame Python copies
+        self._decoder = OpusDecoder(pcm)  # without discord.py's per-frame Python copies, at the engine's rate
+        self._frame_bytes = pcm.frame_bytes
         self._pcm = bytearray()
         # decoded/shed/decode_errors count packets (each exactly once); fec/plc count concealed frames.
         self.stats = {"decoded": 0, "shed": 0, "decode_errors": 0, "fec": 0, "plc": 0, "conceal_errors": 0}
@@ -308,8 +309,9 @@ class SpeakerDecoder:
         """This tick's 20 ms. A decode error conceals the frame; it never raises."""
         jitter = self.jitter
         pcm = self._pcm
+        size = self._frame_bytes
         shed = 0
-        while len(pcm) < FRAME_BYTES:
+        while len(pcm) < size:
             slot = jitter.pop()
             if slot is None:
                 break
@@ -320,7 +322,7 @@ class SpeakerDecoder:
                 and not pcm
                 and jitter.may_shed()
                 and len(jitter) >= jitter.target
-                and _is_quiet(decoded)
+                and _is_quiet(decoded, size)
             ):
                 jitter.shed_packet()  # a pause: dropping it shrinks the delay without cutting speech
                 self.stats["decoded"] -= 1
@@ -331,9 +333,9 @@ class SpeakerDecoder:
         jitter.advance()
         if not pcm:
             return None
-        frame = bytes(pcm[:FRAME_BYTES])
-        del pcm[:FRAME_BYTES]
-        return frame if len(frame) == FRAME_BYTES else frame.ljust(FRAME_BYTES, b"\0")
+        frame = bytes(pcm[:size])
+        del pcm[:size]
+        return frame if len(frame) == size else frame.ljust(size, b"\0")
 
     def _decode(self, slot: Slot) -> bytes:
         try:
@@ -355,11 +357,11 @@ class SpeakerDecoder:
         try:
             return self._decoder.decode(None, fec=False)
         except Exception:
-            return bytes(FRAME_BYTES)
+            return bytes(self._frame_bytes)
 
 
-def _is_quiet(pcm: bytes) -> bool:
-    if len(pcm) != FRAME_BYTES:
+def _is_quiet(pcm: bytes, frame_bytes: int) -> bool:
+    if len(pcm) != frame_bytes:
         return False
     samples = np.frombuffer(pcm, "<i2").astype(np.float32)
     return float(np.dot(samples, samples)) < QUIET_RMS * QUIET_RMS * len(samples)

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from bot.voice.grid import MAX_CATCH_UP_TICKS, TICK_SECONDS, Grid
-from realtime.audio import SILENCE_FRAME, mix_frames
+from bot.voice.opus_decoder import HEARD_PCM
+from realtime.audio import mix_frames
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Mixer:
         frames = self._pull_frames()
         self.ticks += 1
         if not frames:
-            return SILENCE_FRAME, frozenset()
+            return HEARD_PCM.silence, frozenset()
         self.mixed_ticks += 1
         return mix_frames(list(frames.values())), frozenset(frames)
 

@@ -8,6 +8,14 @@ allocates a new ctypes array, and copies the PCM out through a Python list
 frame size read from the packet's TOC byte in Python, copied out with one `ctypes.string_at`): about 5 %
 of a core on the event loop at 32 calls. tests/bot/voice/test_opus_decoder.py checks the bytes are
 identical to discord.py's and fails once discord.py stops copying through a list.
+
+The PCM of Cap's Opus (VOICE_AUDIO), chosen by cost and by the quality bar of realtime/audio.py (aliases and
+images at least 60 dB down), issue 14:
+- Callers are decoded at 48 kHz mono (HEARD_PCM): libopus downmixes inside the decoder, the Downsampler
+  skips its own downmix, and libsamplerate still makes the 24 kHz uplink. 39 + 63 µs per frame here against
+  55 + 66 µs for 48 kHz stereo. Decoding at 24 kHz would cost only 36 µs and no resampler, but libopus lets a
+  12.5 kHz tone through at -39 dB (13 kHz: -57 dB): below the bar, so not done.
+- Cap's voice is encoded from the Realtime API's 24 kHz mono as it is (SPOKEN_PCM, bot/voice/source.py).
 """
 
 from __future__ import annotations
@@ -17,11 +25,14 @@ from typing import Final
 
 from discord import opus
 
-SAMPLE_RATE: Final = 48000
-CHANNELS: Final = 2
-BYTES_PER_SAMPLE: Final = 2 * CHANNELS  # s16le stereo
-MAX_FRAME_SAMPLES: Final = 5760  # 120 ms at 48 kHz: the longest packet Opus allows (RFC 6716 §3.2.5)
-PLC_DEFAULT_SAMPLES: Final = 960  # discord.py conceals 20 ms when libopus knows no last duration
+from realtime.audio import DISCORD_PCM, REALTIME_PCM, SAMPLE_WIDTH, PcmFormat, TransportAudio
+
+SAMPLE_RATE: Final = 48000  # Opus's own clock: packet durations and RTP timestamps count 48 kHz samples
+HEARD_PCM: Final = PcmFormat(SAMPLE_RATE, 1)  # what Cap decodes callers to
+SPOKEN_PCM: Final = REALTIME_PCM  # what Cap encodes its voice from
+VOICE_AUDIO: Final = TransportAudio(HEARD_PCM, SPOKEN_PCM)  # a Discord call's engine session
+MAX_PACKET_MS: Final = 120  # the longest packet Opus allows (RFC 6716 §3.2.5)
+PLC_DEFAULT_MS: Final = 20  # discord.py conceals 20 ms when libopus knows no last duration
 OPUS_BAD_ARG: Final = -1  # opus_defines.h
 OPUS_INVALID_PACKET: Final = -4
 OPUS_GET_LAST_PACKET_DURATION: Final = 4039
@@ -55,20 +66,28 @@ def packet_samples(packet: bytes) -> int:
 
 
 class OpusDecoder:
-    """48 kHz stereo s16le, byte-identical to `discord.opus.Decoder.decode` for the same calls in order.
+    """s16le at `pcm`'s rate and channels; at DISCORD_PCM (48 kHz stereo) byte-identical to
+    `discord.opus.Decoder.decode` for the same calls in order.
 
     `decode(packet)` decodes a packet of any duration; `decode(next_packet, fec=True)` recovers a lost
     packet from the next one's FEC data (as discord.py does, with the next packet's duration); `decode(None)`
     conceals (PLC) for the last packet's duration. Errors raise `discord.opus.OpusError`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pcm: PcmFormat = DISCORD_PCM) -> None:
+        if SAMPLE_RATE % pcm.rate or pcm.channels not in (1, 2):
+            raise ValueError(f"libopus cannot decode to {pcm}")
         opus._OpusStruct.get_opus_version()  # loads libopus the way discord.py does, or raises OpusNotLoaded
         self._lib = opus._lib
         error = ctypes.c_int()
         # discord.py's errcheck on opus_decoder_create raises OpusError unless `error` is OPUS_OK.
-        self._state = self._lib.opus_decoder_create(SAMPLE_RATE, CHANNELS, ctypes.byref(error))
-        self._buffer = (ctypes.c_int16 * (MAX_FRAME_SAMPLES * CHANNELS))()
+        self._state = self._lib.opus_decoder_create(pcm.rate, pcm.channels, ctypes.byref(error))
+        self._per_48k = SAMPLE_RATE // pcm.rate  # packet durations are counted at 48 kHz
+        self._channels = pcm.channels
+        self._bytes_per_sample = SAMPLE_WIDTH * pcm.channels
+        self._max_samples = pcm.rate * MAX_PACKET_MS // 1000
+        self._plc_samples = pcm.rate * PLC_DEFAULT_MS // 1000
+        self._buffer = (ctypes.c_int16 * (self._max_samples * pcm.channels))()
         self._duration = ctypes.c_int32()
 
     def decode(self, data: bytes | None, *, fec: bool = False) -> bytes:
@@ -78,21 +97,21 @@ class OpusDecoder:
         if data is None:
             if fec:
                 raise TypeError("Invalid arguments: FEC cannot be used with null data")
-            frame_size = self._last_packet_duration() or PLC_DEFAULT_SAMPLES
+            frame_size = self._last_packet_duration() or self._plc_samples
         else:
             # With fec, `data` is the packet after the lost one and, like discord.py, we ask for its whole
             # duration: libopus conceals all but its last frame with PLC, then fills that frame from the
             # FEC data (one frame of the next packet's frame size; CELT packets carry none: all PLC).
-            frame_size = packet_samples(data)
+            frame_size = packet_samples(data) // self._per_48k
         buffer = self._buffer
-        if frame_size > MAX_FRAME_SAMPLES:  # an invalid packet: libopus rejects it; size as discord.py does
-            buffer = (ctypes.c_int16 * (frame_size * CHANNELS))()
+        if frame_size > self._max_samples:  # an invalid packet: libopus rejects it; size as discord.py does
+            buffer = (ctypes.c_int16 * (frame_size * self._channels))()
         # opus_decode's errcheck (set by discord.py's loader) raises OpusError on a negative return.
         samples = self._lib.opus_decode(state, data, len(data) if data else 0, buffer, frame_size, fec)
-        return ctypes.string_at(buffer, samples * BYTES_PER_SAMPLE)
+        return ctypes.string_at(buffer, samples * self._bytes_per_sample)
 
     def _last_packet_duration(self) -> int:
-        """Samples of the last packet decoded or concealed, as libopus counts them (0 before any)."""
+        """Samples per channel of the last packet decoded or concealed at this decoder's rate (0 before any)."""
         self._lib.opus_decoder_ctl(self._state, OPUS_GET_LAST_PACKET_DURATION, ctypes.byref(self._duration))
         return self._duration.value
 

@@ -19,7 +19,7 @@ from typing import Final, Protocol
 import discord
 from discord import opus
 
-from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD
+from bot.voice.opus_decoder import SPOKEN_PCM
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,31 @@ ENCODER_SETTINGS: Final = {
 ENCODER_COMPLEXITY: Final = 5
 OPUS_SET_COMPLEXITY: Final = 4010  # opus_defines.h
 OPUS_GET_COMPLEXITY: Final = 4011
+OPUS_GET_SAMPLE_RATE: Final = 4029
+
+
+class SpeechEncoder(opus.Encoder):
+    """discord.py's Opus encoder fed SPOKEN_PCM, the Realtime API's 24 kHz mono, as the engine plays it.
+
+    libopus takes 24 kHz input itself (CELT codes it at 48 kHz with the bands above 12 kHz empty, as an
+    upsampled copy would have them), so Cap's voice needs no resampler: 179 µs per 20 ms frame here against
+    212 µs of 48 kHz stereo encode plus 76 µs of Upsampler (issue 14), and images of 1-11 kHz tones stay at
+    least 60 dB down, the Upsampler's bar (tests/bot/voice/test_source.py). Any Opus decoder plays the packets at
+    its own rate and channels, Discord's 48 kHz stereo included (RFC 6716 §2; WebRTC sends mono by default).
+    discord.py 2.7.1's `Encoder._create_state` reads the class's SAMPLING_RATE and CHANNELS, hence the
+    subclass; tests/bot/voice/test_source.py asks libopus for the rate and fails if that changes.
+    """
+
+    SAMPLING_RATE = SPOKEN_PCM.rate
+    CHANNELS = SPOKEN_PCM.channels
+    SAMPLES_PER_FRAME = SPOKEN_PCM.frame_samples
+    SAMPLE_SIZE = 2 * SPOKEN_PCM.channels
+    FRAME_SIZE = SPOKEN_PCM.frame_bytes
 
 
 def speech_encoder() -> opus.Encoder:
-    """discord.py's Opus encoder with Cap's settings, complexity included."""
-    encoder = opus.Encoder(**ENCODER_SETTINGS)  # type: ignore[arg-type]
+    """Cap's Opus encoder (SPOKEN_PCM in) with Cap's settings, complexity included."""
+    encoder = SpeechEncoder(**ENCODER_SETTINGS)  # type: ignore[arg-type]
     opus._lib.opus_encoder_ctl(encoder._state, OPUS_SET_COMPLEXITY, ENCODER_COMPLEXITY)
     return encoder
 
@@ -112,10 +132,10 @@ class EngineAudioSource(discord.AudioSource):
             self._speaking = True
             self._notify(True)
         self._quiet_run = 0
-        if len(frame) != FRAME_BYTES:
-            frame = frame[:FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
+        if len(frame) != SPOKEN_PCM.frame_bytes:
+            frame = frame[: SPOKEN_PCM.frame_bytes].ljust(SPOKEN_PCM.frame_bytes, b"\0")
         try:
-            packet = self._encoder.encode(frame, FRAME_SAMPLES_DISCORD)
+            packet = self._encoder.encode(frame, SPOKEN_PCM.frame_samples)
         except Exception:  # an encoder failure loses one frame, not the call
             self.encode_errors += 1
             log.exception("Opus encode failed; sending silence for this frame")

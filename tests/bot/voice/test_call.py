@@ -18,7 +18,7 @@ from bot.storage.database import Database
 from bot.voice.call import AutoLeave, CallError, VoiceCall, format_transcript_line
 from bot.voice.client import CapVoiceClient
 from realtime.address import AddressGate
-from realtime.audio import SILENCE_FRAME
+from realtime.audio import SILENCE_FRAME, TransportAudio
 from realtime.errors import RealtimeFatalError
 from realtime.metrics import SessionMetrics
 from realtime.playback import PlaybackBuffer
@@ -82,10 +82,12 @@ class FakeSession:
 
     fail_with: Exception | None = None
 
-    def __init__(self, config: Any, registry: ToolRegistry, *, context_factory: Callable, on_transcript: Callable):
+    def __init__(self, config: Any, registry: ToolRegistry, *, context_factory: Callable, on_transcript: Callable,
+                 transport_audio: TransportAudio):
         self.config, self.registry = config, registry
         self.context_factory, self.on_transcript = context_factory, on_transcript
-        self.playback = PlaybackBuffer()
+        self.transport_audio = transport_audio
+        self.playback = PlaybackBuffer(frame_bytes=transport_audio.spoken.frame_bytes)
         self.metrics = SessionMetrics()
         self.fed: list[tuple[bytes, frozenset[int]]] = []
         self.closed = False

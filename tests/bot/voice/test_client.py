@@ -18,13 +18,21 @@ from bot.voice.client import KEEPALIVE_TICKS, CapVoiceClient, PromptSocketReader
 from bot.voice.connection import CapConnectionState
 from bot.voice.crypto import TransportDecryptor
 from bot.voice.mixer import metronome
+from bot.voice.opus_decoder import HEARD_PCM, SPOKEN_PCM
 from bot.voice.rtp import parse_header
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource, speech_encoder
 from bot.voice.speaker import SendPacing, speaker
-from realtime.audio import FRAME_SAMPLES_DISCORD
 from realtime.playback import PlaybackBuffer
 from tests.bot.voice.rust_panic import raise_rust_panic
-from tests.bot.voice.voice_packets import MODE, SECRET_KEY, PacketSender, frames_of, opus_encode, vowel_pcm
+from tests.bot.voice.voice_packets import (
+    MODE,
+    SECRET_KEY,
+    PacketSender,
+    frames_of,
+    opus_encode,
+    spoken_frames_of,
+    vowel_pcm,
+)
 
 ALICE, HELPER_BOT = 111, 999
 ALICE_SSRC, BOT_SSRC = 0x1001, 0x3003
@@ -146,7 +154,7 @@ async def test_conversation_ticks_feed_the_sink_and_stop_cleanly() -> None:
         count = len(got)
         await asyncio.sleep(0.05)
         assert len(got) == count  # the ticker is gone
-        assert all(len(frame) == 3840 and speakers == frozenset() for frame, speakers in got)
+        assert all(len(frame) == HEARD_PCM.frame_bytes and speakers == frozenset() for frame, speakers in got)
         assert vc._on_speak not in speaker()  # no more sending either
     finally:
         vc._connection._socket_reader.stop()
@@ -200,8 +208,8 @@ async def test_calls_on_one_loop_share_one_ticker() -> None:
         return sink
 
     try:
-        first.start_conversation(sink_of("first"), PlaybackBuffer())
-        second.start_conversation(sink_of("second"), PlaybackBuffer())
+        first.start_conversation(sink_of("first"), PlaybackBuffer(frame_bytes=SPOKEN_PCM.frame_bytes))
+        second.start_conversation(sink_of("second"), PlaybackBuffer(frame_bytes=SPOKEN_PCM.frame_bytes))
         await asyncio.wait_for(enough.wait(), 5)
         assert [t for t in asyncio.all_tasks() if t.get_name() == "voice-metronome"] == [metronome(loop)._task]
         await first.stop_conversation()
@@ -221,7 +229,7 @@ class Speaking:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.vc = vc = CapVoiceClient(fake_discord_client(loop), fake_channel())
-        self.playback = PlaybackBuffer()
+        self.playback = PlaybackBuffer(frame_bytes=SPOKEN_PCM.frame_bytes)
         self.sent: list[tuple[bytes, bool]] = []
         self.announced: list[bool] = []
         self.connected = True
@@ -251,14 +259,14 @@ async def test_cap_sleeps_while_quiet_and_wakes_for_speech() -> None:
         assert call.vc.sleeping
         assert call.ticks(100) == [], "a sleeping call sends nothing"
 
-        for frame in frames_of(vowel_pcm(0.1)):
+        for frame in spoken_frames_of(vowel_pcm(0.1)):
             call.playback.push("item_1", frame)
         reply = call.ticks(5)
         assert not call.vc.sleeping and all(packet != OPUS_SILENCE for packet in reply)
         assert call.ticks(6) == [OPUS_SILENCE] * 5
         assert call.vc.sleeping
 
-        call.playback.push("item_2", frames_of(vowel_pcm(0.02))[0])
+        call.playback.push("item_2", spoken_frames_of(vowel_pcm(0.02))[0])
         call.playback.pause()  # a possible barge-in holds the reply: no reason to wake up
         assert call.ticks(10) == [] and call.vc.sleeping
         assert call.announced == [True, False]  # "speaking" before the reply, "not speaking" after its silence
@@ -276,7 +284,7 @@ async def test_a_paused_reply_leaves_the_sleeping_sender_thread_asleep(monkeypat
     try:
         call.ticks(6)
         assert call.vc.sleeping
-        call.playback.push("item_1", frames_of(vowel_pcm(0.02))[0])
+        call.playback.push("item_1", spoken_frames_of(vowel_pcm(0.02))[0])
         call.playback.pause()
         call.vc._tick()
         assert woken == []
@@ -305,7 +313,7 @@ async def test_the_shared_speaker_resumes_sending_after_a_reconnect() -> None:
     again before its next packet, since discord.py said "not speaking" with the new session key."""
     call = Speaking(asyncio.get_running_loop())
     vc = call.vc
-    frames = frames_of(vowel_pcm(1.0))
+    frames = spoken_frames_of(vowel_pcm(1.0))
     try:
         vc.start_conversation(lambda frame, speakers: None, call.playback)
         vc._audio._on_speaking = call.announced.append
@@ -334,7 +342,7 @@ async def test_the_shared_speaker_resumes_sending_after_a_reconnect() -> None:
 def opus_encode_like_cap(frames: list[bytes]) -> list[bytes]:
     """What EngineAudioSource sends for `frames` (libopus is deterministic for one encoder's state)."""
     encoder = speech_encoder()
-    return [encoder.encode(frame, FRAME_SAMPLES_DISCORD) for frame in frames]
+    return [encoder.encode(frame, SPOKEN_PCM.frame_samples) for frame in frames]
 
 
 async def test_a_voice_websocket_message_that_breaks_the_receiver_does_not_reach_discord_py(caplog) -> None:

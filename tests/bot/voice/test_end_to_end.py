@@ -1,5 +1,6 @@
 """Discord's side without Discord: encrypted packets from two callers -> receiver -> mixer -> VoiceSession
-(against the fake Realtime service on 127.0.0.1) -> playback -> EngineAudioSource Opus packets."""
+(against the fake Realtime service on 127.0.0.1) -> playback -> EngineAudioSource Opus packets, decoded as a
+Discord client decodes them (48 kHz stereo). The session runs at VOICE_AUDIO, as VoiceCall makes it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 from discord import opus
 
 from bot.voice.mixer import Mixer
+from bot.voice.opus_decoder import VOICE_AUDIO
 from bot.voice.receiver import VoiceReceiver
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource
 from realtime.audio import FRAME_MS, SILENCE_FRAME
@@ -96,7 +98,8 @@ async def test_two_callers_each_get_a_reply_and_their_turns_know_who_spoke() -> 
     hello, question = fixture_pcm("hello.wav"), fixture_pcm("question.wav")
     transcripts: list[TranscriptEntry] = []
     async with FakeRealtimeServer(reply_audio=tone_pcm(1.0), user_transcripts=["Hi.", "Rates?"]) as server:
-        session = VoiceSession(config_for(server), ToolRegistry(), on_transcript=transcripts.append)
+        session = VoiceSession(config_for(server), ToolRegistry(), on_transcript=transcripts.append,
+                               transport_audio=VOICE_AUDIO)
         await session.start()
         try:
             side = DiscordSide(session)
@@ -123,7 +126,7 @@ async def test_two_callers_each_get_a_reply_and_their_turns_know_who_spoke() -> 
 async def test_barge_in_through_the_discord_path_silences_cap_and_truncates_at_what_was_heard() -> None:
     hello, question = fixture_pcm("hello.wav"), fixture_pcm("question.wav")
     async with FakeRealtimeServer(reply_audio=tone_pcm(6.0)) as server:
-        session = VoiceSession(dataclasses.replace(config_for(server)), ToolRegistry())
+        session = VoiceSession(dataclasses.replace(config_for(server)), ToolRegistry(), transport_audio=VOICE_AUDIO)
         await session.start()
         try:
             side = DiscordSide(session)

@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 
 from bot.voice.mixer import Metronome, Mixer, metronome, run_ticker
-from realtime.audio import FRAME_BYTES, SILENCE_FRAME
+from bot.voice.opus_decoder import HEARD_PCM
 
 
 def constant(value: int) -> bytes:
-    return np.full(FRAME_BYTES // 2, value, "<i2").tobytes()
+    return np.full(HEARD_PCM.frame_bytes // 2, value, "<i2").tobytes()
 
 
 def test_silence_and_no_speakers_when_nobody_talks() -> None:
     mixer = Mixer(dict)
-    assert mixer.tick() == (SILENCE_FRAME, frozenset())
+    assert mixer.tick() == (HEARD_PCM.silence, frozenset())
 
 
 def test_sums_speakers_with_saturation_and_names_them() -> None:
     frames = {1: constant(20_000), 2: constant(20_000), 3: constant(-100)}
     frame, speakers = Mixer(lambda: frames).tick()
     assert speakers == frozenset({1, 2, 3})
-    assert len(frame) == FRAME_BYTES
+    assert len(frame) == HEARD_PCM.frame_bytes
     assert set(np.frombuffer(frame, "<i2")) == {32767}  # clipped, not wrapped to negative
 
     frame, speakers = Mixer(lambda: {7: constant(123)}).tick()

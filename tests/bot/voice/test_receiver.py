@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from bot.voice.opus_decoder import HEARD_PCM
 from bot.voice.receiver import PENDING_SSRCS, VoiceReceiver
-from realtime.audio import FRAME_BYTES
 from tests.bot.voice.rust_panic import raise_rust_panic
 from tests.bot.voice.test_dave import StandInSession
 from tests.bot.voice.voice_packets import (
@@ -21,6 +21,7 @@ from tests.bot.voice.voice_packets import (
     opus_encode,
     reference_decode,
     rms,
+    to_heard_pcm,
     vowel_pcm,
 )
 
@@ -72,7 +73,7 @@ def test_in_order_stream_decodes_exactly(speech) -> None:
     receiver = make_receiver()
     frames = heard(run(receiver, [[sender.packet(p)] for p in packets]), ALICE)
     assert frames[: len(expected)] == expected
-    assert all(len(frame) == FRAME_BYTES for frame in frames)
+    assert all(len(frame) == HEARD_PCM.frame_bytes for frame in frames)
     stats = receiver.stats()
     assert stats["delivered"] == len(packets)
     assert stats["decoded"] == len(packets)
@@ -94,7 +95,7 @@ def test_reordered_duplicated_and_padded_packets_still_decode_exactly(speech) ->
     # The buffer starts at one frame of delay; the first reordered packet grows it by one concealed frame,
     # and from then on every packet plays in order.
     assert frames[:2] == expected[:2]
-    assert correlation(b"".join(expected), b"".join(frames[1 : len(expected) + 1]), max_lag=0) > 0.95
+    assert correlation(b"".join(expected), b"".join(frames[1 : len(expected) + 1]), max_lag=0, channels=1) > 0.95
     stats = receiver.stats()
     assert stats["duplicate"] == len(range(0, len(packets), 6))
     assert stats.get("late", 0) == 0
@@ -115,9 +116,9 @@ def test_lost_packets_are_concealed_and_timing_kept(speech) -> None:
     # At one frame of delay the next packet is not there yet when a loss is due: PLC, in place.
     assert stats["jitter_lost"] == len(range(5, len(packets), 10))
     assert stats["decoded"] == len(packets) - stats["jitter_lost"]
-    assert correlation(b"".join(expected), b"".join(frames[: len(expected)]), max_lag=0) > 0.9
-    assert correlation(b"".join(expected), b"".join(frames[: len(expected)])) > 0.9
-    assert correlation(pcm, b"".join(frames)) > 0.8
+    assert correlation(b"".join(expected), b"".join(frames[: len(expected)]), max_lag=0, channels=1) > 0.9
+    assert correlation(b"".join(expected), b"".join(frames[: len(expected)]), channels=1) > 0.9
+    assert correlation(to_heard_pcm(pcm), b"".join(frames), channels=1) > 0.8
 
 
 def test_a_late_packet_still_plays_after_an_underrun(speech) -> None:
@@ -132,7 +133,7 @@ def test_a_late_packet_still_plays_after_an_underrun(speech) -> None:
     assert receiver.stats().get("late", 0) == 0
     assert receiver.stats()["decoded"] == 20  # every packet played; the spike was bridged with PLC
     assert frames[:8] == expected[:8]
-    assert correlation(b"".join(expected[8:20]), b"".join(frames[10:22])) > 0.9  # two PLC frames later
+    assert correlation(b"".join(expected[8:20]), b"".join(frames[10:22]), channels=1) > 0.9  # two PLC frames later
 
 
 def test_silence_between_talk_spurts_and_a_quiet_speaker_is_absent(speech) -> None:
@@ -304,7 +305,7 @@ def test_dave_frames_use_the_current_session_and_the_speakers_user_id(speech) ->
     frames = heard(ticks, ALICE)
     assert frames[:30] == expected[:30]
     assert len(frames) >= len(packets)  # the frame that could not be opened was concealed, timing kept
-    assert correlation(b"".join(expected[32:]), b"".join(frames[32 : len(expected)])) > 0.95
+    assert correlation(b"".join(expected[32:]), b"".join(frames[32 : len(expected)]), channels=1) > 0.95
     assert {user for user, _ in conn.dave_session.calls} == {ALICE}
     assert receiver.stats()["dave_decrypted"] == len(packets)
 

@@ -15,13 +15,14 @@ from bot.voice import speaker as speaker_module
 from bot.voice.client import CapVoiceClient
 from bot.voice.crypto import TransportDecryptor
 from bot.voice.grid import MAX_CATCH_UP_TICKS, Grid
+from bot.voice.opus_decoder import SPOKEN_PCM
 from bot.voice.rtp import parse_header
 from bot.voice.source import OPUS_SILENCE
 from bot.voice.speaker import Send, SendPacing, Speaker, SpeakerPool, current_deadline, speaker
 from realtime.playback import PlaybackBuffer
 from tests.bot.voice.rust_panic import raise_rust_panic
 from tests.bot.voice.test_client import fake_channel, fake_discord_client, opus_encode_like_cap, wait_until
-from tests.bot.voice.voice_packets import MODE, SECRET_KEY, frames_of, vowel_pcm
+from tests.bot.voice.voice_packets import MODE, SECRET_KEY, spoken_frames_of, vowel_pcm
 
 # ----- the grid -------------------------------------------------------------------------------------------------
 
@@ -273,8 +274,8 @@ class Call:
 
 
 def reply(seconds: float, f0: float) -> tuple[PlaybackBuffer, list[bytes]]:
-    playback = PlaybackBuffer()
-    frames = frames_of(vowel_pcm(seconds, f0=f0))
+    playback = PlaybackBuffer(frame_bytes=SPOKEN_PCM.frame_bytes)
+    frames = spoken_frames_of(vowel_pcm(seconds, f0=f0))
     for frame in frames:
         playback.push("item_1", frame)
     return playback, frames

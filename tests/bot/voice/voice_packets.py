@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from discord import VoiceClient, opus
 
-from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD, to_discord_pcm
+from bot.voice.opus_decoder import HEARD_PCM, SPOKEN_PCM
+from realtime.audio import FRAME_BYTES, FRAME_SAMPLES_DISCORD, Downsampler, to_discord_pcm
 
 SECRET_KEY = [(7 * i + 3) % 256 for i in range(32)]
 MODE = "aead_xchacha20_poly1305_rtpsize"
@@ -64,10 +65,35 @@ def opus_encode(frames: list[bytes], frame_ms: int = 20) -> list[bytes]:
     return [encoder.encode(chunk, FRAME_SAMPLES_DISCORD * frame_ms // 20) for chunk in chunks]
 
 
+class HeardPcmDecoder(opus.Decoder):
+    """discord.py's decoder at Cap's HEARD_PCM (its class constants size every call): code nobody here wrote,
+    decoding callers as Cap hears them."""
+
+    SAMPLING_RATE = HEARD_PCM.rate
+    CHANNELS = HEARD_PCM.channels
+    SAMPLES_PER_FRAME = HEARD_PCM.frame_samples
+    SAMPLE_SIZE = 2 * HEARD_PCM.channels
+    FRAME_SIZE = HEARD_PCM.frame_bytes
+
+
 def reference_decode(packets: list[bytes]) -> list[bytes]:
-    """What a fresh decoder makes of the packets in order: the receiver must match it exactly."""
-    decoder = opus.Decoder()
+    """What a fresh decoder at HEARD_PCM makes of the packets in order: the receiver must match it exactly."""
+    decoder = HeardPcmDecoder()
     return [decoder.decode(packet, fec=False) for packet in packets]
+
+
+def to_heard_pcm(pcm: bytes) -> bytes:
+    """48 kHz stereo -> HEARD_PCM (48 kHz mono, the channels' mean): what a caller said, as Cap hears it."""
+    stereo = np.frombuffer(pcm, "<i2").astype(np.int32)
+    return ((stereo[0::2] + stereo[1::2]) // 2).astype("<i2").tobytes()
+
+
+def spoken_frames_of(pcm: bytes) -> list[bytes]:
+    """48 kHz stereo PCM as whole 20 ms SPOKEN_PCM frames (24 kHz mono): what a Discord call's playback buffer
+    holds."""
+    down = Downsampler()
+    voice, size = down.process(pcm) + down.flush(), SPOKEN_PCM.frame_bytes
+    return [voice[i : i + size].ljust(size, b"\0") for i in range(0, len(voice), size)]
 
 
 class _DiscordSender:
@@ -129,10 +155,10 @@ class PacketSender:
         return out
 
 
-def correlation(a: bytes, b: bytes, max_lag: int = 960) -> float:
-    """Peak normalised cross-correlation of two s16le stereo signals (left channel), lags up to max_lag."""
-    x = np.frombuffer(a, "<i2")[0::2].astype(np.float64)
-    y = np.frombuffer(b, "<i2")[0::2].astype(np.float64)
+def correlation(a: bytes, b: bytes, max_lag: int = 960, *, channels: int = 2) -> float:
+    """Peak normalised cross-correlation of two s16le signals (their first channel), lags up to max_lag."""
+    x = np.frombuffer(a, "<i2")[0::channels].astype(np.float64)
+    y = np.frombuffer(b, "<i2")[0::channels].astype(np.float64)
     n = min(len(x), len(y))
     x, y = x[:n], y[:n]
     best = 0.0
