@@ -286,7 +286,7 @@ def floor_row(runs: list[dict[str, Any]]) -> rig.Row:
         f"Cap's core {result['cpu_percent']:.0f} % busy = {ratio:.2f}x the floor (median of {len(runs)} runs: "
         + ", ".join(f"{r:.2f}x" for r in ratios) + ")",
         f"floor {result['floor_percent']:.0f} %: {frames['decode']} decodes x {unit['decode']:.0f} µs, "
-        f"{frames['encode']} encodes x {unit['encode']:.0f} µs + upsampling x {unit['up']:.0f} µs, "
+        f"{frames['encode']} encodes x {unit['encode']:.0f} µs, {frames['up']} upsamplings x {unit['up']:.0f} µs, "
         f"{frames['down']} downsamplings x {unit['down']:.0f} µs in {result['wall']:.1f} s",
         f"≤ {FLOOR_RATIO_GOAL}x", ratio <= FLOOR_RATIO_GOAL)
 

@@ -34,7 +34,7 @@ from discord import opus  # noqa: E402
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E402
 
 from bot.voice.jitter import Slot, SlotKind  # noqa: E402
-from bot.voice.opus_decoder import OpusDecoder  # noqa: E402
+from bot.voice.opus_decoder import HEARD_PCM, OpusDecoder  # noqa: E402
 from bot.voice.receiver import VoiceReceiver  # noqa: E402
 from bot.voice.rtp import RtpHeader, parse_header  # noqa: E402
 from tests.bot.voice.voice_packets import (  # noqa: E402
@@ -150,7 +150,7 @@ def clean_stream(packets: list[bytes]) -> dict[str, float]:
         return len(datagrams)
 
     def raw() -> int:
-        decoder = OpusDecoder()  # the decode SpeakerDecoder runs (discord.py's Decoder costs ~2x)
+        decoder = OpusDecoder(HEARD_PCM)  # the decode SpeakerDecoder runs (discord.py's Decoder costs ~2x)
         for datagram, header in zip(datagrams, headers, strict=True):
             assert isinstance(header, RtpHeader)
             clear = header.header_length

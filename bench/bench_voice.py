@@ -22,7 +22,7 @@ from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E4
 
 from bot.voice.crypto import TransportDecryptor  # noqa: E402
 from bot.voice.mixer import Mixer  # noqa: E402
-from bot.voice.opus_decoder import OpusDecoder  # noqa: E402
+from bot.voice.opus_decoder import HEARD_PCM, OpusDecoder  # noqa: E402
 from bot.voice.receiver import VoiceReceiver  # noqa: E402
 from bot.voice.rtp import RtpHeader, parse_header  # noqa: E402
 from bot.voice.source import OPUS_SILENCE, EngineAudioSource  # noqa: E402
@@ -99,7 +99,7 @@ def bench_receive(packets: list[bytes]) -> None:
         return len(datagrams)
 
     def raw_decode() -> int:
-        decoder = OpusDecoder()  # the decode SpeakerDecoder runs
+        decoder = OpusDecoder(HEARD_PCM)  # the decode SpeakerDecoder runs
         for packet in packets:
             decoder.decode(packet, fec=False)
         return len(packets)
@@ -126,7 +126,7 @@ def bench_mixer(packets: list[bytes]) -> None:
 
     def raw_decode(speakers: int) -> Callable[[], int]:
         def run() -> int:
-            decoders = [OpusDecoder() for _ in range(speakers)]
+            decoders = [OpusDecoder(HEARD_PCM) for _ in range(speakers)]
             for packet in packets[:ticks]:
                 for decoder in decoders:
                     decoder.decode(packet, fec=False)
