@@ -40,6 +40,7 @@ from bot.voice.rtp import RtpHeader, parse_header  # noqa: E402
 from tests.bot.voice.voice_packets import (  # noqa: E402
     MODE,
     SECRET_KEY,
+    HeardPcmDecoder,
     PacketSender,
     fixture_pcm,
     frames_of,
@@ -103,8 +104,9 @@ def simulate(packets: list[bytes], arrival_ms: dict[int, float], ticks: int) -> 
 
 
 def ideal_decode(packets: list[bytes], lost: set[int], fec: bool = True) -> list[bytes]:
-    """Every packet in order; a truly lost one recovered by FEC from the next packet, else PLC."""
-    decoder = opus.Decoder()
+    """Every packet in order; a truly lost one recovered by FEC from the next packet, else PLC (discord.py's decoder
+    at Cap's HEARD_PCM)."""
+    decoder = HeardPcmDecoder()
     out = []
     for seq, packet in enumerate(packets):
         if seq not in lost:
