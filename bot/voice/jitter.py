@@ -329,6 +329,9 @@ class SpeakerDecoder:
                 self.stats["shed"] += 1
                 shed += 1
                 continue
+            if not pcm and len(decoded) == size:  # one 20 ms packet, nothing carried over: no copies
+                jitter.advance()
+                return decoded
             pcm += decoded
         jitter.advance()
         if not pcm:
