@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Final
 
 from nacl import _sodium
+from nacl.bindings import sodium_init
 
 from bot.voice.rtp import RtpHeader, strip_padding
 
@@ -36,6 +37,7 @@ _NONCE_PAD: Final = bytes(24 - NONCE_COUNTER_BYTES)
 # once per session. tests/bot/voice/test_crypto.py compares the bytes with PyNaCl's and fails once its
 # wrapper stops formatting per call (then this earns nothing: go back to the public function).
 _ffi, _lib = _sodium.ffi, _sodium.lib
+sodium_init()  # libsodium must be initialised before any other call (PyNaCl does it once, idempotently)
 
 
 def _aead_seal(plaintext: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes:
