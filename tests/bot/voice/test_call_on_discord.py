@@ -9,6 +9,7 @@ import struct
 import pytest
 
 import bot.voice.client as client_module
+import bot.voice.connection as connection_module
 from bot.voice.call import LEAVE_MESSAGES
 from bot.voice.source import OPUS_SILENCE
 from realtime.audio import FRAME_BYTES
@@ -157,6 +158,23 @@ async def test_a_refused_reconnect_after_a_dead_poller_is_tried_again() -> None:
         await cap.hears(ALICE)
         assert cap.call is not None
         assert voice.stats()["voice_gateway_revivals"] == 1
+
+
+async def test_cap_leaves_with_a_message_when_every_reconnect_after_a_dead_poller_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(connection_module, "REVIVE_ATTEMPTS", 2)
+    async with cap_on_discord(dave_protocol_version=1) as cap:
+        await cap.join()
+        await cap.connected_in(LOBBY_ID)
+        session = cap.discord.voice_server.current
+        assert session is not None
+        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+        cap.discord.voice_server.refuse_connections = 10
+        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
+        await wait_until(lambda: cap.call is None, within=20, what="the call ending")
+        await wait_until(lambda: LEAVE_MESSAGES["disconnected"] in cap.discord.texts(LOBBY_ID), what="the goodbye")
+        assert cap.discord.voice_server.refuse_connections == 8  # two attempts, then no more
 
 
 @pytest.mark.parametrize("code", [4006, 1001])
