@@ -138,6 +138,25 @@ class _StreamingResampler:
         self._samples_out = 0
 
 
+class _WholeSamples:
+    """Carries a split sample (or stereo frame) from one chunk to the next, so converters see whole ones only."""
+
+    def __init__(self, unit: int) -> None:
+        self._unit = unit  # bytes per sample frame
+        self._partial = b""
+
+    def take(self, pcm: bytes) -> bytes:
+        """The whole samples of what was kept plus `pcm`; a trailing split one is kept for the next chunk."""
+        if self._partial:
+            pcm = self._partial + pcm
+        usable = len(pcm) - len(pcm) % self._unit
+        self._partial = pcm[usable:]
+        return pcm if usable == len(pcm) else pcm[:usable]
+
+    def clear(self) -> None:
+        self._partial = b""
+
+
 class Downsampler:
     """48 kHz s16le, stereo (Discord's frames) or mono -> 24 kHz mono s16le, streaming: chunks of any size,
     even split samples."""
@@ -153,19 +172,15 @@ class Downsampler:
             raise ValueError(f"only mono or stereo input is supported, not {channels} channels")
         self._stream = _StreamingResampler(SAMPLE_RATE_REALTIME / SAMPLE_RATE_DISCORD, converter)
         self._channels = channels
-        self._bytes_per_frame = channels * SAMPLE_WIDTH
-        self._silence = bytes(FRAME_SAMPLES_DISCORD * self._bytes_per_frame)  # the mixer's frame of nobody
-        self._partial = b""
+        self._whole = _WholeSamples(channels * SAMPLE_WIDTH)
+        self._silence = bytes(FRAME_SAMPLES_DISCORD * channels * SAMPLE_WIDTH)  # the mixer's frame of nobody
         self._zeros_in = 0  # input samples at the end of the stream that were all zero
         self.silent_frames_skipped = 0  # frames of digital silence converted without libsamplerate
 
     def process(self, pcm: bytes) -> bytes:
         """Convert what is whole in `pcm` (plus any partial sample kept from the last call)."""
-        if self._partial:
-            pcm = self._partial + pcm
-        usable = len(pcm) - len(pcm) % self._bytes_per_frame
-        self._partial = pcm[usable:]
-        if not usable:
+        pcm = self._whole.take(pcm)
+        if not pcm:
             return b""
         if pcm == self._silence:  # what the mixer gives when nobody speaks (other sizes take the long way)
             if self._zeros_in >= self._SILENT_HISTORY_SAMPLES:
@@ -174,7 +189,7 @@ class Downsampler:
             self._zeros_in += FRAME_SAMPLES_DISCORD
         else:
             self._zeros_in = 0
-        samples = np.frombuffer(pcm, PCM_DTYPE, usable // SAMPLE_WIDTH).astype(np.float32)
+        samples = np.frombuffer(pcm, PCM_DTYPE).astype(np.float32)
         if self._channels == 2:
             samples = samples[0::2] + samples[1::2]
             samples *= 0.5
@@ -182,13 +197,13 @@ class Downsampler:
 
     def flush(self) -> bytes:
         """End the stream: return the converter's held-back tail (a trailing partial sample is dropped)."""
-        self._partial = b""
+        self._whole.clear()
         self._zeros_in = 0
         return _to_pcm16(self._stream.flush()).tobytes()
 
     def reset(self) -> None:
         """Drop all state, e.g. when a caller's stream restarts after a gap."""
-        self._partial = b""
+        self._whole.clear()
         self._zeros_in = 0
         self._stream.reset()
 
@@ -198,27 +213,24 @@ class Upsampler:
 
     def __init__(self, converter: str = RESAMPLER_CONVERTER) -> None:
         self._stream = _StreamingResampler(SAMPLE_RATE_DISCORD / SAMPLE_RATE_REALTIME, converter)
-        self._partial = b""
+        self._whole = _WholeSamples(SAMPLE_WIDTH)
 
     def process(self, pcm: bytes) -> bytes:
         """Convert what is whole in `pcm` (plus any partial sample kept from the last call)."""
-        if self._partial:
-            pcm = self._partial + pcm
-        usable = len(pcm) - len(pcm) % SAMPLE_WIDTH
-        self._partial = pcm[usable:]
-        if not usable:
+        pcm = self._whole.take(pcm)
+        if not pcm:
             return b""
-        mono = np.frombuffer(pcm, PCM_DTYPE, usable // SAMPLE_WIDTH).astype(np.float32)
+        mono = np.frombuffer(pcm, PCM_DTYPE).astype(np.float32)
         return _mono_to_stereo(_to_pcm16(self._stream.process(mono)))
 
     def flush(self) -> bytes:
         """End the stream: return the converter's held-back tail (a trailing partial sample is dropped)."""
-        self._partial = b""
+        self._whole.clear()
         return _mono_to_stereo(_to_pcm16(self._stream.flush()))
 
     def reset(self) -> None:
         """Drop all state, e.g. on barge-in when queued playback is thrown away."""
-        self._partial = b""
+        self._whole.clear()
         self._stream.reset()
 
 
@@ -232,21 +244,17 @@ class Passthrough:
     sample waits for its other byte), the same interface as Downsampler and Upsampler."""
 
     def __init__(self) -> None:
-        self._partial = b""
+        self._whole = _WholeSamples(SAMPLE_WIDTH)
 
     def process(self, pcm: bytes) -> bytes:
-        if self._partial:
-            pcm = self._partial + pcm
-        usable = len(pcm) - len(pcm) % SAMPLE_WIDTH
-        self._partial = pcm[usable:]
-        return pcm if usable == len(pcm) else pcm[:usable]
+        return self._whole.take(pcm)
 
     def flush(self) -> bytes:
-        self._partial = b""
+        self._whole.clear()
         return b""
 
     def reset(self) -> None:
-        self._partial = b""
+        self._whole.clear()
 
 
 def to_realtime(pcm: PcmFormat) -> Downsampler | Passthrough:
