@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import struct
 
 import pytest
 
@@ -16,12 +15,29 @@ from realtime.audio import FRAME_BYTES
 from tests.audio_checks import loud
 from tests.bot.voice.emulated_call import ALICE, BOB, EVE, SAM, CapOnDiscord, cap_on_discord, speech
 from tests.discord_emulator import LOBBY_ID, STAGE_ID, wait_until
+from tests.discord_emulator.voice_server import VoiceSession
 
 OP_MLS_PROPOSALS = 27
 
 
 def sessions(cap: CapOnDiscord) -> int:
     return len(cap.discord.voice_server.sessions)
+
+
+async def in_a_dave_call(cap: CapOnDiscord) -> VoiceSession:
+    """Cap in the Lobby under DAVE, its key package sent: the emulator's voice session for it."""
+    await cap.join()
+    await cap.connected_in(LOBBY_ID)
+    session = cap.discord.voice_server.current
+    assert session is not None
+    await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+    return session
+
+
+async def kill_the_voice_poller(cap: CapOnDiscord, session: VoiceSession) -> None:
+    """Proposals for a group Cap is not in: davey raises "Failed to process proposals", which ends discord.py's
+    voice WebSocket poller (is_connected() stays True)."""
+    await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
 
 
 async def test_join_hear_answer_then_keep_the_route_open(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,13 +144,8 @@ async def test_a_bad_mls_message_is_survived_and_reported() -> None:
     """Issue 9 item 2: a ValueError from davey ends discord.py's voice poller while is_connected() stays True.
     Cap notices within a couple of seconds, reconnects, and /cap status says it happened."""
     async with cap_on_discord(dave_protocol_version=1) as cap:
-        await cap.join()
-        await cap.connected_in(LOBBY_ID)
-        session = cap.discord.voice_server.current
-        assert session is not None
-        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
-        # Proposals for a group Cap is not in: davey raises "Failed to process proposals".
-        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00" + struct.pack(">B", 3) + b"bad")
+        session = await in_a_dave_call(cap)
+        await kill_the_voice_poller(cap, session)
         await wait_until(lambda: sessions(cap) == 2, within=10, what="a reconnect after the dead poller")
         await cap.connected_in(LOBBY_ID)
         await cap.hears(ALICE)
@@ -146,13 +157,10 @@ async def test_a_refused_reconnect_after_a_dead_poller_is_tried_again() -> None:
     """The voice server refuses the reconnect that follows a dead poller (a blip on Discord's side): Cap tries
     again, as discord.py does after a dropped voice WebSocket, instead of leaving the call at the first refusal."""
     async with cap_on_discord(dave_protocol_version=1) as cap:
-        await cap.join()
-        await cap.connected_in(LOBBY_ID)
-        session, voice = cap.discord.voice_server.current, cap.voice
-        assert session is not None and voice is not None
-        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+        session, voice = await in_a_dave_call(cap), cap.voice
+        assert voice is not None
         cap.discord.voice_server.refuse_connections = 2
-        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
+        await kill_the_voice_poller(cap, session)
         await wait_until(lambda: sessions(cap) == 2, within=20, what="a reconnect once the voice server answers")
         await cap.connected_in(LOBBY_ID)
         await cap.hears(ALICE)
@@ -165,13 +173,9 @@ async def test_cap_leaves_with_a_message_when_every_reconnect_after_a_dead_polle
 ) -> None:
     monkeypatch.setattr(connection_module, "REVIVE_ATTEMPTS", 2)
     async with cap_on_discord(dave_protocol_version=1) as cap:
-        await cap.join()
-        await cap.connected_in(LOBBY_ID)
-        session = cap.discord.voice_server.current
-        assert session is not None
-        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+        session = await in_a_dave_call(cap)
         cap.discord.voice_server.refuse_connections = 10
-        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
+        await kill_the_voice_poller(cap, session)
         await wait_until(lambda: cap.call is None, within=20, what="the call ending")
         await wait_until(lambda: LEAVE_MESSAGES["disconnected"] in cap.discord.texts(LOBBY_ID), what="the goodbye")
         assert cap.discord.voice_server.refuse_connections == 8  # two attempts, then no more
@@ -241,13 +245,10 @@ async def test_leaving_while_cap_recovers_from_a_dead_poller_calls_the_recovery_
     """A /cap leave during the reconnect after a dead poller: the reconnect must not go on (and rejoin, or hang
     for discord.py's 30 s connect timeout)."""
     async with cap_on_discord(dave_protocol_version=1) as cap:
-        await cap.join()
-        await cap.connected_in(LOBBY_ID)
-        session, voice = cap.discord.voice_server.current, cap.voice
-        assert session is not None and voice is not None
-        await wait_until(lambda: bool(session.client_binary), what="Cap's key package")
+        session, voice = await in_a_dave_call(cap), cap.voice
+        assert voice is not None
         cap.discord.gateway_latency = 1.0  # the reconnect now waits on the gateway long enough to be overtaken
-        await cap.discord.voice_server.send_binary(session, OP_MLS_PROPOSALS, b"\x00\x03bad")
+        await kill_the_voice_poller(cap, session)
         await wait_until(lambda: voice.stats().get("voice_gateway_deaths") == 1, what="the dead poller noticed")
         assert await cap.command("leave") == "I left the call."
         revival = voice._connection._revival
