@@ -112,8 +112,10 @@ def frame_counts(rigs: list[rig.CallRig]) -> dict[str, int]:
 
 
 async def child_with_floor(calls: int, seconds: float, dave: bool = False) -> dict[str, Any]:
-    """A run, then the floor of its frame counts priced on the same core once the calls are closed."""
+    """A run, then the floor of its frame counts measured on the same core once the calls are closed: run alone
+    as N calls on the 20 ms grid (the issue's floor), and priced at hot-loop costs per frame."""
     result = await child(calls, seconds, dave)
+    result["paced_floor_percent"] = floor.paced_percent(result["frames"], result["wall"], calls)
     unit_us = floor.costs()
     result["floor_percent"] = floor.floor_percent(result["frames"], unit_us, result["wall"])
     result["floor_unit_us"] = unit_us
@@ -274,21 +276,26 @@ def floor_runs(results: dict[int, dict[str, Any]], seconds: float, log: Any = No
 
 
 def floor_row(runs: list[dict[str, Any]]) -> rig.Row:
-    """Cap's CPU against the floor (the same frames' Opus decode + encode + resampling alone): the median run."""
-    ratios = sorted(run["cpu_percent"] / run["floor_percent"] for run in runs)
-    result = sorted(runs, key=lambda run: run["cpu_percent"] / run["floor_percent"])[len(runs) // 2]
-    ratio = result["cpu_percent"] / result["floor_percent"]
+    """Cap's CPU against the floor (the same frames' Opus decode + encode + resampling alone, as N calls on the
+    20 ms grid): the median run, with the same frames priced at hot-loop costs beside it."""
+    def ratio(run: dict[str, Any]) -> float:
+        return run["cpu_percent"] / run["paced_floor_percent"]
+
+    result = sorted(runs, key=ratio)[len(runs) // 2]
     unit = result["floor_unit_us"]
     frames = result["frames"]
     return rig.Row(
         f"3c. CPU of N = {result['calls']} talking calls against the floor (their frames' Opus decode + encode + "
-        "resampling alone)",
-        f"Cap's core {result['cpu_percent']:.0f} % busy = {ratio:.2f}x the floor (median of {len(runs)} runs: "
-        + ", ".join(f"{r:.2f}x" for r in ratios) + ")",
-        f"floor {result['floor_percent']:.0f} %: {frames['decode']} decodes x {unit['decode']:.0f} µs, "
-        f"{frames['encode']} encodes x {unit['encode']:.0f} µs, {frames['up']} upsamplings x {unit['up']:.0f} µs, "
-        f"{frames['down']} downsamplings x {unit['down']:.0f} µs in {result['wall']:.1f} s",
-        f"≤ {FLOOR_RATIO_GOAL}x", ratio <= FLOOR_RATIO_GOAL)
+        "resampling alone, as N calls on the 20 ms grid)",
+        f"Cap's core {result['cpu_percent']:.0f} % busy = {ratio(result):.2f}x the floor of "
+        f"{result['paced_floor_percent']:.0f} % (median of {len(runs)} runs: "
+        + ", ".join(f"{ratio(run):.2f}x" for run in sorted(runs, key=ratio)) + ")",
+        f"the same frames at hot-loop costs: {result['floor_percent']:.0f} % = "
+        f"{result['cpu_percent'] / result['floor_percent']:.2f}x ({frames['decode']} decodes x "
+        f"{unit['decode']:.0f} µs, {frames['encode']} encodes x {unit['encode']:.0f} µs, {frames['up']} "
+        f"upsamplings x {unit['up']:.0f} µs, {frames['down']} downsamplings x {unit['down']:.0f} µs in "
+        f"{result['wall']:.1f} s)",
+        f"≤ {FLOOR_RATIO_GOAL}x", ratio(result) <= FLOOR_RATIO_GOAL)
 
 
 def dave_cost(calls: int = 32, seconds: float = 6.0, rounds: int = 3, log: Any = None) -> list[rig.Row]:

@@ -8,6 +8,13 @@ HEARD_PCM (48 kHz mono, what `SpeakerDecoder` uses), downsample that mono frame 
 Realtime API's 24 kHz mono as it is (SPOKEN_PCM) with Cap's `speech_encoder()`, so the floor is neither inflated
 by a slower codec than Cap's nor flattered by a faster one. Cap's Discord path upsamples nothing, so its runs
 count no `up` frames (still priced, for a transport that plays 48 kHz stereo).
+
+`costs()` prices frames in a hot loop: one decoder, one converter, one encoder, each run back to back. A call's
+codec work does not run like that: every 20 ms each call's own decoder, converter and encoder runs once and the
+core then waits for the next tick, so their state and code are cold again by then. `paced_percent()` is the
+floor as issue 14 defines it, "Opus decode + encode + resampling alone for N calls at the same duty cycle": the
+run's frames, spread over N calls' own codec objects on the 20 ms grid, alone on one thread, its CPU measured.
+On this VM it costs ~1.2-1.6x the hot-loop price (more with fewer calls: the idle gaps are longer).
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ from realtime.audio import FRAME_BYTES, REALTIME_FRAME_BYTES, Downsampler, Upsam
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 BATCHES = 5
+TICK_SECONDS = 0.02
+TICKS_PER_SECOND = round(1 / TICK_SECONDS)
+PACED_SECONDS = 3.0
+PACED_WARM_UP_TICKS = 10
+KINDS = ("decode", "encode", "down", "up")
 
 
 def _best_us(fn: Callable[[], object], calls: int) -> float:
@@ -73,3 +85,68 @@ def floor_percent(counts: dict[str, int], unit_us: dict[str, float], wall: float
     """% of a core that `counts` frames (decoded, encoded, downsampled, upsampled) cost at `unit_us`."""
     busy_us = sum(counts[kind] * unit_us[kind] for kind in unit_us)
     return 100 * busy_us / 1e6 / wall
+
+
+class _PacedCalls:
+    """N calls' own codec objects, each fed its next fixture frame of a kind when the rotation reaches it."""
+
+    def __init__(self, calls: int) -> None:
+        frames = speech_frames()
+        self._packets = client_packets(frames)
+        heard_by = OpusDecoder(HEARD_PCM)
+        self._heard = [heard_by.decode(packet) for packet in self._packets]
+        to_24k = Downsampler(channels=HEARD_PCM.channels)
+        self._pcm24 = [to_24k.process(frame)[:REALTIME_FRAME_BYTES].ljust(REALTIME_FRAME_BYTES, b"\0")
+                       for frame in self._heard]
+        self._decoders = [OpusDecoder(HEARD_PCM) for _ in range(calls)]
+        self._encoders = [speech_encoder() for _ in range(calls)]
+        self._downs = [Downsampler(channels=HEARD_PCM.channels) for _ in range(calls)]
+        self._ups = [Upsampler() for _ in range(calls)]
+        self._calls = calls
+        self._turn = dict.fromkeys(KINDS, 0)  # whose turn it is next, per kind
+        self._position = [0] * calls  # each call's place in the fixture (its stream goes on frame by frame)
+
+    def run(self, kind: str) -> None:
+        call = self._turn[kind] % self._calls
+        self._turn[kind] += 1
+        at = self._position[call] % len(self._packets)
+        self._position[call] += 1
+        if kind == "decode":
+            self._decoders[call].decode(self._packets[at])
+        elif kind == "down":
+            self._downs[call].process(self._heard[at])
+        elif kind == "encode":
+            self._encoders[call].encode(self._pcm24[at], SPOKEN_PCM.frame_samples)
+        else:
+            self._ups[call].process(self._pcm24[at])
+
+
+def paced_percent(counts: dict[str, int], wall: float, calls: int, seconds: float = PACED_SECONDS) -> float:
+    """% of a core that `counts` frames (over `wall` seconds) cost when run alone as `calls` calls run them: per
+    20 ms tick, each kind's share of the frames on the calls' own codec objects in turn, then sleep to the next
+    tick. Measured with this thread's CPU time, so call it with nothing else running in the process."""
+    per_tick = {kind: counts[kind] / wall / TICKS_PER_SECOND for kind in KINDS}
+    paced = _PacedCalls(calls)
+    owed = dict.fromkeys(KINDS, 0.0)
+
+    def tick() -> None:
+        for kind in KINDS:
+            owed[kind] += per_tick[kind]
+            while owed[kind] >= 1:
+                owed[kind] -= 1
+                paced.run(kind)
+
+    _on_the_grid(tick, PACED_WARM_UP_TICKS)  # the converters and encoders start; not counted
+    cpu, wall_started = time.thread_time(), time.monotonic()
+    _on_the_grid(tick, round(seconds * TICKS_PER_SECOND))
+    return 100 * (time.thread_time() - cpu) / (time.monotonic() - wall_started)
+
+
+def _on_the_grid(tick: Callable[[], None], ticks: int) -> None:
+    """`tick()` every TICK_SECONDS, sleeping in between (a late tick runs at once)."""
+    started = time.monotonic()
+    for n in range(1, ticks + 1):
+        tick()
+        delay = started + n * TICK_SECONDS - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
