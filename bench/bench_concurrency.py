@@ -115,7 +115,8 @@ async def child_with_floor(calls: int, seconds: float, dave: bool = False) -> di
     """A run, then the floor of its frame counts measured on the same core once the calls are closed: run alone
     as N calls on the 20 ms grid (the issue's floor), and priced at hot-loop costs per frame."""
     result = await child(calls, seconds, dave)
-    result["paced_floor_percent"] = floor.paced_percent(result["frames"], result["wall"], calls)
+    result["paced_floor_percent"] = floor.paced_percent(result["frames"], result["wall"], calls,
+                                                        min(floor.PACED_SECONDS, seconds))
     unit_us = floor.costs()
     result["floor_percent"] = floor.floor_percent(result["frames"], unit_us, result["wall"])
     result["floor_unit_us"] = unit_us

@@ -26,6 +26,21 @@ def test_a_talking_call_runs_through_the_bench_rig_without_errors() -> None:
     assert result["ticks"] > 0 and result["turns"] >= 1  # the caller was heard and Cap answered
 
 
+def test_row_3c_divides_by_the_paced_floor_and_shows_the_hot_priced_ratio_beside_it() -> None:
+    sys.path.insert(0, str(BENCH))
+    import bench_concurrency  # the bench's module, importable only with bench/ on the path
+
+    frames = {"decode": 100, "encode": 90, "up": 0, "down": 95}
+    unit = {"decode": 40.0, "encode": 175.0, "down": 64.0, "up": 76.0}
+    runs = [{"calls": 32, "cpu_percent": cpu, "paced_floor_percent": paced, "floor_percent": 16.0, "wall": 6.0,
+             "frames": frames, "floor_unit_us": unit} for cpu, paced in ((40.0, 20.0), (45.0, 20.0), (30.0, 24.0))]
+    row = bench_concurrency.floor_row(runs)
+    assert "40 % busy = 2.00x the floor of 20 %" in row.figure  # the median of 1.25x, 2.00x, 2.25x
+    assert "1.25x, 2.00x, 2.25x" in row.figure
+    assert "hot-loop costs: 16 % = 2.50x" in row.reference
+    assert row.ok is False
+
+
 def test_one_calls_paths_run_through_the_pipeline_bench() -> None:
     out = subprocess.run([sys.executable, str(BENCH / "bench_pipeline.py"), "60"],
                          check=True, capture_output=True, text=True, timeout=120)
