@@ -18,9 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for the packet builders shared with the tests
 
 from discord import VoiceClient, opus  # noqa: E402
-from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt  # noqa: E402
 
-from bot.voice.crypto import TransportDecryptor  # noqa: E402
+from bot.voice.crypto import TransportDecryptor, _aead_open  # noqa: E402 (_aead_open: the bare libsodium call)
 from bot.voice.mixer import Mixer  # noqa: E402
 from bot.voice.opus_decoder import HEARD_PCM, OpusDecoder  # noqa: E402
 from bot.voice.receiver import VoiceReceiver  # noqa: E402
@@ -79,7 +78,7 @@ def bench_receive(packets: list[bytes]) -> None:
         for datagram, header in zip(datagrams, headers, strict=True):
             assert isinstance(header, RtpHeader)
             clear = header.header_length
-            crypto_aead_xchacha20poly1305_ietf_decrypt(
+            _aead_open(
                 datagram[clear:-4], datagram[:clear], datagram[-4:] + bytes(20), key
             )
         return len(datagrams)
@@ -105,8 +104,8 @@ def bench_receive(packets: list[bytes]) -> None:
         return len(packets)
 
     raw = best_us(raw_decrypt)
-    row("socket thread: parse + decrypt + DAVE passthrough", best_us(socket_thread), "raw PyNaCl decrypt", raw)
-    row("  of which TransportDecryptor.decrypt", best_us(decrypt_only), "raw PyNaCl decrypt", raw)
+    row("socket thread: parse + decrypt + DAVE passthrough", best_us(socket_thread), "raw libsodium decrypt", raw)
+    row("  of which TransportDecryptor.decrypt", best_us(decrypt_only), "raw libsodium decrypt", raw)
     decode = best_us(raw_decode)
     row("whole path incl. jitter + Opus decode on the tick", best_us(full_pipeline), "raw Opus decode", decode)
 
