@@ -14,7 +14,7 @@ codec work does not run like that: every 20 ms each call's own decoder, converte
 core then waits for the next tick, so their state and code are cold again by then. `paced_percent()` is the
 floor as issue 14 defines it, "Opus decode + encode + resampling alone for N calls at the same duty cycle": the
 run's frames, spread over N calls' own codec objects on the 20 ms grid, alone on one thread, its CPU measured.
-On this VM it costs ~1.2-1.6x the hot-loop price (more with fewer calls: the idle gaps are longer).
+On this VM it costs ~1.15-1.55x the hot-loop price (more with fewer calls: the idle gaps are longer).
 """
 
 from __future__ import annotations

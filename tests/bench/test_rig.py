@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.voice.crypto import TransportDecryptor
 from bot.voice.rtp import parse_header
 
@@ -39,6 +41,27 @@ def test_row_3c_divides_by_the_paced_floor_and_shows_the_hot_priced_ratio_beside
     assert "1.25x, 2.00x, 2.25x" in row.figure
     assert "hot-loop costs: 16 % = 2.50x" in row.reference
     assert row.ok is False
+
+
+def test_a_run_that_fails_on_the_uplink_p99_alone_gets_a_second_run_as_a_late_frames_failure_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(BENCH))
+    import bench_concurrency  # the bench's module, importable only with bench/ on the path
+
+    # Per N, the runs in order: 32 stalls once (p99 40 ms), then keeps up; 64 never keeps up; late frames fine.
+    p99s = {8: [5.0], 16: [6.0], 24: [9.0], 32: [40.0, 12.0], 64: [90.0, 80.0], 48: [30.0, 35.0],
+            40: [50.0, 45.0]}
+    runs: list[int] = []
+
+    def run_child(calls: int, seconds: float, before: object = None) -> dict[str, object]:
+        runs.append(calls)
+        return {"calls": calls, "ticks": 140 * calls, "late_percent": 0.0, "uplink_p99_ms": p99s[calls].pop(0)}
+
+    monkeypatch.setattr(bench_concurrency, "run_child", run_child)
+    monkeypatch.setattr(bench_concurrency, "MAX_N", 64)
+    searched = bench_concurrency.search(1.0)["after"]
+    assert searched.steady == 32 and searched.results[32]["uplink_p99_ms"] == 12.0
+    assert runs.count(32) == 2 and runs.count(8) == 1
 
 
 def test_one_calls_paths_run_through_the_pipeline_bench() -> None:
