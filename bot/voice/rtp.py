@@ -10,9 +10,8 @@ body and the padding happens after decryption (`bot.voice.crypto`).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, NamedTuple
 
 RTP_VERSION: Final = 2
 FIXED_HEADER_BYTES: Final = 12
@@ -38,9 +37,9 @@ class Reject(Enum):
     BAD_HEADER = "bad_header"
 
 
-@dataclass(frozen=True, slots=True)
-class RtpHeader:
-    """The clear part of one RTP packet."""
+class RtpHeader(NamedTuple):
+    """The clear part of one RTP packet (a NamedTuple: one is built per packet received, and a frozen dataclass
+    of ten fields costs ~0.8 µs more to build, issue 14)."""
 
     marker: bool
     payload_type: int
