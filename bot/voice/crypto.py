@@ -42,12 +42,12 @@ sodium_init()  # libsodium must be initialised before any other call (PyNaCl doe
 
 def _aead_seal(plaintext: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes:
     """libsodium's XChaCha20-Poly1305 (IETF) encryption: ciphertext + 16-byte tag."""
-    sealed = _ffi.new("unsigned char[]", len(plaintext) + AEAD_TAG_BYTES)
-    length = _ffi.new("unsigned long long *")
+    size = len(plaintext) + AEAD_TAG_BYTES  # always: libsodium's length out-parameter is optional (NULL)
+    sealed = _ffi.new("unsigned char[]", size)
     _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        sealed, length, plaintext, len(plaintext), aad, len(aad), _ffi.NULL, nonce, key
+        sealed, _ffi.NULL, plaintext, len(plaintext), aad, len(aad), _ffi.NULL, nonce, key
     )
-    return _ffi.buffer(sealed, length[0])[:]
+    return _ffi.buffer(sealed, size)[:]
 
 
 def _aead_open(ciphertext: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes | None:
@@ -56,11 +56,10 @@ def _aead_open(ciphertext: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes
     if size < 0:
         return None
     message = _ffi.new("unsigned char[]", size or 1)
-    length = _ffi.new("unsigned long long *")
-    verified = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        message, length, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key
+    verified = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(  # the message is always `size` bytes
+        message, _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key
     )
-    return _ffi.buffer(message, length[0])[:] if verified == 0 else None
+    return _ffi.buffer(message, size)[:] if verified == 0 else None
 
 
 class UnsupportedModeError(Exception):
