@@ -26,13 +26,13 @@ from pathlib import Path
 
 from discord import opus
 
+from bot.voice.grid import TICK_SECONDS, Grid
 from bot.voice.opus_decoder import HEARD_PCM, SPOKEN_PCM, OpusDecoder
 from bot.voice.source import ENCODER_SETTINGS, speech_encoder
 from realtime.audio import FRAME_BYTES, REALTIME_FRAME_BYTES, Downsampler, Upsampler, to_discord_pcm
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 BATCHES = 5
-TICK_SECONDS = 0.02
 TICKS_PER_SECOND = round(1 / TICK_SECONDS)
 PACED_SECONDS = 3.0
 PACED_WARM_UP_TICKS = 10
@@ -61,18 +61,25 @@ def client_packets(frames: list[bytes]) -> list[bytes]:
     return [encoder.encode(frame, 960) for frame in frames]
 
 
+def _inputs() -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """The fixture as each unit's input: a client's packets (decode), their HEARD_PCM frames (downsampling) and
+    the Realtime API's 24 kHz mono frames (encode, upsampling)."""
+    packets = client_packets(speech_frames())
+    decoder, down = OpusDecoder(HEARD_PCM), Downsampler(channels=HEARD_PCM.channels)
+    heard = [decoder.decode(packet) for packet in packets]
+    pcm24 = [down.process(frame)[:REALTIME_FRAME_BYTES].ljust(REALTIME_FRAME_BYTES, b"\0") for frame in heard]
+    return packets, heard, pcm24
+
+
 def costs() -> dict[str, float]:
     """µs per 20 ms frame of speech: Opus decode (a caller's packet, Cap's decoder at HEARD_PCM), Opus encode
     (Cap's encoder, SPOKEN_PCM in), Downsampler (HEARD_PCM -> Realtime), Upsampler (Realtime -> 48 kHz stereo)."""
-    frames = speech_frames()
+    packets, heard, pcm24 = _inputs()
     encoder = speech_encoder()
-    packets = client_packets(frames)
     decoder, down, up = OpusDecoder(HEARD_PCM), Downsampler(channels=HEARD_PCM.channels), Upsampler()
-    heard = [decoder.decode(packet) for packet in packets]
-    pcm24 = [down.process(frame)[:REALTIME_FRAME_BYTES].ljust(REALTIME_FRAME_BYTES, b"\0") for frame in heard]
     cycle = {"decode": iter(packets * 100), "encode": iter(pcm24 * 100), "down": iter(heard * 100),
              "up": iter(pcm24 * 100)}
-    calls = min(len(frames), 100)
+    calls = min(len(packets), 100)
     return {
         "decode": _best_us(lambda: decoder.decode(next(cycle["decode"])), calls),
         "encode": _best_us(lambda: encoder.encode(next(cycle["encode"]), SPOKEN_PCM.frame_samples), calls),
@@ -91,13 +98,7 @@ class _PacedCalls:
     """N calls' own codec objects, each fed its next fixture frame of a kind when the rotation reaches it."""
 
     def __init__(self, calls: int) -> None:
-        frames = speech_frames()
-        self._packets = client_packets(frames)
-        heard_by = OpusDecoder(HEARD_PCM)
-        self._heard = [heard_by.decode(packet) for packet in self._packets]
-        to_24k = Downsampler(channels=HEARD_PCM.channels)
-        self._pcm24 = [to_24k.process(frame)[:REALTIME_FRAME_BYTES].ljust(REALTIME_FRAME_BYTES, b"\0")
-                       for frame in self._heard]
+        self._packets, self._heard, self._pcm24 = _inputs()
         self._decoders = [OpusDecoder(HEARD_PCM) for _ in range(calls)]
         self._encoders = [speech_encoder() for _ in range(calls)]
         self._downs = [Downsampler(channels=HEARD_PCM.channels) for _ in range(calls)]
@@ -143,10 +144,10 @@ def paced_percent(counts: dict[str, int], wall: float, calls: int, seconds: floa
 
 
 def _on_the_grid(tick: Callable[[], None], ticks: int) -> None:
-    """`tick()` every TICK_SECONDS, sleeping in between (a late tick runs at once)."""
-    started = time.monotonic()
-    for n in range(1, ticks + 1):
+    """`tick()` on Cap's 20 ms grid, sleeping in between, as the speaker threads do."""
+    grid = Grid(time.monotonic())
+    for _ in range(ticks):
         tick()
-        delay = started + n * TICK_SECONDS - time.monotonic()
+        delay = grid.advance(time.monotonic())
         if delay > 0:
             time.sleep(delay)
