@@ -26,9 +26,8 @@ arrival tick is recorded. The rules:
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 
@@ -56,11 +55,11 @@ class SlotKind(Enum):
     PLC = "plc"
 
 
-@dataclass(frozen=True, slots=True)
-class Slot:
+class Slot(NamedTuple):
     """What plays next: a packet, its FEC recovery from the next packet, or loss concealment.
 
-    `sequence` is the slot's sequence number (None for a frame added while the due packet is late).
+    `sequence` is the slot's sequence number (None for a frame added while the due packet is late). A
+    NamedTuple, as `RtpHeader` is: one is built per packet played.
     """
 
     kind: SlotKind
