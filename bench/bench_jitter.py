@@ -32,8 +32,8 @@ import rig  # noqa: E402
 from bench_voice import best_us  # noqa: E402
 from discord import opus  # noqa: E402
 
-# The reference decrypt is the bare libsodium call TransportDecryptor makes (PyNaCl's public wrapper costs ~2 µs
-# more a packet formatting error messages, bot/voice/crypto.py): the floor, not a slower stand-in.
+# The reference decrypt is the bare libsodium call TransportDecryptor makes, not PyNaCl's public wrapper, which
+# costs ~2 µs more a packet formatting error messages (bot/voice/crypto.py): the floor, not a slower stand-in.
 from bot.voice.crypto import _aead_open  # noqa: E402
 from bot.voice.jitter import Slot, SlotKind  # noqa: E402
 from bot.voice.opus_decoder import HEARD_PCM, OpusDecoder  # noqa: E402

@@ -78,9 +78,7 @@ def bench_receive(packets: list[bytes]) -> None:
         for datagram, header in zip(datagrams, headers, strict=True):
             assert isinstance(header, RtpHeader)
             clear = header.header_length
-            _aead_open(
-                datagram[clear:-4], datagram[:clear], datagram[-4:] + bytes(20), key
-            )
+            _aead_open(datagram[clear:-4], datagram[:clear], datagram[-4:] + bytes(20), key)
         return len(datagrams)
 
     def decrypt_only() -> int:
